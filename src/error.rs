@@ -1,0 +1,75 @@
+//! The crate's error type: every failure caused by a file or a caller's argument is one of these.
+
+use crate::format::GgmlType;
+
+/// Errors returned by burn-quant. Nothing reachable from file contents or caller arguments panics.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O error, with the path it happened on.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The GGUF data is malformed; `context` names the section and `offset` the byte position.
+    #[error("malformed GGUF at byte {offset}: {context}")]
+    Gguf {
+        /// Byte offset in the file where the problem was found.
+        offset: u64,
+        /// What was wrong.
+        context: String,
+    },
+    /// A ggml type id this crate does not know.
+    #[error("unknown ggml type id {0}")]
+    UnknownType(u32),
+    /// A known ggml type that this crate cannot decode or multiply (e.g. IQ types).
+    #[error("ggml type {0} is not supported")]
+    UnsupportedType(GgmlType),
+    /// A row length that is not a whole number of blocks.
+    #[error("{cols} columns is not a multiple of {kind}'s block of {block}")]
+    NotBlockAligned {
+        /// The format.
+        kind: GgmlType,
+        /// Elements per row given.
+        cols: usize,
+        /// Elements per block of the format.
+        block: usize,
+    },
+    /// A byte buffer whose length does not match the shape and format.
+    #[error("{what}: expected {expected} bytes, got {got}")]
+    ByteLength {
+        /// What the buffer is.
+        what: String,
+        /// Bytes the shape and format require.
+        expected: usize,
+        /// Bytes supplied.
+        got: usize,
+    },
+    /// A shape that does not fit the operation.
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    /// A size computation overflowed.
+    #[error("size overflow: {0}")]
+    Overflow(String),
+    /// A tensor or key that was looked up is absent.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A safetensors file could not be read.
+    #[error("safetensors: {0}")]
+    SafeTensors(String),
+    /// Anything else a caller supplied that cannot be used.
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A GGUF error at `offset`.
+    pub(crate) fn gguf(offset: u64, context: impl Into<String>) -> Self {
+        Error::Gguf { offset, context: context.into() }
+    }
+}

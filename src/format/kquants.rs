@@ -1,0 +1,249 @@
+//! ggml's k-quant super-block formats: 256 weights per block, split into 16 or 8 sub-blocks with
+//! their own 4/6/8-bit scales under one or two f16 super-scales. Layout and formulas follow
+//! ggml's `ggml-common.h` and `dequantize_row_q*_K`.
+
+use super::{BlockFormat, GgmlType, f16_le};
+
+/// Weights per k-quant super-block.
+pub const QK_K: usize = 256;
+/// Bytes of packed 6-bit scales and mins in Q4_K / Q5_K.
+pub const K_SCALE_SIZE: usize = 12;
+
+/// Q2_K: 16 sub-blocks of 16; `x = d * sc * q - dmin * m` with 4-bit `sc`/`m` packed in
+/// `scales[i]` (low/high nibble) and 2-bit q; 2.625 bits per weight.
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct BlockQ2K {
+    /// Sub-block scales (low nibble) and mins (high nibble).
+    pub scales: [u8; QK_K / 16],
+    /// 2-bit quants, four per byte.
+    pub qs: [u8; QK_K / 4],
+    /// Super-scale for the scales (f16).
+    pub d: [u8; 2],
+    /// Super-scale for the mins (f16).
+    pub dmin: [u8; 2],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ2K>() == 2 * 2 + QK_K / 16 + QK_K / 4, "wrong q2_K block size/padding");
+
+/// Q3_K: 16 sub-blocks of 16; `x = d * (sc - 32) * q` with 6-bit `sc` and q in -4..4 (2 low bits
+/// in `qs`, the high bit in `hmask`, set meaning "no -4"); 3.4375 bits per weight.
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct BlockQ3K {
+    /// High bits of the quants.
+    pub hmask: [u8; QK_K / 8],
+    /// Low 2 bits of the quants.
+    pub qs: [u8; QK_K / 4],
+    /// 6-bit scales, packed.
+    pub scales: [u8; 12],
+    /// Super-scale (f16).
+    pub d: [u8; 2],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ3K>() == 2 + QK_K / 4 + QK_K / 8 + 12, "wrong q3_K block size/padding");
+
+/// Q4_K: 8 sub-blocks of 32; `x = d * sc * q - dmin * m` with 6-bit `sc`/`m` packed in `scales`
+/// and 4-bit q; 4.5 bits per weight.
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct BlockQ4K {
+    /// Super-scale for the scales (f16).
+    pub d: [u8; 2],
+    /// Super-scale for the mins (f16).
+    pub dmin: [u8; 2],
+    /// 6-bit scales and mins, packed (see [`scale_min_k4`]).
+    pub scales: [u8; K_SCALE_SIZE],
+    /// 4-bit quants: byte `l` of each 32-byte group holds sub-block 2i (low) and 2i+1 (high).
+    pub qs: [u8; QK_K / 2],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 2 * 2 + K_SCALE_SIZE + QK_K / 2, "wrong q4_K block size/padding");
+
+/// Q5_K: as Q4_K with a fifth bit per weight in `qh`; 5.5 bits per weight.
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct BlockQ5K {
+    /// Super-scale for the scales (f16).
+    pub d: [u8; 2],
+    /// Super-scale for the mins (f16).
+    pub dmin: [u8; 2],
+    /// 6-bit scales and mins, packed as Q4_K.
+    pub scales: [u8; K_SCALE_SIZE],
+    /// Fifth bits.
+    pub qh: [u8; QK_K / 8],
+    /// Low 4 bits.
+    pub qs: [u8; QK_K / 2],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ5K>() == 2 * 2 + K_SCALE_SIZE + QK_K / 2 + QK_K / 8, "wrong q5_K block size/padding");
+
+/// Q6_K: 16 sub-blocks of 16; `x = d * sc * (q - 32)` with 8-bit signed `sc` and 6-bit q (4 low
+/// bits in `ql`, 2 high in `qh`); 6.5625 bits per weight.
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct BlockQ6K {
+    /// Low 4 bits.
+    pub ql: [u8; QK_K / 2],
+    /// High 2 bits.
+    pub qh: [u8; QK_K / 4],
+    /// Signed 8-bit sub-block scales.
+    pub scales: [i8; QK_K / 16],
+    /// Super-scale (f16).
+    pub d: [u8; 2],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ6K>() == 2 + QK_K / 16 + 3 * QK_K / 4, "wrong q6_K block size/padding");
+
+/// Unpacks the 6-bit scale and min of sub-block `j` (0..8) of a Q4_K / Q5_K block.
+#[inline(always)]
+pub fn scale_min_k4(j: usize, q: &[u8; K_SCALE_SIZE]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        ((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+    }
+}
+
+/// Unpacks Q3_K's sixteen 6-bit scales (still offset by 32).
+#[inline(always)]
+pub fn q3k_scales(scales: &[u8; 12]) -> [i8; 16] {
+    const KMASK1: u32 = 0x0303_0303;
+    const KMASK2: u32 = 0x0f0f_0f0f;
+    let w = |i: usize| u32::from_le_bytes([scales[4 * i], scales[4 * i + 1], scales[4 * i + 2], scales[4 * i + 3]]);
+    let (a0, a1, tmp) = (w(0), w(1), w(2));
+    let aux = [
+        (a0 & KMASK2) | ((tmp & KMASK1) << 4),
+        (a1 & KMASK2) | (((tmp >> 2) & KMASK1) << 4),
+        ((a0 >> 4) & KMASK2) | (((tmp >> 4) & KMASK1) << 4),
+        ((a1 >> 4) & KMASK2) | (((tmp >> 6) & KMASK1) << 4),
+    ];
+    let mut out = [0i8; 16];
+    for (i, a) in aux.iter().enumerate() {
+        for (k, b) in a.to_le_bytes().iter().enumerate() {
+            out[4 * i + k] = *b as i8;
+        }
+    }
+    out
+}
+
+impl BlockFormat for BlockQ2K {
+    const TYPE: GgmlType = GgmlType::Q2_K;
+    const ELEMS: usize = QK_K;
+    #[inline(always)]
+    fn decode(&self, out: &mut [f32]) {
+        let (d, min) = (f16_le(self.d), f16_le(self.dmin));
+        let mut y = 0;
+        let mut is = 0;
+        for half in 0..2 {
+            let q = &self.qs[32 * half..32 * half + 32];
+            for shift in [0u32, 2, 4, 6] {
+                for part in 0..2 {
+                    let sc = self.scales[is];
+                    is += 1;
+                    let dl = d * (sc & 0x0F) as f32;
+                    let ml = min * (sc >> 4) as f32;
+                    for l in 0..16 {
+                        out[y] = dl * ((q[l + 16 * part] >> shift) & 3) as f32 - ml;
+                        y += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl BlockFormat for BlockQ3K {
+    const TYPE: GgmlType = GgmlType::Q3_K;
+    const ELEMS: usize = QK_K;
+    #[inline(always)]
+    fn decode(&self, out: &mut [f32]) {
+        let d_all = f16_le(self.d);
+        let scales = q3k_scales(&self.scales);
+        let mut y = 0;
+        let mut is = 0;
+        let mut m = 1u8;
+        for half in 0..2 {
+            let q = &self.qs[32 * half..32 * half + 32];
+            for shift in [0u32, 2, 4, 6] {
+                for part in 0..2 {
+                    let dl = d_all * (scales[is] as i32 - 32) as f32;
+                    is += 1;
+                    for l in 0..16 {
+                        let i = l + 16 * part;
+                        let hi = if self.hmask[i] & m != 0 { 0 } else { 4 };
+                        out[y] = dl * (((q[i] >> shift) & 3) as i32 - hi) as f32;
+                        y += 1;
+                    }
+                }
+                m <<= 1;
+            }
+        }
+    }
+}
+
+impl BlockFormat for BlockQ4K {
+    const TYPE: GgmlType = GgmlType::Q4_K;
+    const ELEMS: usize = QK_K;
+    #[inline(always)]
+    fn decode(&self, out: &mut [f32]) {
+        let (d, min) = (f16_le(self.d), f16_le(self.dmin));
+        for j in 0..4 {
+            let (sc1, m1) = scale_min_k4(2 * j, &self.scales);
+            let (sc2, m2) = scale_min_k4(2 * j + 1, &self.scales);
+            let (d1, m1) = (d * sc1 as f32, min * m1 as f32);
+            let (d2, m2) = (d * sc2 as f32, min * m2 as f32);
+            let q = &self.qs[32 * j..32 * j + 32];
+            let (lo, hi) = out[64 * j..64 * j + 64].split_at_mut(32);
+            for l in 0..32 {
+                lo[l] = d1 * (q[l] & 0x0F) as f32 - m1;
+                hi[l] = d2 * (q[l] >> 4) as f32 - m2;
+            }
+        }
+    }
+}
+
+impl BlockFormat for BlockQ5K {
+    const TYPE: GgmlType = GgmlType::Q5_K;
+    const ELEMS: usize = QK_K;
+    #[inline(always)]
+    fn decode(&self, out: &mut [f32]) {
+        let (d, min) = (f16_le(self.d), f16_le(self.dmin));
+        for j in 0..4 {
+            let (sc1, m1) = scale_min_k4(2 * j, &self.scales);
+            let (sc2, m2) = scale_min_k4(2 * j + 1, &self.scales);
+            let (d1, m1) = (d * sc1 as f32, min * m1 as f32);
+            let (d2, m2) = (d * sc2 as f32, min * m2 as f32);
+            let (u1, u2) = (1u8 << (2 * j), 2u8 << (2 * j));
+            let ql = &self.qs[32 * j..32 * j + 32];
+            let (lo, hi) = out[64 * j..64 * j + 64].split_at_mut(32);
+            for l in 0..32 {
+                let h1 = if self.qh[l] & u1 != 0 { 16 } else { 0 };
+                let h2 = if self.qh[l] & u2 != 0 { 16 } else { 0 };
+                lo[l] = d1 * ((ql[l] & 0x0F) + h1) as f32 - m1;
+                hi[l] = d2 * ((ql[l] >> 4) + h2) as f32 - m2;
+            }
+        }
+    }
+}
+
+impl BlockFormat for BlockQ6K {
+    const TYPE: GgmlType = GgmlType::Q6_K;
+    const ELEMS: usize = QK_K;
+    #[inline(always)]
+    fn decode(&self, out: &mut [f32]) {
+        let d = f16_le(self.d);
+        for n in 0..2 {
+            let ql = &self.ql[64 * n..64 * n + 64];
+            let qh = &self.qh[32 * n..32 * n + 32];
+            let sc = &self.scales[8 * n..8 * n + 8];
+            let y = &mut out[128 * n..128 * n + 128];
+            for l in 0..32 {
+                let is = l / 16;
+                let q1 = ((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) as i32 - 32;
+                let q2 = ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
+                let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
+                let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+                y[l] = d * sc[is] as f32 * q1 as f32;
+                y[l + 32] = d * sc[is + 2] as f32 * q2 as f32;
+                y[l + 64] = d * sc[is + 4] as f32 * q3 as f32;
+                y[l + 96] = d * sc[is + 6] as f32 * q4 as f32;
+            }
+        }
+    }
+}

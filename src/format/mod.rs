@@ -1,0 +1,322 @@
+//! Byte layouts of the GGUF tensor types and their CPU reference decode (and, for some, encode).
+//!
+//! Every block layout is defined exactly once, as a `#[repr(C)]` struct of bytes (alignment 1, so
+//! any byte slice of the right length can be viewed as blocks) with its size asserted at compile
+//! time against ggml's formula. [`BlockFormat`] is the one trait all of them implement;
+//! [`GgmlType::visit`] is the one place that maps a runtime type id onto a block type.
+//!
+//! This module holds no Burn types.
+
+mod floats;
+mod kquants;
+mod legacy;
+pub mod quantize;
+
+pub use floats::{BlockBF16, BlockF16, BlockF32};
+pub use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
+pub use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, QK4_0, QK8_0};
+
+use crate::error::{Error, Result};
+
+/// A ggml tensor type, with the numeric id GGUF stores.
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum GgmlType {
+    /// 32-bit float.
+    F32 = 0,
+    /// IEEE half.
+    F16 = 1,
+    /// 4-bit, one f16 scale per 32.
+    Q4_0 = 2,
+    /// 4-bit, f16 scale and min per 32.
+    Q4_1 = 3,
+    /// 5-bit, one f16 scale per 32.
+    Q5_0 = 6,
+    /// 5-bit, f16 scale and min per 32.
+    Q5_1 = 7,
+    /// 8-bit, one f16 scale per 32.
+    Q8_0 = 8,
+    /// 8-bit with a precomputed sum (activation type; not decoded here).
+    Q8_1 = 9,
+    /// 2-bit k-quant.
+    Q2_K = 10,
+    /// 3-bit k-quant.
+    Q3_K = 11,
+    /// 4-bit k-quant.
+    Q4_K = 12,
+    /// 5-bit k-quant.
+    Q5_K = 13,
+    /// 6-bit k-quant.
+    Q6_K = 14,
+    /// 8-bit k-quant (activation type; not decoded here).
+    Q8_K = 15,
+    /// i-quant (not decoded here).
+    IQ2_XXS = 16,
+    /// i-quant (not decoded here).
+    IQ2_XS = 17,
+    /// i-quant (not decoded here).
+    IQ3_XXS = 18,
+    /// i-quant (not decoded here).
+    IQ1_S = 19,
+    /// i-quant (not decoded here).
+    IQ4_NL = 20,
+    /// i-quant (not decoded here).
+    IQ3_S = 21,
+    /// i-quant (not decoded here).
+    IQ2_S = 22,
+    /// i-quant (not decoded here).
+    IQ4_XS = 23,
+    /// 8-bit integer.
+    I8 = 24,
+    /// 16-bit integer.
+    I16 = 25,
+    /// 32-bit integer.
+    I32 = 26,
+    /// 64-bit integer.
+    I64 = 27,
+    /// 64-bit float.
+    F64 = 28,
+    /// i-quant (not decoded here).
+    IQ1_M = 29,
+    /// bfloat16.
+    BF16 = 30,
+    /// ternary (not decoded here).
+    TQ1_0 = 34,
+    /// ternary (not decoded here).
+    TQ2_0 = 35,
+    /// microscaling fp4 (not decoded here).
+    MXFP4 = 39,
+}
+
+/// Every type, with its name, elements per block and bytes per block: the one table of ids.
+const TYPES: &[(GgmlType, &str, usize, usize)] = &[
+    (GgmlType::F32, "F32", 1, 4),
+    (GgmlType::F16, "F16", 1, 2),
+    (GgmlType::Q4_0, "Q4_0", 32, 18),
+    (GgmlType::Q4_1, "Q4_1", 32, 20),
+    (GgmlType::Q5_0, "Q5_0", 32, 22),
+    (GgmlType::Q5_1, "Q5_1", 32, 24),
+    (GgmlType::Q8_0, "Q8_0", 32, 34),
+    (GgmlType::Q8_1, "Q8_1", 32, 36),
+    (GgmlType::Q2_K, "Q2_K", 256, 84),
+    (GgmlType::Q3_K, "Q3_K", 256, 110),
+    (GgmlType::Q4_K, "Q4_K", 256, 144),
+    (GgmlType::Q5_K, "Q5_K", 256, 176),
+    (GgmlType::Q6_K, "Q6_K", 256, 210),
+    (GgmlType::Q8_K, "Q8_K", 256, 292),
+    (GgmlType::IQ2_XXS, "IQ2_XXS", 256, 66),
+    (GgmlType::IQ2_XS, "IQ2_XS", 256, 74),
+    (GgmlType::IQ3_XXS, "IQ3_XXS", 256, 98),
+    (GgmlType::IQ1_S, "IQ1_S", 256, 50),
+    (GgmlType::IQ4_NL, "IQ4_NL", 32, 18),
+    (GgmlType::IQ3_S, "IQ3_S", 256, 110),
+    (GgmlType::IQ2_S, "IQ2_S", 256, 82),
+    (GgmlType::IQ4_XS, "IQ4_XS", 256, 136),
+    (GgmlType::I8, "I8", 1, 1),
+    (GgmlType::I16, "I16", 1, 2),
+    (GgmlType::I32, "I32", 1, 4),
+    (GgmlType::I64, "I64", 1, 8),
+    (GgmlType::F64, "F64", 1, 8),
+    (GgmlType::IQ1_M, "IQ1_M", 256, 56),
+    (GgmlType::BF16, "BF16", 1, 2),
+    (GgmlType::TQ1_0, "TQ1_0", 256, 54),
+    (GgmlType::TQ2_0, "TQ2_0", 256, 66),
+    (GgmlType::MXFP4, "MXFP4", 32, 17),
+];
+
+impl GgmlType {
+    fn entry(self) -> &'static (GgmlType, &'static str, usize, usize) {
+        // Every variant is in TYPES (checked by a unit test), so the fallback is never taken.
+        TYPES.iter().find(|e| e.0 == self).unwrap_or(&TYPES[0])
+    }
+
+    /// The type for a GGUF type id.
+    pub fn from_id(id: u32) -> Result<Self> {
+        TYPES.iter().find(|e| e.0 as u32 == id).map(|e| e.0).ok_or(Error::UnknownType(id))
+    }
+
+    /// The type for a name such as `"Q4_K"` (case-insensitive).
+    pub fn from_name(name: &str) -> Result<Self> {
+        TYPES
+            .iter()
+            .find(|e| e.1.eq_ignore_ascii_case(name))
+            .map(|e| e.0)
+            .ok_or_else(|| Error::Invalid(format!("unknown ggml type name {name:?}")))
+    }
+
+    /// The GGUF type id.
+    pub fn id(self) -> u32 {
+        self as u32
+    }
+
+    /// ggml's name, e.g. `"Q4_K"`.
+    pub fn name(self) -> &'static str {
+        self.entry().1
+    }
+
+    /// Elements per block.
+    pub fn block_elems(self) -> usize {
+        self.entry().2
+    }
+
+    /// Bytes per block.
+    pub fn block_bytes(self) -> usize {
+        self.entry().3
+    }
+
+    /// Whether this crate can decode (and multiply by) this type.
+    pub fn is_supported(self) -> bool {
+        struct Yes;
+        impl FormatVisitor for Yes {
+            type Output = ();
+            fn visit<F: BlockFormat>(self) {}
+        }
+        self.visit(Yes).is_ok()
+    }
+
+    /// Bytes of one row of `cols` elements; an error if `cols` is not whole blocks.
+    pub fn row_bytes(self, cols: usize) -> Result<usize> {
+        let block = self.block_elems();
+        if cols % block != 0 {
+            return Err(Error::NotBlockAligned { kind: self, cols, block });
+        }
+        (cols / block)
+            .checked_mul(self.block_bytes())
+            .ok_or_else(|| Error::Overflow(format!("{cols} columns of {self}")))
+    }
+
+    /// Bytes of a `rows` × `cols` matrix.
+    pub fn matrix_bytes(self, rows: usize, cols: usize) -> Result<usize> {
+        self.row_bytes(cols)?
+            .checked_mul(rows)
+            .ok_or_else(|| Error::Overflow(format!("{rows} rows of {cols} {self}")))
+    }
+
+    /// Calls `visitor.visit::<Block>()` with the block type of `self`: the one runtime → static
+    /// dispatch point for formats. Types without a decoder give [`Error::UnsupportedType`].
+    pub fn visit<V: FormatVisitor>(self, visitor: V) -> Result<V::Output> {
+        Ok(match self {
+            GgmlType::F32 => visitor.visit::<BlockF32>(),
+            GgmlType::F16 => visitor.visit::<BlockF16>(),
+            GgmlType::BF16 => visitor.visit::<BlockBF16>(),
+            GgmlType::Q4_0 => visitor.visit::<BlockQ4_0>(),
+            GgmlType::Q4_1 => visitor.visit::<BlockQ4_1>(),
+            GgmlType::Q5_0 => visitor.visit::<BlockQ5_0>(),
+            GgmlType::Q5_1 => visitor.visit::<BlockQ5_1>(),
+            GgmlType::Q8_0 => visitor.visit::<BlockQ8_0>(),
+            GgmlType::Q2_K => visitor.visit::<BlockQ2K>(),
+            GgmlType::Q3_K => visitor.visit::<BlockQ3K>(),
+            GgmlType::Q4_K => visitor.visit::<BlockQ4K>(),
+            GgmlType::Q5_K => visitor.visit::<BlockQ5K>(),
+            GgmlType::Q6_K => visitor.visit::<BlockQ6K>(),
+            other => return Err(Error::UnsupportedType(other)),
+        })
+    }
+}
+
+impl std::fmt::Display for GgmlType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One block of a ggml format: a plain byte struct (alignment 1) that decodes to `ELEMS` floats.
+pub trait BlockFormat: bytemuck::Pod + Send + Sync + 'static {
+    /// The ggml type of this block.
+    const TYPE: GgmlType;
+    /// Elements per block.
+    const ELEMS: usize;
+    /// Bytes per block (the struct's size).
+    const BYTES: usize = std::mem::size_of::<Self>();
+
+    /// Decodes this block into `out[..ELEMS]`, evaluating ggml's formula in f32 in ggml's order,
+    /// so the result is bit-identical to `dequantize_row_*`.
+    fn decode(&self, out: &mut [f32]);
+}
+
+/// A generic operation over block formats, run by [`GgmlType::visit`].
+pub trait FormatVisitor {
+    /// What the operation returns.
+    type Output;
+    /// Runs the operation for block type `F`.
+    fn visit<F: BlockFormat>(self) -> Self::Output;
+}
+
+/// Views `bytes` as blocks of `F`; an error if the length is not whole blocks.
+pub fn as_blocks<F: BlockFormat>(bytes: &[u8]) -> Result<&[F]> {
+    bytemuck::try_cast_slice(bytes).map_err(|_| Error::ByteLength {
+        what: format!("{} blocks", F::TYPE),
+        expected: bytes.len() / F::BYTES * F::BYTES,
+        got: bytes.len(),
+    })
+}
+
+/// Decodes `rows` rows of `cols` elements of type `kind` from `bytes` into a row-major f32 vector.
+pub fn dequantize(kind: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Result<Vec<f32>> {
+    let expected = kind.matrix_bytes(rows, cols)?;
+    if bytes.len() != expected {
+        return Err(Error::ByteLength { what: format!("{rows}x{cols} {kind}"), expected, got: bytes.len() });
+    }
+    let mut out = vec![0f32; rows * cols];
+    struct Decode<'a>(&'a [u8], &'a mut [f32]);
+    impl FormatVisitor for Decode<'_> {
+        type Output = Result<()>;
+        fn visit<F: BlockFormat>(self) -> Result<()> {
+            let blocks = as_blocks::<F>(self.0)?;
+            for (b, o) in blocks.iter().zip(self.1.chunks_exact_mut(F::ELEMS)) {
+                b.decode(o);
+            }
+            Ok(())
+        }
+    }
+    kind.visit(Decode(bytes, &mut out))??;
+    Ok(out)
+}
+
+/// Reads a little-endian IEEE half stored as two bytes.
+#[inline(always)]
+pub fn f16_le(b: [u8; 2]) -> f32 {
+    half::f16::from_le_bytes(b).to_f32()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_type_round_trips_through_its_id_and_name() {
+        for &(t, name, elems, bytes) in TYPES {
+            assert_eq!(GgmlType::from_id(t.id()).unwrap(), t);
+            assert_eq!(GgmlType::from_name(name).unwrap(), t);
+            assert_eq!((t.block_elems(), t.block_bytes()), (elems, bytes));
+        }
+        assert!(matches!(GgmlType::from_id(4), Err(Error::UnknownType(4))));
+    }
+
+    #[test]
+    fn block_structs_match_the_table() {
+        struct Check;
+        impl FormatVisitor for Check {
+            type Output = ();
+            fn visit<F: BlockFormat>(self) {
+                assert_eq!(F::BYTES, F::TYPE.block_bytes(), "{}", F::TYPE);
+                assert_eq!(F::ELEMS, F::TYPE.block_elems(), "{}", F::TYPE);
+            }
+        }
+        let mut supported = 0;
+        for &(t, ..) in TYPES {
+            if t.visit(Check).is_ok() {
+                supported += 1;
+            }
+        }
+        assert_eq!(supported, 13);
+    }
+
+    #[test]
+    fn row_bytes_rejects_partial_blocks() {
+        assert_eq!(GgmlType::Q4_K.row_bytes(512).unwrap(), 288);
+        assert!(matches!(GgmlType::Q4_K.row_bytes(100), Err(Error::NotBlockAligned { .. })));
+        assert!(matches!(GgmlType::Q8_0.matrix_bytes(usize::MAX, 64), Err(Error::Overflow(_))));
+    }
+}

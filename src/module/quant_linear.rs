@@ -1,0 +1,155 @@
+//! [`QuantLinear`]: a linear layer whose weight stays quantized in device memory.
+
+use burn::module::{Module, Param, ParamId};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+
+use crate::error::{Error, Result};
+use crate::format::GgmlType;
+use crate::ops::{QuantLayout, QuantMatmulBackend};
+
+/// Describes a [`QuantLinear`] without its data, like Burn's `LinearConfig`: `init` builds one
+/// with zeroed blocks, ready for `load_record` / `load_file`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuantLinearConfig {
+    /// Input features.
+    pub in_features: usize,
+    /// Row parts `(type, rows)` stacked along the output dimension.
+    pub parts: Vec<(GgmlType, usize)>,
+    /// Whether the layer has a bias.
+    pub bias: bool,
+}
+
+impl QuantLinearConfig {
+    /// One part of `out_features` rows of `kind`.
+    pub fn new(kind: GgmlType, out_features: usize, in_features: usize) -> Self {
+        Self { in_features, parts: vec![(kind, out_features)], bias: false }
+    }
+
+    /// Sets whether there is a bias.
+    pub fn with_bias(mut self, bias: bool) -> Self {
+        self.bias = bias;
+        self
+    }
+
+    /// Builds the layer with zeroed weight blocks (and bias) on `device`.
+    pub fn init(&self, device: &Device) -> Result<QuantLinear> {
+        let layout = QuantLayout::new(self.in_features, &self.parts)?;
+        let words = vec![0u32; layout.total_words()];
+        let bias = self.bias.then(|| vec![0f32; layout.out_features()]);
+        Ok(QuantLinear::from_words(words, layout, bias, device))
+    }
+}
+
+/// A linear layer `y = x · Wᵀ + b` whose weight `W[out, in]` is held as GGUF blocks on the device.
+///
+/// It is a Burn [`Module`] with no backend generic (the device picks the backend): it can be a
+/// field of any `#[derive(Module)]` struct, moves with `to_device`, and saves and loads with
+/// Burn's records (build the skeleton with [`QuantLinearConfig::init`], then load). The weight
+/// is frozen: under `Autodiff` the gradient flows to the input only.
+#[derive(Module, Debug)]
+pub struct QuantLinear {
+    /// The packed blocks as u32 words (dtype `U32`), rank 1.
+    pub weight: Param<Tensor<1, Int>>,
+    /// Optional bias `[out]`.
+    pub bias: Option<Param<Tensor<1>>>,
+    /// How the words are laid out (types, rows, offsets).
+    #[module(skip)]
+    layout: QuantLayout,
+}
+
+impl QuantLinear {
+    /// A layer from one GGUF tensor's raw bytes: `out_features` rows of `in_features` in `kind`.
+    pub fn from_gguf_bytes(kind: GgmlType, bytes: &[u8], out_features: usize, in_features: usize, device: &Device) -> Result<Self> {
+        Self::from_gguf_fused(&[(kind, bytes, out_features)], in_features, device)
+    }
+
+    /// One layer from several row parts that keep their own types (e.g. q/k in Q4_K and v in
+    /// Q6_K): `parts` are `(kind, bytes, rows)`; one forward returns the concatenated outputs.
+    pub fn from_gguf_fused(parts: &[(GgmlType, &[u8], usize)], in_features: usize, device: &Device) -> Result<Self> {
+        let spec: Vec<_> = parts.iter().map(|&(k, _, r)| (k, r)).collect();
+        let layout = QuantLayout::new(in_features, &spec)?;
+        let mut bytes = vec![0u8; layout.total_bytes()];
+        for (p, &(kind, data, rows)) in layout.parts.iter().zip(parts) {
+            let expected = kind.matrix_bytes(rows, in_features)?;
+            if data.len() != expected {
+                return Err(Error::ByteLength { what: format!("{rows}x{in_features} {kind} weight"), expected, got: data.len() });
+            }
+            bytes[p.byte_offset..p.byte_offset + expected].copy_from_slice(data);
+        }
+        let words = bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        Ok(Self::from_words(words, layout, None, device))
+    }
+
+    fn from_words(words: Vec<u32>, layout: QuantLayout, bias: Option<Vec<f32>>, device: &Device) -> Self {
+        let n = words.len();
+        let weight = Tensor::<1, Int>::from_data(TensorData::new(words, [n]), (device, DType::U32));
+        let bias = bias.map(|b| {
+            let n = b.len();
+            Param::from_tensor(Tensor::<1>::from_data(TensorData::new(b, [n]), device))
+        });
+        Self { weight: Param::initialized(ParamId::new(), weight), bias, layout }
+    }
+
+    /// Adds (or replaces) the bias; its length must be `out_features`.
+    pub fn with_bias(mut self, bias: &[f32]) -> Result<Self> {
+        if bias.len() != self.out_features() {
+            return Err(Error::Shape(format!("bias has {} values, the layer {} outputs", bias.len(), self.out_features())));
+        }
+        let device = self.weight.val().device();
+        let t = Tensor::<1>::from_data(TensorData::new(bias.to_vec(), [bias.len()]), &device);
+        self.bias = Some(Param::from_tensor(t));
+        Ok(self)
+    }
+
+    /// The packed layout.
+    pub fn layout(&self) -> &QuantLayout {
+        &self.layout
+    }
+
+    /// Input features.
+    pub fn in_features(&self) -> usize {
+        self.layout.in_features
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.layout.out_features()
+    }
+
+    /// Bytes the weight occupies on the device (the quantized blocks, padded to u32 words).
+    pub fn num_bytes(&self) -> usize {
+        self.layout.total_bytes()
+    }
+
+    /// `x · Wᵀ + b` over any leading dims (`[..., in]` → `[..., out]`); checks the last dim.
+    pub fn try_forward<const D: usize>(&self, x: Tensor<D>) -> Result<Tensor<D>> {
+        let dims = x.dims();
+        let k = self.in_features();
+        if D == 0 || dims[D - 1] != k {
+            return Err(Error::Shape(format!("input {dims:?}: last dim must be {k}")));
+        }
+        let m: usize = dims[..D - 1].iter().product();
+        let x2 = x.reshape([m, k]);
+        let y = <burn::backend::Dispatch as QuantMatmulBackend>::quant_matmul(
+            x2.into_dispatch(),
+            self.weight.val().into_dispatch(),
+            self.layout.clone(),
+        );
+        let mut y = Tensor::<2>::from_dispatch(y);
+        if let Some(b) = &self.bias {
+            y = y + b.val().unsqueeze::<2>();
+        }
+        let mut out = dims;
+        out[D - 1] = self.out_features();
+        Ok(y.reshape(out))
+    }
+
+    /// `x · Wᵀ + b` over any leading dims. Panics if the last dim is not `in_features`; use
+    /// [`try_forward`](Self::try_forward) for an error instead.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match self.try_forward(x) {
+            Ok(y) => y,
+            Err(e) => panic!("QuantLinear::forward: {e}"),
+        }
+    }
+}

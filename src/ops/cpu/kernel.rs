@@ -1,0 +1,251 @@
+//! The fused CPU kernel for quantized matmul, on plain slices (shared by burn-flex and
+//! burn-ndarray).
+//!
+//! - **Decode** (`m ≤ DECODE_MAX_M` token rows): one pass over the weight. Each block is decoded
+//!   into a 256-float scratch that stays in L1 and is dotted with every token row while it is
+//!   there (16-lane FMA accumulators), so the weight is read and decoded once for all rows.
+//!   Rows are split across threads with rayon; the inner loop runs under pulp's runtime SIMD
+//!   dispatch (AVX-512 / AVX2+FMA / NEON / scalar).
+//! - **Prefill** (more rows): each thread takes a panel of `PANEL_ROWS` weight rows, decodes it
+//!   `PANEL_K` columns at a time into an L2-sized f32 tile, and multiplies all token rows by that
+//!   tile with the `gemm` crate. Each weight block is decoded exactly once per call.
+//!
+//! No f32 copy of the whole weight is ever made; all accumulation is f32.
+
+use rayon::prelude::*;
+
+use super::super::layout::{QuantLayout, QuantPart};
+use crate::error::{Error, Result};
+use crate::format::{BlockFormat, FormatVisitor, as_blocks};
+
+/// Largest token count handled by the decode (matrix-vector) path.
+pub const DECODE_MAX_M: usize = 8;
+/// Elements decoded at a time in the decode path.
+const CHUNK: usize = 256;
+/// SIMD accumulator width (one AVX-512 register of f32).
+const LANES: usize = 16;
+/// Weight rows per task in the decode path.
+const DECODE_ROWS_PER_TASK: usize = 16;
+/// Weight rows per panel in the prefill path.
+const PANEL_ROWS: usize = 64;
+/// Columns per decoded tile in the prefill path (64 × 2048 × 4 B = 512 KiB, fits L2).
+const PANEL_K: usize = 2048;
+
+/// Checks that `x` holds `m` rows of `k`, and that `w` holds at least the layout's bytes.
+fn check(x_len: usize, m: usize, k: usize, w: &[u8], layout: &QuantLayout) -> Result<()> {
+    if x_len != m * k {
+        return Err(Error::Shape(format!("input has {x_len} values, expected {m} rows of {k}")));
+    }
+    if w.len() < layout.total_bytes() {
+        return Err(Error::ByteLength { what: "packed weight".into(), expected: layout.total_bytes(), got: w.len() });
+    }
+    Ok(())
+}
+
+/// `y[m, out] = x[m, in] · Wᵀ` for the packed weight `w` described by `layout`.
+pub fn matmul(x: &[f32], m: usize, w: &[u8], layout: &QuantLayout) -> Result<Vec<f32>> {
+    let k = layout.in_features;
+    check(x.len(), m, k, w, layout)?;
+    if m == 0 {
+        return Ok(Vec::new());
+    }
+    if m <= DECODE_MAX_M { matvec(x, m, w, layout) } else { matmul_panels(x, m, w, layout) }
+}
+
+/// Raw pointer that may cross threads: every task writes a disjoint region.
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+
+/// Decode path: results are produced per weight row (`[out][m]`) and transposed at the end.
+fn matvec(x: &[f32], m: usize, w: &[u8], layout: &QuantLayout) -> Result<Vec<f32>> {
+    let out = layout.out_features();
+    let mut by_row = vec![0f32; out * m];
+    let mut row0 = 0;
+    for part in &layout.parts {
+        let rb = layout.row_bytes(part);
+        let bytes = &w[part.byte_offset..part.byte_offset + part.rows * rb];
+        let dst = &mut by_row[row0 * m..(row0 + part.rows) * m];
+        part.kind.visit(Matvec { x, m, k: layout.in_features, bytes, row_bytes: rb, dst })??;
+        row0 += part.rows;
+    }
+    if m == 1 {
+        return Ok(by_row);
+    }
+    let mut y = vec![0f32; m * out];
+    for (j, r) in by_row.chunks_exact(m).enumerate() {
+        for (t, v) in r.iter().enumerate() {
+            y[t * out + j] = *v;
+        }
+    }
+    Ok(y)
+}
+
+struct Matvec<'a> {
+    x: &'a [f32],
+    m: usize,
+    k: usize,
+    bytes: &'a [u8],
+    row_bytes: usize,
+    dst: &'a mut [f32],
+}
+
+impl FormatVisitor for Matvec<'_> {
+    type Output = Result<()>;
+    fn visit<F: BlockFormat>(self) -> Result<()> {
+        let Matvec { x, m, k, bytes, row_bytes, dst } = self;
+        let blocks = as_blocks::<F>(bytes)?;
+        let per_row = row_bytes / F::BYTES;
+        dst.par_chunks_mut(DECODE_ROWS_PER_TASK * m).enumerate().for_each(|(task, dst)| {
+            let first = task * DECODE_ROWS_PER_TASK;
+            pulp::Arch::new().dispatch(|| {
+                for (r, out) in dst.chunks_exact_mut(m).enumerate() {
+                    let row = &blocks[(first + r) * per_row..(first + r + 1) * per_row];
+                    row_dot(row, x, m, k, out);
+                }
+            })
+        });
+        Ok(())
+    }
+}
+
+/// Dots one quantized row with each of the `m` token rows of `x`, writing `out[..m]`.
+#[inline(always)]
+fn row_dot<F: BlockFormat>(row: &[F], x: &[f32], m: usize, k: usize, out: &mut [f32]) {
+    let mut scratch = [0f32; CHUNK];
+    let mut acc = [[0f32; LANES]; DECODE_MAX_M];
+    let mut tail = [0f32; DECODE_MAX_M];
+    let per_chunk = CHUNK / F::ELEMS;
+    for (ci, chunk) in row.chunks(per_chunk).enumerate() {
+        let n = chunk.len() * F::ELEMS;
+        for (b, o) in chunk.iter().zip(scratch.chunks_exact_mut(F::ELEMS)) {
+            b.decode(o);
+        }
+        let k0 = ci * CHUNK;
+        let w = &scratch[..n];
+        for t in 0..m {
+            let xs = &x[t * k + k0..t * k + k0 + n];
+            let a = &mut acc[t];
+            let mut wc = w.chunks_exact(LANES);
+            let mut xc = xs.chunks_exact(LANES);
+            for (wl, xl) in (&mut wc).zip(&mut xc) {
+                for l in 0..LANES {
+                    a[l] = wl[l].mul_add(xl[l], a[l]);
+                }
+            }
+            for (wv, xv) in wc.remainder().iter().zip(xc.remainder()) {
+                tail[t] = wv.mul_add(*xv, tail[t]);
+            }
+        }
+    }
+    for t in 0..m {
+        out[t] = acc[t].iter().sum::<f32>() + tail[t];
+    }
+}
+
+/// Decodes rows `row0..row0 + rows` (global), columns `k0..k0 + kc`, into `tile[r * kc + c]`.
+fn decode_tile(w: &[u8], layout: &QuantLayout, row0: usize, rows: usize, k0: usize, kc: usize, tile: &mut [f32]) {
+    struct Seg<'a> {
+        bytes: &'a [u8],
+        k0: usize,
+        out: &'a mut [f32],
+    }
+    impl FormatVisitor for Seg<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn visit<F: BlockFormat>(self) {
+            let first = self.k0 / F::ELEMS;
+            let n = self.out.len() / F::ELEMS;
+            if let Ok(blocks) = as_blocks::<F>(self.bytes) {
+                for (b, o) in blocks[first..first + n].iter().zip(self.out.chunks_exact_mut(F::ELEMS)) {
+                    b.decode(o);
+                }
+            }
+        }
+    }
+    pulp::Arch::new().dispatch(|| {
+        for (r, out) in tile[..rows * kc].chunks_exact_mut(kc).enumerate() {
+            let Some((part, local)) = layout.locate(row0 + r) else { return };
+            let rb = layout.row_bytes(part);
+            let start = part.byte_offset + local * rb;
+            // Parts were validated at layout construction; an unsupported kind cannot occur.
+            let _ = part.kind.visit(Seg { bytes: &w[start..start + rb], k0, out });
+        }
+    })
+}
+
+/// Prefill path: weight panels decoded tile by tile, multiplied with `gemm`.
+fn matmul_panels(x: &[f32], m: usize, w: &[u8], layout: &QuantLayout) -> Result<Vec<f32>> {
+    let (k, out) = (layout.in_features, layout.out_features());
+    let mut y = vec![0f32; m * out];
+    let yp = SyncPtr(y.as_mut_ptr());
+    (0..out.div_ceil(PANEL_ROWS)).into_par_iter().for_each_init(
+        || vec![0f32; PANEL_ROWS * PANEL_K],
+        |tile, p| {
+            let yp = yp;
+            let n0 = p * PANEL_ROWS;
+            let nr = PANEL_ROWS.min(out - n0);
+            for k0 in (0..k).step_by(PANEL_K) {
+                let kc = PANEL_K.min(k - k0);
+                decode_tile(w, layout, n0, nr, k0, kc, tile);
+                // SAFETY: dst covers y[0..m, n0..n0+nr], disjoint between tasks and inside y;
+                // lhs covers x[0..m, k0..k0+kc]; rhs covers tile[0..nr*kc].
+                unsafe {
+                    gemm::gemm(
+                        m, nr, kc,
+                        yp.0.add(n0), 1, out as isize, k0 > 0,
+                        x.as_ptr().add(k0), 1, k as isize,
+                        tile.as_ptr(), kc as isize, 1,
+                        1.0, 1.0, false, false, false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            }
+        },
+    );
+    Ok(y)
+}
+
+/// `g[m, out] · W` → `[m, in]`: the input gradient of [`matmul`].
+pub fn matmul_transposed(g: &[f32], m: usize, w: &[u8], layout: &QuantLayout) -> Result<Vec<f32>> {
+    let (k, out) = (layout.in_features, layout.out_features());
+    check(g.len(), m, out, w, layout)?;
+    let mut dx = vec![0f32; m * k];
+    if m == 0 {
+        return Ok(dx);
+    }
+    const KC: usize = 512;
+    const NR: usize = 256;
+    let dp = SyncPtr(dx.as_mut_ptr());
+    (0..k.div_ceil(KC)).into_par_iter().for_each_init(
+        || vec![0f32; NR * KC],
+        |tile, c| {
+            let dp = dp;
+            let k0 = c * KC;
+            let kc = KC.min(k - k0);
+            for n0 in (0..out).step_by(NR) {
+                let nr = NR.min(out - n0);
+                decode_tile(w, layout, n0, nr, k0, kc, tile);
+                // SAFETY: dst covers dx[0..m, k0..k0+kc], disjoint between tasks;
+                // lhs covers g[0..m, n0..n0+nr]; rhs covers tile[0..nr*kc].
+                unsafe {
+                    gemm::gemm(
+                        m, kc, nr,
+                        dp.0.add(k0), 1, k as isize, n0 > 0,
+                        g.as_ptr().add(n0), 1, out as isize,
+                        tile.as_ptr(), 1, kc as isize,
+                        1.0, 1.0, false, false, false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            }
+        },
+    );
+    Ok(dx)
+}
+
+/// Rows of the part at `part` as a byte slice (for tests and tools).
+pub fn part_bytes<'a>(w: &'a [u8], layout: &QuantLayout, part: &QuantPart) -> &'a [u8] {
+    &w[part.byte_offset..part.byte_offset + part.rows * layout.row_bytes(part)]
+}

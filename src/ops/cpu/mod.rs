@@ -1,0 +1,115 @@
+//! The CPU backends (burn-flex and burn-ndarray): thin adapters that borrow the tensors' memory
+//! and run the shared fused [`kernel`].
+
+pub mod kernel;
+
+#[allow(unused_imports)]
+use super::{QuantLayout, QuantMatmulBackend};
+#[allow(unused_imports)]
+use burn::tensor::TensorData;
+
+/// Output shape: the input's leading dims with the last replaced by `last`.
+#[allow(dead_code)]
+fn out_shape(shape: &[usize], last: usize) -> Vec<usize> {
+    let mut s = shape.to_vec();
+    if let Some(l) = s.last_mut() {
+        *l = last;
+    }
+    s
+}
+
+/// Runs `f(x, m, weight bytes)` and panics with the kernel's message on an invariant violation
+/// (QuantLinear validates shapes before it reaches the backend).
+#[allow(dead_code)]
+fn run(f: impl FnOnce() -> crate::Result<Vec<f32>>) -> Vec<f32> {
+    match f() {
+        Ok(y) => y,
+        Err(e) => panic!("quantized matmul: {e}"),
+    }
+}
+
+#[cfg(feature = "flex")]
+mod flex {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::tensor::DType;
+    use burn_flex::FlexTensor;
+
+    fn f32_contiguous(x: FlexTensor) -> FlexTensor {
+        if x.dtype() == DType::F32 && x.as_slice::<f32>().is_some() {
+            x
+        } else {
+            FlexTensor::from_data(x.into_data().convert::<f32>())
+        }
+    }
+
+    fn words(w: &FlexTensor) -> std::borrow::Cow<'_, [u32]> {
+        match w.as_slice::<u32>() {
+            Some(s) => s.into(),
+            None => w.clone().into_data().convert::<u32>().try_into_vec::<u32>().unwrap_or_default().into(),
+        }
+    }
+
+    fn apply(x: FlexTensor, weight: FlexTensor, layout: &QuantLayout, k: usize, n: usize, f: fn(&[f32], usize, &[u8], &QuantLayout) -> crate::Result<Vec<f32>>) -> FlexTensor {
+        let x = f32_contiguous(x);
+        let shape = out_shape(x.layout().shape().as_slice(), n);
+        let xs = x.as_slice::<f32>().unwrap_or_default();
+        let w = words(&weight);
+        let y = run(|| f(xs, xs.len() / k.max(1), bytemuck::cast_slice(&w), layout));
+        FlexTensor::from_data(TensorData::new(y, shape))
+    }
+
+    impl QuantMatmulBackend for Flex {
+        fn quant_matmul(x: FlexTensor, weight: FlexTensor, layout: QuantLayout) -> FlexTensor {
+            apply(x, weight, &layout, layout.in_features, layout.out_features(), kernel::matmul)
+        }
+
+        fn quant_matmul_transposed(g: FlexTensor, weight: FlexTensor, layout: QuantLayout) -> FlexTensor {
+            apply(g, weight, &layout, layout.out_features(), layout.in_features, kernel::matmul_transposed)
+        }
+    }
+}
+
+#[cfg(feature = "ndarray")]
+#[allow(deprecated)]
+mod ndarray {
+    use super::*;
+    use burn::backend::{NdArray, TensorMetadata};
+    use burn_ndarray::NdArrayTensor;
+
+    fn floats(x: &NdArrayTensor) -> std::borrow::Cow<'_, [f32]> {
+        if let NdArrayTensor::F32(s) = x {
+            if let Some(sl) = s.view().to_slice() {
+                return sl.into();
+            }
+        }
+        x.clone().into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default().into()
+    }
+
+    fn words(w: &NdArrayTensor) -> std::borrow::Cow<'_, [u32]> {
+        if let NdArrayTensor::U32(s) = w {
+            if let Some(sl) = s.view().to_slice() {
+                return sl.into();
+            }
+        }
+        w.clone().into_data().convert::<u32>().try_into_vec::<u32>().unwrap_or_default().into()
+    }
+
+    fn apply(x: NdArrayTensor, weight: NdArrayTensor, layout: &QuantLayout, k: usize, n: usize, f: fn(&[f32], usize, &[u8], &QuantLayout) -> crate::Result<Vec<f32>>) -> NdArrayTensor {
+        let shape = out_shape(x.shape().as_slice(), n);
+        let xs = floats(&x);
+        let w = words(&weight);
+        let y = run(|| f(&xs, xs.len() / k.max(1), bytemuck::cast_slice(&w), layout));
+        NdArrayTensor::from_data(TensorData::new(y, shape))
+    }
+
+    impl QuantMatmulBackend for NdArray {
+        fn quant_matmul(x: NdArrayTensor, weight: NdArrayTensor, layout: QuantLayout) -> NdArrayTensor {
+            apply(x, weight, &layout, layout.in_features, layout.out_features(), kernel::matmul)
+        }
+
+        fn quant_matmul_transposed(g: NdArrayTensor, weight: NdArrayTensor, layout: QuantLayout) -> NdArrayTensor {
+            apply(g, weight, &layout, layout.out_features(), layout.in_features, kernel::matmul_transposed)
+        }
+    }
+}

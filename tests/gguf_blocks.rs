@@ -1,0 +1,94 @@
+//! The format layer and QuantLinear against ggml's own output (tests/fixtures/gguf-blocks,
+//! copied from ../shared/fixtures/gguf-blocks; see its README for how ggml/gguf-py made it).
+
+mod common;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use burn_quant::format::{dequantize, quantize::quantize};
+use burn_quant::gguf::GgufFile;
+use burn_quant::{GgmlType, QuantLinear};
+use common::{Ref, fixture, rel_err};
+
+const NAMES: [&str; 13] = ["f32", "f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_K", "q3_K", "q4_K", "q5_K", "q6_K"];
+
+fn blocks() -> (GgufFile, Ref) {
+    (GgufFile::open(fixture("gguf-blocks/blocks.gguf")).unwrap(), Ref::open("gguf-blocks/blocks-ref.safetensors"))
+}
+
+#[test]
+fn reader_sees_the_fixture_metadata_and_tensors() {
+    let (g, _) = blocks();
+    assert_eq!(g.version, 3);
+    assert_eq!(g.get("general.architecture").and_then(|v| v.as_str()), Some("quant-blocks"));
+    assert_eq!(g.get_u64("fixture.rows").unwrap(), Some(64));
+    assert_eq!(g.get_u64("fixture.cols").unwrap(), Some(512));
+    assert_eq!(g.tensors.len(), 13);
+    for name in NAMES {
+        let t = g.tensor(&format!("w.{name}")).unwrap();
+        assert_eq!(t.shape(), vec![64, 512]);
+        assert_eq!(t.kind, GgmlType::from_name(name).unwrap());
+    }
+}
+
+#[test]
+fn decode_is_bit_exact_with_ggml_for_all_13_types() {
+    let (g, r) = blocks();
+    for name in NAMES {
+        let t = format!("w.{name}");
+        let raw = g.tensor_data(&t).unwrap();
+        assert_eq!(raw, r.bytes(&format!("{t}.raw")).as_slice(), "{t}: raw bytes");
+        let (want, _) = r.f32(&format!("{t}.dequant"));
+        let got = dequantize(g.tensor(&t).unwrap().kind, raw, 64, 512).unwrap();
+        let bad = got.iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits());
+        assert!(bad.is_none(), "{t}: first mismatch at {:?}: {} vs {}", bad, got[bad.unwrap()], want[bad.unwrap()]);
+    }
+}
+
+#[test]
+fn quantizers_match_ggml_bit_for_bit() {
+    let (_, r) = blocks();
+    for name in ["q4_0", "q8_0", "q4_K", "q6_K"] {
+        let t = format!("w.{name}");
+        let (src, _) = r.f32(&format!("{t}.source"));
+        let got = quantize(GgmlType::from_name(name).unwrap(), &src).unwrap();
+        let want = r.bytes(&format!("{t}.raw"));
+        let bad = got.iter().zip(&want).position(|(a, b)| a != b);
+        assert_eq!(got.len(), want.len(), "{t}");
+        assert!(bad.is_none(), "{t}: first differing byte {:?} (block {})", bad, bad.unwrap() / GgmlType::from_name(name).unwrap().block_bytes());
+    }
+}
+
+fn forward_matches_float64_reference(device: Device) {
+    let (g, r) = blocks();
+    for name in NAMES {
+        let t = format!("w.{name}");
+        let info = g.tensor(&t).unwrap();
+        let layer = QuantLinear::from_gguf_bytes(info.kind, g.tensor_data(&t).unwrap(), 64, 512, &device).unwrap();
+        for m in [1usize, 3, 17] {
+            let (x, _) = r.f32(&format!("x.m{m}"));
+            let (want, _) = r.f32(&format!("{t}.y.m{m}"));
+            let x = Tensor::<2>::from_data(TensorData::new(x, [m, 512]), &device);
+            let y = layer.forward(x).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+            let e = rel_err(&y, &want);
+            assert!(e <= 1e-5, "{t} m={m}: relative error {e:e}");
+        }
+    }
+}
+
+fn forward_keeps_leading_dims(device: Device) {
+    let (g, r) = blocks();
+    let layer = QuantLinear::from_gguf_bytes(GgmlType::Q4_K, g.tensor_data("w.q4_K").unwrap(), 64, 512, &device).unwrap();
+    let (x, _) = r.f32("x.m17");
+    let (want, _) = r.f32("w.q4_K.y.m17");
+    // 17 rows as [1, 17, 512] and the first 12 of them as [2, 2, 3, 512].
+    let x3 = Tensor::<3>::from_data(TensorData::new(x.clone(), [1, 17, 512]), &device);
+    let y3 = layer.forward(x3);
+    assert_eq!(y3.dims(), [1, 17, 64]);
+    assert!(rel_err(&y3.into_data().try_to_vec::<f32>().unwrap(), &want) <= 1e-5);
+    let x4 = Tensor::<4>::from_data(TensorData::new(x[..12 * 512].to_vec(), [2, 2, 3, 512]), &device);
+    let y4 = layer.forward(x4);
+    assert_eq!(y4.dims(), [2, 2, 3, 64]);
+    assert!(rel_err(&y4.into_data().try_to_vec::<f32>().unwrap(), &want[..12 * 64]) <= 1e-5);
+}
+
+backend_tests!(forward_matches_float64_reference, forward_keeps_leading_dims);
