@@ -1,1 +1,177 @@
-fn main() {}
+//! `burn-quant`: inspect GGUF files, dequantize a tensor, or run a quantized matmul.
+//!
+//! ```text
+//! burn-quant inspect FILE.gguf
+//! burn-quant dequant FILE.gguf TENSOR --out OUT.safetensors
+//! burn-quant matmul FILE.gguf TENSOR --input X.safetensors --out Y.safetensors [--backend B]
+//! ```
+
+use std::process::ExitCode;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use burn_quant::gguf::GgufFile;
+use burn_quant::{Error, QuantLinear, Result};
+
+const USAGE: &str = "usage:
+  burn-quant inspect FILE.gguf
+  burn-quant dequant FILE.gguf TENSOR --out OUT.safetensors
+  burn-quant matmul FILE.gguf TENSOR --input X.safetensors --out Y.safetensors [--backend flex|ndarray|wgpu|cuda]";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("burn-quant: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Positional arguments and `--flag value` options.
+struct Args<'a> {
+    pos: Vec<&'a str>,
+    opts: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> Args<'a> {
+    fn parse(args: &'a [String], known: &[&str]) -> Result<Self> {
+        let (mut pos, mut opts) = (Vec::new(), Vec::new());
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            if let Some(name) = a.strip_prefix("--") {
+                if !known.contains(&name) {
+                    return Err(Error::Invalid(format!("unknown option --{name}\n{USAGE}")));
+                }
+                let v = it.next().ok_or_else(|| Error::Invalid(format!("--{name} needs a value")))?;
+                opts.push((name, v.as_str()));
+            } else {
+                pos.push(a.as_str());
+            }
+        }
+        Ok(Self { pos, opts })
+    }
+
+    fn opt(&self, name: &str) -> Option<&'a str> {
+        self.opts.iter().rev().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    }
+
+    fn need(&self, name: &str) -> Result<&'a str> {
+        self.opt(name).ok_or_else(|| Error::Invalid(format!("missing --{name}\n{USAGE}")))
+    }
+
+    fn positional(&self, n: usize) -> Result<&[&'a str]> {
+        if self.pos.len() != n {
+            return Err(Error::Invalid(format!("expected {n} arguments, got {}\n{USAGE}", self.pos.len())));
+        }
+        Ok(&self.pos)
+    }
+}
+
+fn run(args: &[String]) -> Result<()> {
+    let Some((cmd, rest)) = args.split_first() else {
+        return Err(Error::Invalid(USAGE.into()));
+    };
+    match cmd.as_str() {
+        "inspect" => {
+            let a = Args::parse(rest, &[])?;
+            inspect(a.positional(1)?[0])
+        }
+        "dequant" => {
+            let a = Args::parse(rest, &["out"])?;
+            let p = a.positional(2)?;
+            dequant(p[0], p[1], a.need("out")?)
+        }
+        "matmul" => {
+            let a = Args::parse(rest, &["input", "out", "backend"])?;
+            let p = a.positional(2)?;
+            matmul(p[0], p[1], a.need("input")?, a.need("out")?, a.opt("backend").unwrap_or("flex"))
+        }
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(Error::Invalid(format!("unknown command {other:?}\n{USAGE}"))),
+    }
+}
+
+fn open(path: &str) -> Result<GgufFile> {
+    GgufFile::open(path).map_err(|e| match e {
+        Error::Gguf { offset, context } => Error::Gguf { offset, context: format!("{path}: {context}") },
+        e => e,
+    })
+}
+
+fn inspect(path: &str) -> Result<()> {
+    let g = open(path)?;
+    println!("{path}: GGUF v{}, {} metadata keys, {} tensors, alignment {}", g.version, g.metadata.len(), g.tensors.len(), g.alignment);
+    println!("\nmetadata:");
+    for (k, v) in &g.metadata {
+        println!("  {k:<44} {}", v.summary());
+    }
+    println!("\n{:<40} {:>8} {:>24} {:>14}", "tensor", "type", "shape", "bytes");
+    let mut total = 0u64;
+    for t in &g.tensors {
+        total += t.size;
+        println!("{:<40} {:>8} {:>24} {:>14}", t.name, t.kind.name(), format!("{:?}", t.shape()), t.size);
+    }
+    println!("{:<40} {:>8} {:>24} {:>14}", "total", "", "", total);
+    Ok(())
+}
+
+fn write_f32(path: &str, name: &str, data: &[f32], shape: Vec<usize>) -> Result<()> {
+    let bytes: &[u8] = bytemuck::cast_slice(data);
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, bytes)
+        .map_err(|e| Error::SafeTensors(e.to_string()))?;
+    safetensors::serialize_to_file([(name, view)], None, std::path::Path::new(path))
+        .map_err(|e| Error::SafeTensors(format!("{path}: {e}")))
+}
+
+fn dequant(path: &str, tensor: &str, out: &str) -> Result<()> {
+    let g = open(path)?;
+    let (w, rows, cols) = g.dequantize(tensor)?;
+    write_f32(out, "weight", &w, vec![rows, cols])?;
+    eprintln!("wrote {tensor} ({rows}x{cols}, from {}) to {out} as `weight`", g.tensor(tensor)?.kind);
+    Ok(())
+}
+
+#[allow(deprecated, unreachable_code)]
+fn device(name: &str) -> Result<Device> {
+    match name {
+        #[cfg(feature = "flex")]
+        "flex" => Ok(Device::flex()),
+        #[cfg(feature = "ndarray")]
+        "ndarray" => Ok(Device::ndarray()),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Ok(Device::wgpu(Default::default())),
+        #[cfg(feature = "cuda")]
+        "cuda" => Ok(Device::cuda(0)),
+        "flex" | "ndarray" | "wgpu" | "cuda" => {
+            Err(Error::Invalid(format!("backend {name} is not compiled in (build with --features {name})")))
+        }
+        other => Err(Error::Invalid(format!("unknown backend {other:?} (flex, ndarray, wgpu, cuda)"))),
+    }
+}
+
+fn matmul(path: &str, tensor: &str, input: &str, out: &str, backend: &str) -> Result<()> {
+    let device = device(backend)?;
+    let g = open(path)?;
+    let info = g.tensor(tensor)?;
+    let (rows, cols) = info.matrix_shape();
+    let layer = QuantLinear::from_gguf_bytes(info.kind, g.tensor_data(tensor)?, rows, cols, &device)?;
+
+    let raw = std::fs::read(input).map_err(|source| Error::Io { path: input.into(), source })?;
+    let st = safetensors::SafeTensors::deserialize(&raw).map_err(|e| Error::SafeTensors(format!("{input}: {e}")))?;
+    let x = st.tensor("x").map_err(|_| Error::NotFound(format!("{input}: tensor `x`")))?;
+    if x.dtype() != safetensors::Dtype::F32 || x.shape().len() != 2 || x.shape()[1] != cols {
+        return Err(Error::Shape(format!("{input}: `x` must be f32 (m, {cols}), got {:?} {:?}", x.dtype(), x.shape())));
+    }
+    let m = x.shape()[0];
+    let xs: Vec<f32> = x.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let xt = Tensor::<2>::from_data(TensorData::new(xs, [m, cols]), &device);
+    let y = layer.try_forward(xt)?;
+    let y = y.into_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| Error::Invalid(format!("{e:?}")))?;
+    write_f32(out, "y", &y, vec![m, rows])?;
+    eprintln!("y = x · {tensor}ᵀ ({m}x{rows}) on {backend} written to {out}");
+    Ok(())
+}

@@ -78,21 +78,29 @@ mod ndarray {
     use burn_ndarray::NdArrayTensor;
 
     fn floats(x: &NdArrayTensor) -> std::borrow::Cow<'_, [f32]> {
-        if let NdArrayTensor::F32(s) = x {
-            if let Some(sl) = s.view().to_slice() {
-                return sl.into();
-            }
+        match x {
+            NdArrayTensor::F32(s) => match s.view().to_slice() {
+                Some(sl) => sl.into(),
+                None => s.view().iter().copied().collect::<Vec<_>>().into(),
+            },
+            NdArrayTensor::F64(s) => s.view().iter().map(|v| *v as f32).collect::<Vec<_>>().into(),
+            other => panic!("quantized matmul: expected a float input, got {:?}", other.dtype()),
         }
-        x.clone().into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default().into()
     }
 
+    /// The packed words; a weight stored under another integer dtype (e.g. after a record
+    /// conversion) is reinterpreted word by word.
     fn words(w: &NdArrayTensor) -> std::borrow::Cow<'_, [u32]> {
-        if let NdArrayTensor::U32(s) = w {
-            if let Some(sl) = s.view().to_slice() {
-                return sl.into();
-            }
+        match w {
+            NdArrayTensor::U32(s) => match s.view().to_slice() {
+                Some(sl) => sl.into(),
+                None => s.view().iter().copied().collect::<Vec<_>>().into(),
+            },
+            NdArrayTensor::I32(s) => s.view().iter().map(|v| *v as u32).collect::<Vec<_>>().into(),
+            NdArrayTensor::I64(s) => s.view().iter().map(|v| *v as u32).collect::<Vec<_>>().into(),
+            NdArrayTensor::U64(s) => s.view().iter().map(|v| *v as u32).collect::<Vec<_>>().into(),
+            other => panic!("quantized matmul: expected u32 weight words, got {:?}", other.dtype()),
         }
-        w.clone().into_data().convert::<u32>().try_into_vec::<u32>().unwrap_or_default().into()
     }
 
     fn apply(x: NdArrayTensor, weight: NdArrayTensor, layout: &QuantLayout, k: usize, n: usize, f: fn(&[f32], usize, &[u8], &QuantLayout) -> crate::Result<Vec<f32>>) -> NdArrayTensor {

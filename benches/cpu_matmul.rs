@@ -1,0 +1,68 @@
+//! CPU quantized matmul at llama.cpp's test-backend-ops shape (out=4096, in=14336) for
+//! m = 1 (decode) and m = 512 (prefill), beside Burn's dense f32 matmul of the same shape.
+//!
+//! `cargo bench --bench cpu_matmul --features ndarray` (flex is the default backend).
+//! Weights: 64 distinct rows quantized by the crate's ggml-exact quantizers, tiled to 4096 rows
+//! (distinct addresses, so memory traffic is that of a real 4096-row weight).
+
+use burn::tensor::{Device, Tensor, TensorData};
+use burn_quant::format::quantize::quantize;
+use burn_quant::{GgmlType, QuantLinear};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+const OUT: usize = 4096;
+const IN: usize = 14336;
+
+fn weights(kind: GgmlType) -> Vec<u8> {
+    let mut state = 0x2545F4914F6CDD1Du64;
+    let mut rnd = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
+    };
+    let src: Vec<f32> = (0..64 * IN).map(|_| rnd()).collect();
+    let q = quantize(kind, &src).expect("quantizable");
+    q.repeat(OUT / 64)
+}
+
+#[allow(deprecated)]
+fn devices() -> Vec<(&'static str, Device)> {
+    let mut v = Vec::new();
+    #[cfg(feature = "flex")]
+    v.push(("flex", Device::flex()));
+    #[cfg(feature = "ndarray")]
+    v.push(("ndarray", Device::ndarray()));
+    v
+}
+
+fn input(m: usize, device: &Device) -> Tensor<2> {
+    let x: Vec<f32> = (0..m * IN).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+    Tensor::<2>::from_data(TensorData::new(x, [m, IN]), device)
+}
+
+fn bench(c: &mut Criterion) {
+    for m in [1usize, 512] {
+        let mut g = c.benchmark_group(format!("matmul_{OUT}x{IN}_m{m}"));
+        g.sample_size(10);
+        for (dev_name, device) in devices() {
+            let x = input(m, &device);
+            for kind in [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0] {
+                let layer = QuantLinear::from_gguf_bytes(kind, &weights(kind), OUT, IN, &device).expect("layer");
+                g.throughput(Throughput::Bytes(layer.num_bytes() as u64));
+                g.bench_function(BenchmarkId::new(format!("{dev_name}/{kind}"), m), |b| {
+                    b.iter(|| layer.forward(x.clone()).into_data())
+                });
+            }
+            let w = Tensor::<2>::from_data(TensorData::new(vec![0.01f32; OUT * IN], [IN, OUT]), &device);
+            g.throughput(Throughput::Bytes((OUT * IN * 4) as u64));
+            g.bench_function(BenchmarkId::new(format!("{dev_name}/f32-dense"), m), |b| {
+                b.iter(|| x.clone().matmul(w.clone()).into_data())
+            });
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
