@@ -2,7 +2,7 @@
 //! their own 4/6/8-bit scales under one or two f16 super-scales. Layout and formulas follow
 //! ggml's `ggml-common.h` and `dequantize_row_q*_K`.
 
-use super::{BlockFormat, GgmlType, f16_le};
+use super::{BlockFormat, GgmlType, LANES, f16_le};
 
 /// Weights per k-quant super-block.
 pub const QK_K: usize = 256;
@@ -196,6 +196,33 @@ impl BlockFormat for BlockQ4K {
             }
         }
     }
+
+    #[inline(always)]
+    fn dot_acc(&self, x: &[f32], acc: &mut [f32; LANES]) {
+        // Per sub-block s of 32: Σ (d·sc_s·q − dmin·m_s)·x = d·sc_s·Σ q·x − dmin·m_s·Σ x.
+        // The four 64-weight groups are independent and summed as a tree, so the only
+        // dependency on `acc` is one add per block (FMA latency, not throughput, was the limit).
+        let (d, min) = (f16_le(self.d), f16_le(self.dmin));
+        let mut r = [[0f32; LANES]; 4];
+        for (j, r) in r.iter_mut().enumerate() {
+            let (sc1, m1) = scale_min_k4(2 * j, &self.scales);
+            let (sc2, m2) = scale_min_k4(2 * j + 1, &self.scales);
+            let (a1, b1) = (d * sc1 as f32, -(min * m1 as f32));
+            let (a2, b2) = (d * sc2 as f32, -(min * m2 as f32));
+            let q = &self.qs[32 * j..32 * j + 32];
+            let xs = &x[64 * j..64 * j + 64];
+            let (x0, x1, x2, x3) = (&xs[..16], &xs[16..32], &xs[32..48], &xs[48..64]);
+            for i in 0..LANES {
+                let lo = ((q[i] & 0x0F) as f32).mul_add(x0[i], (q[16 + i] & 0x0F) as f32 * x1[i]);
+                let hi = ((q[i] >> 4) as f32).mul_add(x2[i], (q[16 + i] >> 4) as f32 * x3[i]);
+                let (s_lo, s_hi) = (x0[i] + x1[i], x2[i] + x3[i]);
+                r[i] = lo.mul_add(a1, s_lo * b1) + hi.mul_add(a2, s_hi * b2);
+            }
+        }
+        for i in 0..LANES {
+            acc[i] += (r[0][i] + r[1][i]) + (r[2][i] + r[3][i]);
+        }
+    }
 }
 
 impl BlockFormat for BlockQ5K {
@@ -244,6 +271,38 @@ impl BlockFormat for BlockQ6K {
                 y[l + 64] = d * sc[is + 4] as f32 * q3 as f32;
                 y[l + 96] = d * sc[is + 6] as f32 * q4 as f32;
             }
+        }
+    }
+
+    #[inline(always)]
+    fn dot_acc(&self, x: &[f32], acc: &mut [f32; LANES]) {
+        // Sub-blocks are 16 wide, so each lane group has one scale: Σ_s d·sc_s · Σ (q−32)·x.
+        // The four 32-weight quarters are summed as a tree before touching `acc`.
+        let d = f16_le(self.d);
+        let mut r = [[0f32; LANES]; 4];
+        for n in 0..2 {
+            let ql = &self.ql[64 * n..64 * n + 64];
+            let qh = &self.qh[32 * n..32 * n + 32];
+            let sc = &self.scales[8 * n..8 * n + 8];
+            let xs = &x[128 * n..128 * n + 128];
+            for c in 0..2 {
+                let scale = |g: usize| d * sc[c + 2 * g] as f32;
+                let (s0, s1, s2, s3) = (scale(0), scale(1), scale(2), scale(3));
+                let r = &mut r[2 * n + c];
+                for i in 0..LANES {
+                    let l = 16 * c + i;
+                    let q1 = ((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) as i32 - 32;
+                    let q2 = ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
+                    let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
+                    let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+                    let a = (q1 as f32 * xs[l]).mul_add(s0, q2 as f32 * xs[l + 32] * s1);
+                    let b = (q3 as f32 * xs[l + 64]).mul_add(s2, q4 as f32 * xs[l + 96] * s3);
+                    r[i] = a + b;
+                }
+            }
+        }
+        for i in 0..LANES {
+            acc[i] += (r[0][i] + r[1][i]) + (r[2][i] + r[3][i]);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! ggml's legacy block formats: 32 weights per block, one f16 scale (and for the `_1` types a
 //! min). Formulas and field order follow ggml's `ggml-common.h` / `dequantize_row_*`.
 
-use super::{BlockFormat, GgmlType, f16_le};
+use super::{BlockFormat, GgmlType, LANES, f16_le};
 
 /// Weights per legacy 4/5-bit block.
 pub const QK4_0: usize = 32;
@@ -85,6 +85,17 @@ impl BlockFormat for BlockQ4_0 {
             hi[j] = ((self.qs[j] >> 4) as i32 - 8) as f32 * d;
         }
     }
+
+    #[inline(always)]
+    fn dot_acc(&self, x: &[f32], acc: &mut [f32; LANES]) {
+        let d = f16_le(self.d);
+        let (xl, xh) = (&x[..16], &x[16..32]);
+        for i in 0..LANES {
+            let lo = ((self.qs[i] & 0x0F) as i32 - 8) as f32 * d;
+            let hi = ((self.qs[i] >> 4) as i32 - 8) as f32 * d;
+            acc[i] = hi.mul_add(xh[i], lo.mul_add(xl[i], acc[i]));
+        }
+    }
 }
 
 impl BlockFormat for BlockQ4_1 {
@@ -123,6 +134,16 @@ impl BlockFormat for BlockQ5_0 {
             hi[j] = (x1 - 16) as f32 * d;
         }
     }
+
+    #[inline(always)]
+    fn dot_acc(&self, x: &[f32], acc: &mut [f32; LANES]) {
+        let d = f16_le(self.d);
+        let (xl, xh) = (&x[..16], &x[16..32]);
+        for i in 0..LANES {
+            let (x0, x1) = q5_values(self.qh, &self.qs, i);
+            acc[i] = ((x1 - 16) as f32 * d).mul_add(xh[i], ((x0 - 16) as f32 * d).mul_add(xl[i], acc[i]));
+        }
+    }
 }
 
 impl BlockFormat for BlockQ5_1 {
@@ -148,6 +169,21 @@ impl BlockFormat for BlockQ8_0 {
         let d = f16_le(self.d);
         for (o, &q) in out[..QK8_0].iter_mut().zip(&self.qs) {
             *o = q as f32 * d;
+        }
+    }
+
+    #[inline(always)]
+    fn dot_acc(&self, x: &[f32], acc: &mut [f32; LANES]) {
+        // d · Σ q·x: accumulate q·x per lane, then scale once per block.
+        let d = f16_le(self.d);
+        let mut s = [0f32; LANES];
+        for h in 0..2 {
+            for i in 0..LANES {
+                s[i] = (self.qs[16 * h + i] as f32).mul_add(x[16 * h + i], s[i]);
+            }
+        }
+        for i in 0..LANES {
+            acc[i] = s[i].mul_add(d, acc[i]);
         }
     }
 }

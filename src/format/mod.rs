@@ -233,6 +233,36 @@ pub trait BlockFormat: bytemuck::Pod + Send + Sync + 'static {
     /// Decodes this block into `out[..ELEMS]`, evaluating ggml's formula in f32 in ggml's order,
     /// so the result is bit-identical to `dequantize_row_*`.
     fn decode(&self, out: &mut [f32]);
+
+    /// Whether [`dot_acc`](BlockFormat::dot_acc) is worth calling per block (false for the
+    /// one-element float "blocks", which are better decoded in runs).
+    const FUSED_DOT: bool = Self::ELEMS >= 32;
+
+    /// Accumulates `w_i · x_i` over this block into 16 lanes (`acc[i % 16]`), `x` holding at
+    /// least `ELEMS` values. The default decodes to a stack buffer; the hot formats override it
+    /// to decode straight into registers (each 16-weight group shares one scale). The sum equals
+    /// the decoded dot product up to f32 rounding (fused multiply-adds).
+    #[inline(always)]
+    fn dot_acc(&self, x: &[f32], acc: &mut [f32; LANES]) {
+        let mut w = [0f32; 256];
+        let w = &mut w[..Self::ELEMS];
+        self.decode(w);
+        for (wc, xc) in w.chunks_exact(LANES).zip(x.chunks_exact(LANES)) {
+            fma_lanes(acc, wc, xc);
+        }
+    }
+}
+
+/// SIMD width of the dot accumulators (one AVX-512 register of f32).
+pub const LANES: usize = 16;
+
+/// `acc[i] += w[i] · x[i]` for 16 lanes (compiles to one vector FMA where available).
+#[inline(always)]
+pub fn fma_lanes(acc: &mut [f32; LANES], w: &[f32], x: &[f32]) {
+    let (w, x) = (&w[..LANES], &x[..LANES]);
+    for i in 0..LANES {
+        acc[i] = w[i].mul_add(x[i], acc[i]);
+    }
 }
 
 /// A generic operation over block formats, run by [`GgmlType::visit`].

@@ -16,14 +16,12 @@ use rayon::prelude::*;
 
 use super::super::layout::{QuantLayout, QuantPart};
 use crate::error::{Error, Result};
-use crate::format::{BlockFormat, FormatVisitor, as_blocks};
+use crate::format::{BlockFormat, FormatVisitor, LANES, as_blocks, fma_lanes};
 
 /// Largest token count handled by the decode (matrix-vector) path.
 pub const DECODE_MAX_M: usize = 8;
 /// Elements decoded at a time in the decode path.
 const CHUNK: usize = 256;
-/// SIMD accumulator width (one AVX-512 register of f32).
-const LANES: usize = 16;
 /// Weight rows per task in the decode path.
 const DECODE_ROWS_PER_TASK: usize = 16;
 /// Weight rows per panel in the prefill path.
@@ -99,43 +97,84 @@ impl FormatVisitor for Matvec<'_> {
         let per_row = row_bytes / F::BYTES;
         dst.par_chunks_mut(DECODE_ROWS_PER_TASK * m).enumerate().for_each(|(task, dst)| {
             let first = task * DECODE_ROWS_PER_TASK;
-            pulp::Arch::new().dispatch(|| {
-                for (r, out) in dst.chunks_exact_mut(m).enumerate() {
-                    let row = &blocks[(first + r) * per_row..(first + r + 1) * per_row];
-                    row_dot(row, x, m, k, out);
-                }
-            })
+            let rows = &blocks[first * per_row..(first + dst.len() / m) * per_row];
+            pulp::Arch::new().dispatch(MatvecRows { rows, per_row, x, m, k, dst });
         });
         Ok(())
+    }
+}
+
+/// A run of weight rows for the decode path. Implemented as a [`pulp::WithSimd`] struct (not a
+/// closure) so that its body is inlined into pulp's target-feature function and compiled for
+/// AVX-512 / AVX2+FMA: a closure body is a separate function compiled for the baseline ISA,
+/// which turns every `mul_add` into a library call.
+struct MatvecRows<'a, F> {
+    rows: &'a [F],
+    per_row: usize,
+    x: &'a [f32],
+    m: usize,
+    k: usize,
+    dst: &'a mut [f32],
+}
+
+impl<F: BlockFormat> pulp::WithSimd for MatvecRows<'_, F> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        for (row, out) in self.rows.chunks_exact(self.per_row).zip(self.dst.chunks_exact_mut(self.m)) {
+            row_dot(row, self.x, self.m, self.k, out);
+        }
     }
 }
 
 /// Dots one quantized row with each of the `m` token rows of `x`, writing `out[..m]`.
 #[inline(always)]
 fn row_dot<F: BlockFormat>(row: &[F], x: &[f32], m: usize, k: usize, out: &mut [f32]) {
-    let mut scratch = [0f32; CHUNK];
     let mut acc = [[0f32; LANES]; DECODE_MAX_M];
     let mut tail = [0f32; DECODE_MAX_M];
-    let per_chunk = CHUNK / F::ELEMS;
-    for (ci, chunk) in row.chunks(per_chunk).enumerate() {
-        let n = chunk.len() * F::ELEMS;
-        for (b, o) in chunk.iter().zip(scratch.chunks_exact_mut(F::ELEMS)) {
-            b.decode(o);
-        }
-        let k0 = ci * CHUNK;
-        let w = &scratch[..n];
-        for t in 0..m {
-            let xs = &x[t * k + k0..t * k + k0 + n];
-            let a = &mut acc[t];
-            let mut wc = w.chunks_exact(LANES);
-            let mut xc = xs.chunks_exact(LANES);
-            for (wl, xl) in (&mut wc).zip(&mut xc) {
-                for l in 0..LANES {
-                    a[l] = wl[l].mul_add(xl[l], a[l]);
-                }
+    if F::FUSED_DOT {
+        // Decode each block straight into registers, once per token row. Even and odd blocks
+        // use separate accumulators to halve the add-latency chain.
+        let mut odd = [[0f32; LANES]; DECODE_MAX_M];
+        let mut pairs = row.chunks_exact(2);
+        for (p, pair) in (&mut pairs).enumerate() {
+            let k0 = 2 * p * F::ELEMS;
+            for t in 0..m {
+                let xs = &x[t * k + k0..t * k + k0 + 2 * F::ELEMS];
+                pair[0].dot_acc(&xs[..F::ELEMS], &mut acc[t]);
+                pair[1].dot_acc(&xs[F::ELEMS..], &mut odd[t]);
             }
-            for (wv, xv) in wc.remainder().iter().zip(xc.remainder()) {
-                tail[t] = wv.mul_add(*xv, tail[t]);
+        }
+        if let [last] = pairs.remainder() {
+            let k0 = (row.len() - 1) * F::ELEMS;
+            for t in 0..m {
+                last.dot_acc(&x[t * k + k0..t * k + k0 + F::ELEMS], &mut acc[t]);
+            }
+        }
+        for t in 0..m {
+            for i in 0..LANES {
+                acc[t][i] += odd[t][i];
+            }
+        }
+    } else {
+        // One-element types: decode runs of CHUNK into an L1 scratch, then dot every row.
+        let mut scratch = [0f32; CHUNK];
+        for (ci, chunk) in row.chunks(CHUNK / F::ELEMS).enumerate() {
+            let n = chunk.len() * F::ELEMS;
+            for (b, o) in chunk.iter().zip(scratch.chunks_exact_mut(F::ELEMS)) {
+                b.decode(o);
+            }
+            let (k0, w) = (ci * CHUNK, &scratch[..n]);
+            for t in 0..m {
+                let xs = &x[t * k + k0..t * k + k0 + n];
+                let mut wc = w.chunks_exact(LANES);
+                let mut xc = xs.chunks_exact(LANES);
+                for (wl, xl) in (&mut wc).zip(&mut xc) {
+                    fma_lanes(&mut acc[t], wl, xl);
+                }
+                for (wv, xv) in wc.remainder().iter().zip(xc.remainder()) {
+                    tail[t] = wv.mul_add(*xv, tail[t]);
+                }
             }
         }
     }
@@ -146,33 +185,54 @@ fn row_dot<F: BlockFormat>(row: &[F], x: &[f32], m: usize, k: usize, out: &mut [
 
 /// Decodes rows `row0..row0 + rows` (global), columns `k0..k0 + kc`, into `tile[r * kc + c]`.
 fn decode_tile(w: &[u8], layout: &QuantLayout, row0: usize, rows: usize, k0: usize, kc: usize, tile: &mut [f32]) {
-    struct Seg<'a> {
-        bytes: &'a [u8],
-        k0: usize,
-        out: &'a mut [f32],
+    let mut part_start = 0;
+    for part in &layout.parts {
+        let (lo, hi) = (row0.max(part_start), (row0 + rows).min(part_start + part.rows));
+        if lo < hi {
+            let rb = layout.row_bytes(part);
+            let start = part.byte_offset + (lo - part_start) * rb;
+            let bytes = &w[start..start + (hi - lo) * rb];
+            let out = &mut tile[(lo - row0) * kc..(hi - row0) * kc];
+            // Parts were validated at layout construction; an unsupported kind cannot occur.
+            let _ = part.kind.visit(DecodeRows { bytes, row_bytes: rb, k0, kc, out });
+        }
+        part_start += part.rows;
     }
-    impl FormatVisitor for Seg<'_> {
-        type Output = ();
-        #[inline(always)]
-        fn visit<F: BlockFormat>(self) {
-            let first = self.k0 / F::ELEMS;
-            let n = self.out.len() / F::ELEMS;
-            if let Ok(blocks) = as_blocks::<F>(self.bytes) {
-                for (b, o) in blocks[first..first + n].iter().zip(self.out.chunks_exact_mut(F::ELEMS)) {
-                    b.decode(o);
-                }
+}
+
+/// Rows of one part to decode into a tile (a [`pulp::WithSimd`] struct, see [`MatvecRows`]).
+struct DecodeRows<'a> {
+    bytes: &'a [u8],
+    row_bytes: usize,
+    k0: usize,
+    kc: usize,
+    out: &'a mut [f32],
+}
+
+struct DecodeRowsOf<'a, F>(&'a [F], DecodeRows<'a>);
+
+impl FormatVisitor for DecodeRows<'_> {
+    type Output = ();
+    fn visit<F: BlockFormat>(self) {
+        if let Ok(blocks) = as_blocks::<F>(self.bytes) {
+            pulp::Arch::new().dispatch(DecodeRowsOf(blocks, self));
+        }
+    }
+}
+
+impl<F: BlockFormat> pulp::WithSimd for DecodeRowsOf<'_, F> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let DecodeRowsOf(blocks, d) = self;
+        let per_row = d.row_bytes / F::BYTES;
+        let (first, n) = (d.k0 / F::ELEMS, d.kc / F::ELEMS);
+        for (row, out) in blocks.chunks_exact(per_row).zip(d.out.chunks_exact_mut(d.kc)) {
+            for (b, o) in row[first..first + n].iter().zip(out.chunks_exact_mut(F::ELEMS)) {
+                b.decode(o);
             }
         }
     }
-    pulp::Arch::new().dispatch(|| {
-        for (r, out) in tile[..rows * kc].chunks_exact_mut(kc).enumerate() {
-            let Some((part, local)) = layout.locate(row0 + r) else { return };
-            let rb = layout.row_bytes(part);
-            let start = part.byte_offset + local * rb;
-            // Parts were validated at layout construction; an unsupported kind cannot occur.
-            let _ = part.kind.visit(Seg { bytes: &w[start..start + rb], k0, out });
-        }
-    })
 }
 
 /// Prefill path: weight panels decoded tile by tile, multiplied with `gemm`.
