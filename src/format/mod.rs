@@ -13,7 +13,7 @@ mod legacy;
 pub mod quantize;
 
 pub use floats::{BlockBF16, BlockF16, BlockF32};
-pub use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
+pub use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K, scale_min_k4, scales_mins_k4};
 pub use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, QK4_0, QK8_0};
 
 use crate::error::{Error, Result};

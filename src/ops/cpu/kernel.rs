@@ -95,6 +95,23 @@ impl FormatVisitor for Matvec<'_> {
         let Matvec { x, m, k, bytes, row_bytes, dst } = self;
         let blocks = as_blocks::<F>(bytes)?;
         let per_row = row_bytes / F::BYTES;
+        #[cfg(target_arch = "x86_64")]
+        if m == 1 && super::x86::has_avx512() {
+            // One token row on AVX-512: hand-written row dots for the hottest formats. The casts
+            // are between alignment-1 Pod types of equal size, so they cannot fail.
+            let dot: Option<fn(&[F], &[f32]) -> f32> = match F::TYPE {
+                // SAFETY (both): AVX-512F/BW were checked above.
+                crate::GgmlType::Q4_K => Some(|r, x| unsafe { super::x86::q4k_row_dot(bytemuck::cast_slice(r), x) }),
+                crate::GgmlType::Q6_K => Some(|r, x| unsafe { super::x86::q6k_row_dot(bytemuck::cast_slice(r), x) }),
+                _ => None,
+            };
+            if let Some(dot) = dot {
+                dst.par_iter_mut().enumerate().with_min_len(DECODE_ROWS_PER_TASK).for_each(|(r, y)| {
+                    *y = dot(&blocks[r * per_row..(r + 1) * per_row], x);
+                });
+                return Ok(());
+            }
+        }
         dst.par_chunks_mut(DECODE_ROWS_PER_TASK * m).enumerate().for_each(|(task, dst)| {
             let first = task * DECODE_ROWS_PER_TASK;
             let rows = &blocks[first * per_row..(first + dst.len() / m) * per_row];

@@ -2,6 +2,8 @@
 //! and run the shared fused [`kernel`].
 
 pub mod kernel;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 #[allow(unused_imports)]
 use super::{QuantLayout, QuantMatmulBackend};
