@@ -99,15 +99,18 @@ impl FormatVisitor for Matvec<'_> {
         if m == 1 && super::x86::has_avx512() {
             // One token row on AVX-512: hand-written row dots for the hottest formats. The casts
             // are between alignment-1 Pod types of equal size, so they cannot fail.
-            let dot: Option<fn(&[F], &[f32]) -> f32> = match F::TYPE {
+            // Sums of x over each 32-element sub-block, once per call (Q4_K's min term).
+            let xsum: Vec<f32> = x.chunks_exact(32).map(|c| c.iter().sum()).collect();
+            let xsum = &xsum;
+            let dot: Option<fn(&[F], &[f32], &[f32]) -> f32> = match F::TYPE {
                 // SAFETY (both): AVX-512F/BW were checked above.
-                crate::GgmlType::Q4_K => Some(|r, x| unsafe { super::x86::q4k_row_dot(bytemuck::cast_slice(r), x) }),
-                crate::GgmlType::Q6_K => Some(|r, x| unsafe { super::x86::q6k_row_dot(bytemuck::cast_slice(r), x) }),
+                crate::GgmlType::Q4_K => Some(|r, x, s| unsafe { super::x86::q4k_row_dot(bytemuck::cast_slice(r), x, s) }),
+                crate::GgmlType::Q6_K => Some(|r, x, _| unsafe { super::x86::q6k_row_dot(bytemuck::cast_slice(r), x) }),
                 _ => None,
             };
             if let Some(dot) = dot {
                 dst.par_iter_mut().enumerate().with_min_len(DECODE_ROWS_PER_TASK).for_each(|(r, y)| {
-                    *y = dot(&blocks[r * per_row..(r + 1) * per_row], x);
+                    *y = dot(&blocks[r * per_row..(r + 1) * per_row], x, xsum);
                 });
                 return Ok(());
             }

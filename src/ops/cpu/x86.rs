@@ -14,21 +14,28 @@ pub fn has_avx512() -> bool {
     *HAS.get_or_init(|| is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw"))
 }
 
-/// `Σ_k W[k]·x[k]` for one Q4_K row; `x` holds `row.len() · 256` values.
+/// `Σ_k W[k]·x[k]` for one Q4_K row; `x` holds `row.len() · 256` values and `xsum[s]` the sum
+/// of `x[32s..32s+32]` (computed once per input row, so the min term costs 8 scalar FMAs per
+/// block instead of vector work per weight).
 ///
 /// # Safety
 /// The CPU must support AVX-512F and AVX-512BW ([`has_avx512`]).
 #[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn q4k_row_dot(row: &[BlockQ4K], x: &[f32]) -> f32 {
-    assert!(x.len() >= row.len() * 256);
+pub unsafe fn q4k_row_dot(row: &[BlockQ4K], x: &[f32], xsum: &[f32]) -> f32 {
+    assert!(x.len() >= row.len() * 256 && xsum.len() >= row.len() * 8);
     let low = _mm512_set1_epi32(0x0F);
-    let (mut acc_q, mut acc_m) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut acc = _mm512_setzero_ps();
+    let mut mins = 0f32;
     for (b, blk) in row.iter().enumerate() {
         let (sc, m) = scales_mins_k4(&blk.scales);
         let (d, dmin) = (f16_le(blk.d), f16_le(blk.dmin));
-        // Two accumulators each (even and odd 64-weight groups) to shorten FMA latency chains.
+        let mut msum = 0f32;
+        for s in 0..8 {
+            msum = (m[s] as f32).mul_add(xsum[8 * b + s], msum);
+        }
+        mins = dmin.mul_add(msum, mins);
+        // Two accumulators (even and odd 64-weight groups) to shorten FMA latency chains.
         let mut q_sum = [_mm512_setzero_ps(); 2];
-        let mut m_sum = [_mm512_setzero_ps(); 2];
         for j in 0..4 {
             // SAFETY: qs has 128 bytes (j·32 + 32 ≤ 128); x was checked to cover the block.
             let (b0, b1, x0, x1, x2, x3) = unsafe {
@@ -54,17 +61,14 @@ pub unsafe fn q4k_row_dot(row: &[BlockQ4K], x: &[f32]) -> f32 {
                 x3,
                 _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32::<4>(b0)), x2),
             );
-            let (qs, ms) = (&mut q_sum[j & 1], &mut m_sum[j & 1]);
+            let qs = &mut q_sum[j & 1];
             *qs = _mm512_fmadd_ps(lo, _mm512_set1_ps(sc[2 * j] as f32), *qs);
             *qs = _mm512_fmadd_ps(hi, _mm512_set1_ps(sc[2 * j + 1] as f32), *qs);
-            *ms = _mm512_fmadd_ps(_mm512_add_ps(x0, x1), _mm512_set1_ps(m[2 * j] as f32), *ms);
-            *ms = _mm512_fmadd_ps(_mm512_add_ps(x2, x3), _mm512_set1_ps(m[2 * j + 1] as f32), *ms);
         }
-        // W = d·sc·q − dmin·m, so the block adds d·Σ sc·q·x − dmin·Σ m·x.
-        acc_q = _mm512_fmadd_ps(_mm512_add_ps(q_sum[0], q_sum[1]), _mm512_set1_ps(d), acc_q);
-        acc_m = _mm512_fmadd_ps(_mm512_add_ps(m_sum[0], m_sum[1]), _mm512_set1_ps(dmin), acc_m);
+        // W = d·sc·q − dmin·m: the block adds d·Σ sc·q·x here and −dmin·Σ m·xsum to `mins`.
+        acc = _mm512_fmadd_ps(_mm512_add_ps(q_sum[0], q_sum[1]), _mm512_set1_ps(d), acc);
     }
-    _mm512_reduce_add_ps(_mm512_sub_ps(acc_q, acc_m))
+    _mm512_reduce_add_ps(acc) - mins
 }
 
 /// `Σ_k W[k]·x[k]` for one Q6_K row; `x` holds `row.len() · 256` values.
