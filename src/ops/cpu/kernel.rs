@@ -99,8 +99,8 @@ impl FormatVisitor for Matvec<'_> {
         if m == 1 && super::x86::has_avx512() {
             // One token row on AVX-512: hand-written row dots for the hottest formats. The casts
             // are between alignment-1 Pod types of equal size, so they cannot fail.
-            // Sums of x over each 32-element sub-block, once per call (Q4_K's min term).
-            let xsum: Vec<f32> = x.chunks_exact(32).map(|c| c.iter().sum()).collect();
+            // Sums of x over each 32-element sub-block, once per call (only Q4_K's min term uses them).
+            let xsum: Vec<f32> = if F::TYPE == crate::GgmlType::Q4_K { x.chunks_exact(32).map(|c| c.iter().sum()).collect() } else { Vec::new() };
             let xsum = &xsum;
             let dot: Option<fn(&[F], &[f32], &[f32]) -> f32> = match F::TYPE {
                 // SAFETY (both): AVX-512F/BW were checked above.
