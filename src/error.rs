@@ -59,6 +59,12 @@ pub enum Error {
     /// A safetensors file could not be read.
     #[error("safetensors: {0}")]
     SafeTensors(String),
+    /// A model file whose architecture or hyper-parameters this crate cannot run.
+    #[error("unsupported model: {0}")]
+    UnsupportedModel(String),
+    /// The tokenizer could not be built or could not encode/decode.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
     /// Anything else a caller supplied that cannot be used.
     #[error("invalid argument: {0}")]
     Invalid(String),

@@ -2,13 +2,17 @@
 //!
 //! Layers, from the bottom: [`format`] (byte layouts, reference decode/encode; no Burn types),
 //! [`gguf`] (reader and writer), [`ops`] (the quantized-matmul backend extension and its
-//! per-backend kernels), [`module`] ([`QuantLinear`]).
+//! per-backend kernels), [`module`] ([`QuantLinear`]), [`models`] (Qwen3 on top), [`tokenizer`]
+//! (byte-level BPE from GGUF metadata or `tokenizer.json`).
 
+pub mod device;
 pub mod error;
 pub mod format;
 pub mod gguf;
+pub mod models;
 pub mod module;
 pub mod ops;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
 pub use format::GgmlType;

@@ -135,22 +135,8 @@ fn dequant(path: &str, tensor: &str, out: &str) -> Result<()> {
     Ok(())
 }
 
-#[allow(deprecated, unreachable_code)]
 fn device(name: &str) -> Result<Device> {
-    match name {
-        #[cfg(feature = "flex")]
-        "flex" => Ok(Device::flex()),
-        #[cfg(feature = "ndarray")]
-        "ndarray" => Ok(Device::ndarray()),
-        #[cfg(feature = "wgpu")]
-        "wgpu" => Ok(Device::wgpu(Default::default())),
-        #[cfg(feature = "cuda")]
-        "cuda" => Ok(Device::cuda(0)),
-        "flex" | "ndarray" | "wgpu" | "cuda" => {
-            Err(Error::Invalid(format!("backend {name} is not compiled in (build with --features {name})")))
-        }
-        other => Err(Error::Invalid(format!("unknown backend {other:?} (flex, ndarray, wgpu, cuda)"))),
-    }
+    burn_quant::device::device_by_name(name)
 }
 
 fn matmul(path: &str, tensor: &str, input: &str, out: &str, backend: &str) -> Result<()> {

@@ -151,6 +151,21 @@ impl Array {
         }
     }
 
+    /// Element `i` as an i64 if the array holds integers (any width) and `i` is in range.
+    pub fn get_i64(&self, i: usize) -> Option<i64> {
+        match self {
+            Array::U8(v) => v.get(i).map(|&x| x as i64),
+            Array::I8(v) => v.get(i).map(|&x| x as i64),
+            Array::U16(v) => v.get(i).map(|&x| x as i64),
+            Array::I16(v) => v.get(i).map(|&x| x as i64),
+            Array::U32(v) => v.get(i).map(|&x| x as i64),
+            Array::I32(v) => v.get(i).map(|&x| x as i64),
+            Array::U64(v) => v.get(i).and_then(|&x| i64::try_from(x).ok()),
+            Array::I64(v) => v.get(i).copied(),
+            _ => None,
+        }
+    }
+
     /// Whether the array is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -144,6 +144,31 @@ impl QuantLinear {
         Ok(y.reshape(out))
     }
 
+    /// The dequantized weight rows `ids` as `[n, in]` f32 (an embedding lookup: a quantized token
+    /// table decodes only the rows it is asked for). Errors on an id outside `0..out_features`.
+    pub fn try_rows(&self, ids: &[u32]) -> Result<Tensor<2>> {
+        let out = self.out_features();
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= out) {
+            return Err(Error::Shape(format!("row id {bad} is out of range for {out} rows")));
+        }
+        let device = self.weight.val().device();
+        let n = ids.len();
+        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [n]), &device);
+        Ok(self.rows(ids))
+    }
+
+    /// The dequantized weight rows `ids` (`[n]`, on this layer's device) as `[n, in]` f32. The
+    /// ids must be in `0..out_features` (the backend panics otherwise); see
+    /// [`try_rows`](Self::try_rows) for a checked lookup from host ids.
+    pub fn rows(&self, ids: Tensor<1, Int>) -> Tensor<2> {
+        let y = <burn::backend::Dispatch as QuantMatmulBackend>::quant_rows(
+            ids.into_dispatch(),
+            self.weight.val().into_dispatch(),
+            self.layout.clone(),
+        );
+        Tensor::<2>::from_dispatch(y)
+    }
+
     /// `x · Wᵀ + b` over any leading dims. Panics if the last dim is not `in_features`; use
     /// [`try_forward`](Self::try_forward) for an error instead.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {

@@ -55,4 +55,9 @@ impl<B: QuantMatmulBackend, C: CheckpointStrategy> QuantMatmulBackend for Autodi
     fn quant_matmul_transposed(g: FloatTensor<Self>, weight: IntTensor<Self>, layout: QuantLayout) -> FloatTensor<Self> {
         forward::<B, C, true>(g, weight, layout)
     }
+
+    fn quant_rows(ids: IntTensor<Self>, weight: IntTensor<Self>, layout: QuantLayout) -> FloatTensor<Self> {
+        // A lookup by integer ids of a frozen weight: a leaf with no gradient.
+        <Self as burn::backend::AutodiffBackend>::from_inner(B::quant_rows(ids, weight, layout))
+    }
 }

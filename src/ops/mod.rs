@@ -24,4 +24,9 @@ pub trait QuantMatmulBackend: burn::backend::Backend {
     /// `g · W`: `g` is `[m, out]`, the result `[m, in]` (the input gradient of
     /// [`quant_matmul`](QuantMatmulBackend::quant_matmul)).
     fn quant_matmul_transposed(g: FloatTensor<Self>, weight: IntTensor<Self>, layout: QuantLayout) -> FloatTensor<Self>;
+
+    /// Dequantizes the weight rows named by `ids` (rank 1, any int dtype) into `[n, in]` f32:
+    /// the lookup of a quantized embedding table. Not differentiable (the ids are integers and
+    /// the weight is frozen).
+    fn quant_rows(ids: IntTensor<Self>, weight: IntTensor<Self>, layout: QuantLayout) -> FloatTensor<Self>;
 }

@@ -31,6 +31,15 @@ impl Ref {
         (v, t.shape().to_vec())
     }
 
+    /// An i32 tensor's values and shape.
+    pub fn i32(&self, name: &str) -> (Vec<i32>, Vec<usize>) {
+        let st = safetensors::SafeTensors::deserialize(&self.0).expect("valid safetensors");
+        let t = st.tensor(name).unwrap_or_else(|_| panic!("fixture tensor {name}"));
+        assert_eq!(t.dtype(), safetensors::Dtype::I32, "{name}");
+        let v = t.data().chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        (v, t.shape().to_vec())
+    }
+
     /// A tensor's raw bytes.
     pub fn bytes(&self, name: &str) -> Vec<u8> {
         let st = safetensors::SafeTensors::deserialize(&self.0).expect("valid safetensors");

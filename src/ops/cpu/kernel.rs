@@ -329,3 +329,24 @@ pub fn matmul_transposed(g: &[f32], m: usize, w: &[u8], layout: &QuantLayout) ->
 pub fn part_bytes<'a>(w: &'a [u8], layout: &QuantLayout, part: &QuantPart) -> &'a [u8] {
     &w[part.byte_offset..part.byte_offset + part.rows * layout.row_bytes(part)]
 }
+
+/// Dequantizes the weight rows `ids` (global row indices) into `[ids.len(), in]` f32: the
+/// embedding lookup of a quantized token table, one row decoded per id.
+pub fn gather_rows(ids: &[i64], w: &[u8], layout: &QuantLayout) -> Result<Vec<f32>> {
+    let k = layout.in_features;
+    if w.len() < layout.total_bytes() {
+        return Err(Error::ByteLength { what: "packed weight".into(), expected: layout.total_bytes(), got: w.len() });
+    }
+    let mut out = vec![0f32; ids.len() * k];
+    for (&id, dst) in ids.iter().zip(out.chunks_exact_mut(k)) {
+        let (part, row) = usize::try_from(id)
+            .ok()
+            .and_then(|r| layout.locate(r))
+            .ok_or_else(|| Error::Shape(format!("row id {id} is out of range for {} rows", layout.out_features())))?;
+        let rb = layout.row_bytes(part);
+        let start = part.byte_offset + row * rb;
+        let dec = crate::format::dequantize(part.kind, &w[start..start + rb], 1, k)?;
+        dst.copy_from_slice(&dec);
+    }
+    Ok(out)
+}

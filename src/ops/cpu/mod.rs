@@ -69,6 +69,13 @@ mod flex {
         fn quant_matmul_transposed(g: FlexTensor, weight: FlexTensor, layout: QuantLayout) -> FlexTensor {
             apply(g, weight, &layout, layout.out_features(), layout.in_features, kernel::matmul_transposed)
         }
+
+        fn quant_rows(ids: FlexTensor, weight: FlexTensor, layout: QuantLayout) -> FlexTensor {
+            let ids = ids.into_data().convert::<i64>().try_into_vec::<i64>().unwrap_or_default();
+            let w = words(&weight);
+            let y = run(|| kernel::gather_rows(&ids, bytemuck::cast_slice(&w), &layout));
+            FlexTensor::from_data(TensorData::new(y, [ids.len(), layout.in_features]))
+        }
     }
 }
 
@@ -120,6 +127,19 @@ mod ndarray {
 
         fn quant_matmul_transposed(g: NdArrayTensor, weight: NdArrayTensor, layout: QuantLayout) -> NdArrayTensor {
             apply(g, weight, &layout, layout.out_features(), layout.in_features, kernel::matmul_transposed)
+        }
+
+        fn quant_rows(ids: NdArrayTensor, weight: NdArrayTensor, layout: QuantLayout) -> NdArrayTensor {
+            let ids: Vec<i64> = match &ids {
+                NdArrayTensor::I64(s) => s.view().iter().copied().collect(),
+                NdArrayTensor::I32(s) => s.view().iter().map(|&v| v as i64).collect(),
+                NdArrayTensor::U32(s) => s.view().iter().map(|&v| v as i64).collect(),
+                NdArrayTensor::U64(s) => s.view().iter().map(|&v| v as i64).collect(),
+                other => panic!("quantized row lookup: expected integer ids, got {:?}", other.dtype()),
+            };
+            let w = words(&weight);
+            let y = run(|| kernel::gather_rows(&ids, bytemuck::cast_slice(&w), &layout));
+            NdArrayTensor::from_data(TensorData::new(y, [ids.len(), layout.in_features]))
         }
     }
 }

@@ -1,0 +1,3 @@
+//! Models built from [`QuantLinear`](crate::QuantLinear).
+
+pub mod qwen3;

@@ -1,0 +1,69 @@
+//! Qwen3 self-attention: fused q/k/v projection, per-head RMSNorm on q and k, NEOX RoPE,
+//! grouped-query causal attention over the KV cache, output projection.
+
+use burn::module::Module;
+use burn::nn::RmsNorm;
+use burn::tensor::Tensor;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+
+use super::rope;
+use crate::QuantLinear;
+
+/// One attention layer.
+#[derive(Module, Debug)]
+pub struct Qwen3Attention {
+    /// q, k and v stacked as one projection `[q_dim + 2·kv_dim, hidden]` (parts keep their types).
+    pub qkv: QuantLinear,
+    /// RMSNorm over `head_dim` applied to every query head before RoPE.
+    pub q_norm: RmsNorm,
+    /// RMSNorm over `head_dim` applied to every key head before RoPE.
+    pub k_norm: RmsNorm,
+    /// Output projection `[hidden, q_dim]`.
+    pub o: QuantLinear,
+    /// Query heads.
+    #[module(skip)]
+    pub num_heads: usize,
+    /// Key/value heads.
+    #[module(skip)]
+    pub num_kv_heads: usize,
+    /// Head width.
+    #[module(skip)]
+    pub head_dim: usize,
+}
+
+impl Qwen3Attention {
+    /// `x [batch, seq, hidden]` → `[batch, seq, hidden]`; `cos`/`sin` are the RoPE tables of
+    /// the new positions; `past` appends the new keys/values and returns all of them.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        cos: &Tensor<2>,
+        sin: &Tensor<2>,
+        past: impl FnOnce(Tensor<4>, Tensor<4>) -> (Tensor<4>, Tensor<4>),
+    ) -> Tensor<3> {
+        let [b, s, _] = x.dims();
+        let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let qkv = self.qkv.forward(x);
+        let q = qkv.clone().narrow(2, 0, h * d).reshape([b, s, h, d]);
+        let k = qkv.clone().narrow(2, h * d, kvh * d).reshape([b, s, kvh, d]);
+        let v = qkv.narrow(2, (h + kvh) * d, kvh * d).reshape([b, s, kvh, d]);
+        let q = rope::apply(self.q_norm.forward(q), cos, sin).swap_dims(1, 2);
+        let k = rope::apply(self.k_norm.forward(k), cos, sin).swap_dims(1, 2);
+        let (k, v) = past(k, v.swap_dims(1, 2));
+        let (k, v) = (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh));
+        let options = AttentionModuleOptions { is_causal: true, ..Default::default() };
+        let y = attention(q, k, v, None, None, options);
+        self.o.forward(y.swap_dims(1, 2).reshape([b, s, h * d]))
+    }
+}
+
+/// `[b, kv_heads, t, d]` → `[b, kv_heads · groups, t, d]`, each KV head shared by `groups`
+/// consecutive query heads.
+fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
+    if groups == 1 {
+        return x;
+    }
+    let [b, kvh, t, d] = x.dims();
+    x.unsqueeze_dim::<5>(2).expand([b, kvh, groups, t, d]).reshape([b, kvh * groups, t, d])
+}

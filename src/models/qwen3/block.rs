@@ -1,0 +1,35 @@
+//! One Qwen3 decoder block: `x + attn(norm(x))`, then `h + mlp(norm(h))`.
+
+use burn::module::Module;
+use burn::nn::RmsNorm;
+use burn::tensor::Tensor;
+
+use super::attention::Qwen3Attention;
+use super::mlp::Qwen3Mlp;
+
+/// A decoder block.
+#[derive(Module, Debug)]
+pub struct Qwen3Block {
+    /// RMSNorm before attention.
+    pub attn_norm: RmsNorm,
+    /// Self-attention.
+    pub attn: Qwen3Attention,
+    /// RMSNorm before the MLP.
+    pub ffn_norm: RmsNorm,
+    /// SwiGLU MLP.
+    pub mlp: Qwen3Mlp,
+}
+
+impl Qwen3Block {
+    /// `[batch, seq, hidden]` → `[batch, seq, hidden]` (see [`Qwen3Attention::forward`]).
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        cos: &Tensor<2>,
+        sin: &Tensor<2>,
+        past: impl FnOnce(Tensor<4>, Tensor<4>) -> (Tensor<4>, Tensor<4>),
+    ) -> Tensor<3> {
+        let h = x.clone() + self.attn.forward(self.attn_norm.forward(x), cos, sin, past);
+        h.clone() + self.mlp.forward(self.ffn_norm.forward(h))
+    }
+}

@@ -1,0 +1,27 @@
+//! Qwen3's SwiGLU MLP: `down(silu(gate · x) ⊙ (up · x))`.
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+use burn::tensor::activation::silu;
+
+use crate::QuantLinear;
+
+/// The MLP of one block.
+#[derive(Module, Debug)]
+pub struct Qwen3Mlp {
+    /// gate and up stacked as one projection `[2·ffn, hidden]`.
+    pub gate_up: QuantLinear,
+    /// Down projection `[hidden, ffn]`.
+    pub down: QuantLinear,
+}
+
+impl Qwen3Mlp {
+    /// `[batch, seq, hidden]` → `[batch, seq, hidden]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let ffn = self.gate_up.out_features() / 2;
+        let gu = self.gate_up.forward(x);
+        let gate = gu.clone().narrow(2, 0, ffn);
+        let up = gu.narrow(2, ffn, ffn);
+        self.down.forward(silu(gate) * up)
+    }
+}

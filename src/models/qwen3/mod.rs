@@ -1,0 +1,27 @@
+//! Qwen3 as Burn modules built from [`QuantLinear`](crate::QuantLinear): loading from GGUF,
+//! a KV cache for incremental decoding, and sampling.
+//!
+//! Conventions (llama.cpp's `qwen3` graph = Hugging Face Qwen3): `RMSNorm(x)·w`; per-head
+//! RMSNorm of q and k over `head_dim` before RoPE; NEOX RoPE (pairs `(j, j + d/2)`) with the
+//! file's base; scale `1/√head_dim`; causal grouped-query attention; SwiGLU MLP; tied or separate
+//! LM head.
+
+mod attention;
+mod block;
+mod cache;
+mod config;
+mod generate;
+mod load_gguf;
+mod mlp;
+mod model;
+pub mod rope;
+pub mod sampling;
+
+pub use attention::Qwen3Attention;
+pub use block::Qwen3Block;
+pub use cache::KvCache;
+pub use config::Qwen3Config;
+pub use generate::{Generation, logits_to_vec};
+pub use mlp::Qwen3Mlp;
+pub use model::Qwen3;
+pub use sampling::{Sampler, Sampling};

@@ -1,0 +1,147 @@
+//! Qwen3 on the tiny fixture model (tests/fixtures/qwen3-tiny, from ../shared/fixtures/qwen3-tiny:
+//! a random-weight Qwen3 quantized by llama-quantize Q4_K_M, and the logits llama.cpp computed
+//! for two prompts). See that folder's README for what each reference is and its tolerances.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use burn::tensor::Device;
+use burn_quant::gguf::GgufFile;
+use burn_quant::models::qwen3::{Qwen3, Sampler, Sampling, logits_to_vec};
+use burn_quant::Error;
+use common::{Ref, fixture};
+
+const MODEL: &str = "qwen3-tiny/tiny-qwen3-Q4_K_M.gguf";
+
+fn file() -> &'static GgufFile {
+    static FILE: OnceLock<GgufFile> = OnceLock::new();
+    FILE.get_or_init(|| GgufFile::open(fixture(MODEL)).expect("tiny model"))
+}
+
+fn logits_ref() -> &'static Ref {
+    static REF: OnceLock<Ref> = OnceLock::new();
+    REF.get_or_init(|| Ref::open("qwen3-tiny/logits-llamacpp.safetensors"))
+}
+
+fn prompt(i: usize) -> Vec<u32> {
+    logits_ref().i32(&format!("prompt{i}.tokens")).0.iter().map(|&t| t as u32).collect()
+}
+
+fn argmax(row: &[f32]) -> usize {
+    burn_quant::models::qwen3::sampling::argmax(row)
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+fn logsumexp(row: &[f32]) -> f64 {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+    max + row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln()
+}
+
+/// Logits of every position of prompt `i`, in one forward from an empty cache.
+fn prompt_logits(model: &Qwen3, i: usize) -> (Vec<f32>, usize) {
+    let tokens = prompt(i);
+    let mut cache = model.cache();
+    let y = model.forward_tokens(&tokens, &mut cache, true).expect("forward");
+    (logits_to_vec(y).expect("logits"), tokens.len())
+}
+
+/// Against llama.cpp's Q4_K_M logits (which quantize activations to 8 bits): per-row cosine
+/// ≥ 0.999 and the same argmax at every position (fixture README's suggested check).
+fn logits_match_llamacpp(device: Device) {
+    let model = Qwen3::from_gguf(file(), &device).expect("load");
+    let vocab = model.config.vocab_size;
+    for i in 0..2 {
+        let (ours, n) = prompt_logits(&model, i);
+        let (want, shape) = logits_ref().f32(&format!("prompt{i}.logits"));
+        assert_eq!(shape, vec![n, vocab]);
+        for p in 0..n {
+            let (a, b) = (&ours[p * vocab..(p + 1) * vocab], &want[p * vocab..(p + 1) * vocab]);
+            let cos = cosine(a, b);
+            assert!(cos >= 0.999, "prompt{i} position {p}: cosine {cos}");
+            assert_eq!(argmax(a), argmax(b), "prompt{i} position {p}: argmax");
+        }
+    }
+}
+
+/// Against the tight reference (llama.cpp's forward on the all-F32 dequantized model, itself
+/// within 2e-5 of a float64 forward): top-64 logits and logsumexp within 1e-3, same top-1.
+fn logits_match_f32_dequant_reference(device: Device) {
+    let model = Qwen3::from_gguf(file(), &device).expect("load");
+    let vocab = model.config.vocab_size;
+    for i in 0..2 {
+        let (ours, n) = prompt_logits(&model, i);
+        let (ids, _) = logits_ref().i32(&format!("prompt{i}.f32_dequant.top64_ids"));
+        let (top, _) = logits_ref().f32(&format!("prompt{i}.f32_dequant.top64_logits"));
+        let (lse, _) = logits_ref().f32(&format!("prompt{i}.f32_dequant.logsumexp"));
+        let mut worst = 0f64;
+        for p in 0..n {
+            let row = &ours[p * vocab..(p + 1) * vocab];
+            for j in 0..64 {
+                let (id, want) = (ids[p * 64 + j] as usize, top[p * 64 + j] as f64);
+                worst = worst.max((row[id] as f64 - want).abs());
+            }
+            worst = worst.max((logsumexp(row) - lse[p] as f64).abs());
+            assert_eq!(argmax(row), ids[p * 64] as usize, "prompt{i} position {p}: top-1");
+        }
+        eprintln!("prompt{i}: max abs diff {worst:.2e} over top-64 logits and logsumexp");
+        assert!(worst <= 1e-3, "prompt{i}: max abs diff {worst} over top-64 logits and logsumexp");
+    }
+}
+
+/// Greedy generation through the KV cache gives the f32-dequant reference's 8 tokens (which equal
+/// llama.cpp's Q4_K_M greedy tokens).
+fn greedy_tokens_match(device: Device) {
+    let model = Qwen3::from_gguf(file(), &device).expect("load");
+    for i in 0..2 {
+        let want: Vec<u32> = logits_ref().i32(&format!("prompt{i}.f32_dequant.greedy_tokens")).0.iter().map(|&t| t as u32).collect();
+        let q4: Vec<u32> = logits_ref().i32(&format!("prompt{i}.greedy_tokens")).0.iter().map(|&t| t as u32).collect();
+        assert_eq!(want, q4, "fixture: the two references agree");
+        let mut sampler = Sampler::new(Sampling::Greedy, 0);
+        let got = model.generate(&prompt(i), 8, &mut sampler, &[], |_| Ok(true)).expect("generate");
+        assert_eq!(got.tokens, want, "prompt{i}");
+    }
+}
+
+/// Running a prompt token by token through the cache gives the same last-row logits as one
+/// forward over the whole prompt.
+fn incremental_decoding_matches_full_forward(device: Device) {
+    let model = Qwen3::from_gguf(file(), &device).expect("load");
+    let tokens = prompt(1);
+    let mut cache = model.cache();
+    let full = logits_to_vec(model.forward_tokens(&tokens, &mut cache, false).expect("full")).expect("logits");
+    let mut cache = model.cache();
+    let mut last = Vec::new();
+    for chunk in tokens.chunks(5) {
+        last = logits_to_vec(model.forward_tokens(chunk, &mut cache, false).expect("step")).expect("logits");
+    }
+    assert_eq!(cache.len(), tokens.len());
+    let err = common::rel_err(&last, &full);
+    assert!(err <= 1e-5, "chunked vs full forward: rel. error {err}");
+}
+
+/// Bad token ids and non-Qwen3 files are typed errors.
+fn bad_inputs_are_errors(device: Device) {
+    let model = Qwen3::from_gguf(file(), &device).expect("load");
+    let mut cache = model.cache();
+    let err = model.forward_tokens(&[1, 151936], &mut cache, false).unwrap_err();
+    assert!(matches!(err, Error::Invalid(_)), "{err}");
+    assert!(model.forward_tokens(&[], &mut cache, false).is_err());
+    let blocks = GgufFile::open(fixture("gguf-blocks/blocks.gguf")).expect("blocks fixture");
+    let err = Qwen3::from_gguf(&blocks, &device).unwrap_err();
+    assert!(matches!(err, Error::UnsupportedModel(_)), "{err}");
+}
+
+backend_tests!(
+    logits_match_llamacpp,
+    logits_match_f32_dequant_reference,
+    greedy_tokens_match,
+    incremental_decoding_matches_full_forward,
+    bad_inputs_are_errors,
+);
