@@ -31,6 +31,12 @@ impl KvCache {
         self.len = 0;
     }
 
+    /// Appends layer `layer`'s new keys and values and returns all of them (for driving blocks
+    /// by hand; call [`advance`](Self::advance) once all layers have appended).
+    pub fn append_layer(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        self.append(layer, k, v)
+    }
+
     /// Appends layer `layer`'s new keys and values and returns all of them.
     pub(crate) fn append(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
         if self.layers.len() <= layer {
@@ -45,7 +51,7 @@ impl KvCache {
     }
 
     /// Records that `n` positions were appended to every layer.
-    pub(crate) fn advance(&mut self, n: usize) {
+    pub fn advance(&mut self, n: usize) {
         self.len += n;
     }
 }

@@ -36,12 +36,44 @@ fn norm(file: &GgufFile, name: &str, len: usize, eps: f64, device: &Device) -> R
     Ok(n)
 }
 
+impl Qwen3Block {
+    /// Loads decoder block `index` (`blk.{index}.*`) of a GGUF file, shapes checked against `c`.
+    pub fn from_gguf(file: &GgufFile, c: &Qwen3Config, index: usize, device: &Device) -> Result<Self> {
+        let (hid, ffn, eps) = (c.hidden_size, c.intermediate_size, c.rms_norm_eps);
+        let t = |s: &str| format!("blk.{index}.{s}.weight");
+        let q = matrix(file, &t("attn_q"), c.q_dim(), hid)?;
+        let k = matrix(file, &t("attn_k"), c.kv_dim(), hid)?;
+        let v = matrix(file, &t("attn_v"), c.kv_dim(), hid)?;
+        let o = matrix(file, &t("attn_output"), hid, c.q_dim())?;
+        let gate = matrix(file, &t("ffn_gate"), ffn, hid)?;
+        let up = matrix(file, &t("ffn_up"), ffn, hid)?;
+        let down = matrix(file, &t("ffn_down"), hid, ffn)?;
+        Ok(Qwen3Block {
+            attn_norm: norm(file, &t("attn_norm"), hid, eps, device)?,
+            attn: Qwen3Attention {
+                qkv: QuantLinear::from_gguf_fused(&[q, k, v], hid, device)?,
+                q_norm: norm(file, &t("attn_q_norm"), c.head_dim, eps, device)?,
+                k_norm: norm(file, &t("attn_k_norm"), c.head_dim, eps, device)?,
+                o: QuantLinear::from_gguf_fused(&[o], c.q_dim(), device)?,
+                num_heads: c.num_heads,
+                num_kv_heads: c.num_kv_heads,
+                head_dim: c.head_dim,
+            },
+            ffn_norm: norm(file, &t("ffn_norm"), hid, eps, device)?,
+            mlp: Qwen3Mlp {
+                gate_up: QuantLinear::from_gguf_fused(&[gate, up], hid, device)?,
+                down: QuantLinear::from_gguf_fused(&[down], ffn, device)?,
+            },
+        })
+    }
+}
+
 impl Qwen3 {
     /// Loads a Qwen3 from a GGUF file onto `device`, with a progress bar on stderr when it is a
     /// terminal. Q/K/V become one fused [`QuantLinear`] and so do gate/up, whatever their types.
     pub fn from_gguf(file: &GgufFile, device: &Device) -> Result<Self> {
         let c = Qwen3Config::from_gguf(file)?;
-        let (hid, ffn, eps) = (c.hidden_size, c.intermediate_size, c.rms_norm_eps);
+        let (hid, eps) = (c.hidden_size, c.rms_norm_eps);
         let progress = ProgressBar::new(c.num_layers as u64 + 2);
         if let Ok(style) = ProgressStyle::with_template("loading {bar:30} {pos}/{len} {msg}") {
             progress.set_style(style);
@@ -53,31 +85,7 @@ impl Qwen3 {
         let mut blocks = Vec::with_capacity(c.num_layers);
         for i in 0..c.num_layers {
             progress.set_message(format!("blk.{i}"));
-            let t = |s: &str| format!("blk.{i}.{s}.weight");
-            let q = matrix(file, &t("attn_q"), c.q_dim(), hid)?;
-            let k = matrix(file, &t("attn_k"), c.kv_dim(), hid)?;
-            let v = matrix(file, &t("attn_v"), c.kv_dim(), hid)?;
-            let o = matrix(file, &t("attn_output"), hid, c.q_dim())?;
-            let gate = matrix(file, &t("ffn_gate"), ffn, hid)?;
-            let up = matrix(file, &t("ffn_up"), ffn, hid)?;
-            let down = matrix(file, &t("ffn_down"), hid, ffn)?;
-            blocks.push(Qwen3Block {
-                attn_norm: norm(file, &t("attn_norm"), hid, eps, device)?,
-                attn: Qwen3Attention {
-                    qkv: QuantLinear::from_gguf_fused(&[q, k, v], hid, device)?,
-                    q_norm: norm(file, &t("attn_q_norm"), c.head_dim, eps, device)?,
-                    k_norm: norm(file, &t("attn_k_norm"), c.head_dim, eps, device)?,
-                    o: QuantLinear::from_gguf_fused(&[o], c.q_dim(), device)?,
-                    num_heads: c.num_heads,
-                    num_kv_heads: c.num_kv_heads,
-                    head_dim: c.head_dim,
-                },
-                ffn_norm: norm(file, &t("ffn_norm"), hid, eps, device)?,
-                mlp: Qwen3Mlp {
-                    gate_up: QuantLinear::from_gguf_fused(&[gate, up], hid, device)?,
-                    down: QuantLinear::from_gguf_fused(&[down], ffn, device)?,
-                },
-            });
+            blocks.push(Qwen3Block::from_gguf(file, &c, i, device)?);
             progress.inc(1);
         }
         progress.set_message("output");

@@ -95,6 +95,8 @@ impl FormatVisitor for Matvec<'_> {
         let Matvec { x, m, k, bytes, row_bytes, dst } = self;
         let blocks = as_blocks::<F>(bytes)?;
         let per_row = row_bytes / F::BYTES;
+        // Small weights run on the calling thread (one task): waking the pool costs more.
+        let serial = dst.len() * k < SERIAL_MACS;
         #[cfg(target_arch = "x86_64")]
         if m == 1 && super::x86::has_avx512() {
             // One token row on AVX-512: hand-written row dots for the hottest formats. The casts
@@ -109,14 +111,15 @@ impl FormatVisitor for Matvec<'_> {
                 _ => None,
             };
             if let Some(dot) = dot {
-                dst.par_iter_mut().enumerate().with_min_len(DECODE_ROWS_PER_TASK).for_each(|(r, y)| {
+                dst.par_iter_mut().enumerate().with_min_len(if serial { usize::MAX } else { DECODE_ROWS_PER_TASK }).for_each(|(r, y)| {
                     *y = dot(&blocks[r * per_row..(r + 1) * per_row], x, xsum);
                 });
                 return Ok(());
             }
         }
-        dst.par_chunks_mut(DECODE_ROWS_PER_TASK * m).enumerate().for_each(|(task, dst)| {
-            let first = task * DECODE_ROWS_PER_TASK;
+        let task_rows = if serial { dst.len() / m.max(1) } else { DECODE_ROWS_PER_TASK };
+        dst.par_chunks_mut((task_rows * m).max(1)).enumerate().for_each(|(task, dst)| {
+            let first = task * task_rows;
             let rows = &blocks[first * per_row..(first + dst.len() / m) * per_row];
             pulp::Arch::new().dispatch(MatvecRows { rows, per_row, x, m, k, dst });
         });
@@ -255,17 +258,25 @@ impl<F: BlockFormat> pulp::WithSimd for DecodeRowsOf<'_, F> {
     }
 }
 
+thread_local! {
+    /// Per-thread decoded tile of the prefill path, reused across calls.
+    static TILE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Below this many multiply-adds a call runs on the calling thread: waking the pool costs more.
+const SERIAL_MACS: usize = 1 << 21;
+
 /// Prefill path: weight panels decoded tile by tile, multiplied with `gemm`.
 fn matmul_panels(x: &[f32], m: usize, w: &[u8], layout: &QuantLayout) -> Result<Vec<f32>> {
     let (k, out) = (layout.in_features, layout.out_features());
     let mut y = vec![0f32; m * out];
     let yp = SyncPtr(y.as_mut_ptr());
-    (0..out.div_ceil(PANEL_ROWS)).into_par_iter().for_each_init(
-        || vec![0f32; PANEL_ROWS * PANEL_K],
-        |tile, p| {
-            let yp = yp;
-            let n0 = p * PANEL_ROWS;
-            let nr = PANEL_ROWS.min(out - n0);
+    let panel = |p: usize| {
+        let yp = yp;
+        let n0 = p * PANEL_ROWS;
+        let nr = PANEL_ROWS.min(out - n0);
+        TILE.with_borrow_mut(|tile| {
+            tile.resize(PANEL_ROWS * PANEL_K.min(k), 0.0);
             for k0 in (0..k).step_by(PANEL_K) {
                 let kc = PANEL_K.min(k - k0);
                 decode_tile(w, layout, n0, nr, k0, kc, tile);
@@ -282,8 +293,14 @@ fn matmul_panels(x: &[f32], m: usize, w: &[u8], layout: &QuantLayout) -> Result<
                     );
                 }
             }
-        },
-    );
+        });
+    };
+    let panels = out.div_ceil(PANEL_ROWS);
+    if m * out * k < SERIAL_MACS {
+        (0..panels).for_each(panel);
+    } else {
+        (0..panels).into_par_iter().for_each(panel);
+    }
     Ok(y)
 }
 
