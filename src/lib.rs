@@ -9,6 +9,7 @@ pub mod device;
 pub mod error;
 pub mod format;
 pub mod gguf;
+pub mod import;
 pub mod models;
 pub mod module;
 pub mod ops;

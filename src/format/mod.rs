@@ -8,11 +8,15 @@
 //! This module holds no Burn types.
 
 mod floats;
+pub mod awq;
+pub mod gptq;
+pub mod int4;
 mod kquants;
 mod legacy;
 pub mod quantize;
 
 pub use floats::{BlockBF16, BlockF16, BlockF32};
+pub use int4::{BlockI4_32, BlockI4_64, BlockI4_128, Int4Matrix};
 pub use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K, scale_min_k4, scales_mins_k4};
 pub use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, QK4_0, QK8_0};
 
@@ -87,7 +91,16 @@ pub enum GgmlType {
     TQ2_0 = 35,
     /// microscaling fp4 (not decoded here).
     MXFP4 = 39,
+    /// burn-quant's 4-bit groups of 32 (GPTQ/AWQ repacked; never in a GGUF file).
+    I4_32 = INTERNAL | 32,
+    /// burn-quant's 4-bit groups of 64 (GPTQ/AWQ repacked; never in a GGUF file).
+    I4_64 = INTERNAL | 64,
+    /// burn-quant's 4-bit groups of 128 (GPTQ/AWQ repacked; never in a GGUF file).
+    I4_128 = INTERNAL | 128,
 }
+
+/// Ids at or above this are burn-quant's own layouts, which a GGUF file cannot name.
+const INTERNAL: u32 = 1 << 16;
 
 /// Every type, with its name, elements per block and bytes per block: the one table of ids.
 const TYPES: &[(GgmlType, &str, usize, usize)] = &[
@@ -123,6 +136,9 @@ const TYPES: &[(GgmlType, &str, usize, usize)] = &[
     (GgmlType::TQ1_0, "TQ1_0", 256, 54),
     (GgmlType::TQ2_0, "TQ2_0", 256, 66),
     (GgmlType::MXFP4, "MXFP4", 32, 17),
+    (GgmlType::I4_32, "I4_32", 32, 20),
+    (GgmlType::I4_64, "I4_64", 64, 36),
+    (GgmlType::I4_128, "I4_128", 128, 68),
 ];
 
 impl GgmlType {
@@ -131,9 +147,14 @@ impl GgmlType {
         TYPES.iter().find(|e| e.0 == self).unwrap_or(&TYPES[0])
     }
 
-    /// The type for a GGUF type id.
+    /// The type for a GGUF type id (burn-quant's internal layouts are not GGUF types).
     pub fn from_id(id: u32) -> Result<Self> {
-        TYPES.iter().find(|e| e.0 as u32 == id).map(|e| e.0).ok_or(Error::UnknownType(id))
+        TYPES.iter().find(|e| e.0 as u32 == id && id < INTERNAL).map(|e| e.0).ok_or(Error::UnknownType(id))
+    }
+
+    /// Whether this is one of burn-quant's own layouts (not a ggml type).
+    pub fn is_internal(self) -> bool {
+        self as u32 >= INTERNAL
     }
 
     /// The type for a name such as `"Q4_K"` (case-insensitive).
@@ -210,6 +231,9 @@ impl GgmlType {
             GgmlType::Q4_K => visitor.visit::<BlockQ4K>(),
             GgmlType::Q5_K => visitor.visit::<BlockQ5K>(),
             GgmlType::Q6_K => visitor.visit::<BlockQ6K>(),
+            GgmlType::I4_32 => visitor.visit::<BlockI4_32>(),
+            GgmlType::I4_64 => visitor.visit::<BlockI4_64>(),
+            GgmlType::I4_128 => visitor.visit::<BlockI4_128>(),
             other => return Err(Error::UnsupportedType(other)),
         })
     }
@@ -317,7 +341,11 @@ mod tests {
     #[test]
     fn every_type_round_trips_through_its_id_and_name() {
         for &(t, name, elems, bytes) in TYPES {
-            assert_eq!(GgmlType::from_id(t.id()).unwrap(), t);
+            if t.is_internal() {
+                assert!(GgmlType::from_id(t.id()).is_err(), "{t} must not be readable from a file");
+            } else {
+                assert_eq!(GgmlType::from_id(t.id()).unwrap(), t);
+            }
             assert_eq!(GgmlType::from_name(name).unwrap(), t);
             assert_eq!((t.block_elems(), t.block_bytes()), (elems, bytes));
         }
@@ -340,7 +368,7 @@ mod tests {
                 supported += 1;
             }
         }
-        assert_eq!(supported, 13);
+        assert_eq!(supported, 16);
     }
 
     #[test]

@@ -17,12 +17,14 @@ pub struct QuantLinearConfig {
     pub parts: Vec<(GgmlType, usize)>,
     /// Whether the layer has a bias.
     pub bias: bool,
+    /// Whether the layer permutes its input columns (act-order GPTQ).
+    pub permuted: bool,
 }
 
 impl QuantLinearConfig {
     /// One part of `out_features` rows of `kind`.
     pub fn new(kind: GgmlType, out_features: usize, in_features: usize) -> Self {
-        Self { in_features, parts: vec![(kind, out_features)], bias: false }
+        Self { in_features, parts: vec![(kind, out_features)], bias: false, permuted: false }
     }
 
     /// Sets whether there is a bias.
@@ -36,7 +38,11 @@ impl QuantLinearConfig {
         let layout = QuantLayout::new(self.in_features, &self.parts)?;
         let words = vec![0u32; layout.total_words()];
         let bias = self.bias.then(|| vec![0f32; layout.out_features()]);
-        Ok(QuantLinear::from_words(words, layout, bias, device))
+        let mut layer = QuantLinear::from_words(words, layout, bias, device);
+        if self.permuted {
+            layer = layer.with_input_permutation(&(0..self.in_features as u32).collect::<Vec<_>>())?;
+        }
+        Ok(layer)
     }
 }
 
@@ -52,6 +58,9 @@ pub struct QuantLinear {
     pub weight: Param<Tensor<1, Int>>,
     /// Optional bias `[out]`.
     pub bias: Option<Param<Tensor<1>>>,
+    /// Input column permutation `[in]` applied before the product (act-order GPTQ: the weight's
+    /// columns were reordered once at load so each group is contiguous).
+    pub perm: Option<Param<Tensor<1, Int>>>,
     /// How the words are laid out (types, rows, offsets).
     #[module(skip)]
     layout: QuantLayout,
@@ -87,7 +96,62 @@ impl QuantLinear {
             let n = b.len();
             Param::from_tensor(Tensor::<1>::from_data(TensorData::new(b, [n]), device))
         });
-        Self { weight: Param::initialized(ParamId::new(), weight), bias, layout }
+        Self { weight: Param::initialized(ParamId::new(), weight), bias, perm: None, layout }
+    }
+
+    /// A 4-bit AutoGPTQ linear (`qweight [in/8, out]`, `qzeros`, `scales`, optional `g_idx`;
+    /// `group` = `in` for group size −1), repacked once into int4 blocks. Act-order checkpoints
+    /// get their columns sorted by group and an input permutation, so the kernels see contiguous
+    /// groups and run at the same speed.
+    pub fn from_gptq(
+        t: crate::format::gptq::GptqTensors<'_>,
+        out_features: usize,
+        in_features: usize,
+        group: usize,
+        zeros: crate::format::gptq::GptqZeros,
+        device: &Device,
+    ) -> Result<Self> {
+        let u = crate::format::gptq::unpack(t, out_features, in_features, group, zeros)?;
+        let (kind, bytes) = u.matrix.to_blocks()?;
+        let layer = Self::from_gguf_bytes(kind, &bytes, out_features, in_features, device)?;
+        match u.perm {
+            Some(p) => layer.with_input_permutation(&p),
+            None => Ok(layer),
+        }
+    }
+
+    /// A 4-bit AutoAWQ GEMM linear (`qweight [in, out/8]`, `qzeros`, `scales`), repacked once
+    /// into int4 blocks.
+    pub fn from_awq(t: crate::format::awq::AwqTensors<'_>, out_features: usize, in_features: usize, group: usize, device: &Device) -> Result<Self> {
+        let m = crate::format::awq::unpack(t, out_features, in_features, group)?;
+        let (kind, bytes) = m.to_blocks()?;
+        Self::from_gguf_bytes(kind, &bytes, out_features, in_features, device)
+    }
+
+    /// A layer from an imported checkpoint linear (see [`HfCheckpoint::linear`](crate::import::HfCheckpoint::linear)).
+    pub fn from_linear_weights(w: &crate::import::LinearWeights, device: &Device) -> Result<Self> {
+        let mut layer = Self::from_gguf_bytes(w.kind, &w.bytes, w.out_features, w.in_features, device)?;
+        if let Some(p) = &w.perm {
+            layer = layer.with_input_permutation(p)?;
+        }
+        if let Some(b) = &w.bias {
+            layer = layer.with_bias(b)?;
+        }
+        Ok(layer)
+    }
+
+    /// Sets the input permutation: the product uses `x'[j] = x[perm[j]]`. `perm` must be a
+    /// permutation of `0..in_features`.
+    pub fn with_input_permutation(mut self, perm: &[u32]) -> Result<Self> {
+        let k = self.in_features();
+        let mut seen = vec![false; k];
+        if perm.len() != k || !perm.iter().all(|&p| (p as usize) < k && !std::mem::replace(&mut seen[p as usize], true)) {
+            return Err(Error::Shape(format!("input permutation of {} values is not a permutation of 0..{k}", perm.len())));
+        }
+        let device = self.weight.val().device();
+        let t = Tensor::<1, Int>::from_data(TensorData::new(perm.iter().map(|&p| p as i64).collect::<Vec<_>>(), [k]), &device);
+        self.perm = Some(Param::initialized(ParamId::new(), t));
+        Ok(self)
     }
 
     /// Adds (or replaces) the bias; its length must be `out_features`.
@@ -129,7 +193,10 @@ impl QuantLinear {
             return Err(Error::Shape(format!("input {dims:?}: last dim must be {k}")));
         }
         let m: usize = dims[..D - 1].iter().product();
-        let x2 = x.reshape([m, k]);
+        let mut x2 = x.reshape([m, k]);
+        if let Some(p) = &self.perm {
+            x2 = x2.select(1, p.val());
+        }
         let y = <burn::backend::Dispatch as QuantMatmulBackend>::quant_matmul(
             x2.into_dispatch(),
             self.weight.val().into_dispatch(),
@@ -167,6 +234,26 @@ impl QuantLinear {
             self.layout.clone(),
         );
         Tensor::<2>::from_dispatch(y)
+    }
+
+    /// The whole weight dequantized, `[out, in]` f32 in the original input-column order (undoing
+    /// an act-order permutation). For inspection and tests: it is the f32 copy the layer itself
+    /// never keeps.
+    pub fn dequantize(&self) -> Tensor<2> {
+        let device = self.weight.val().device();
+        let out = self.out_features();
+        let ids = Tensor::<1, Int>::arange(0..out as i64, &device);
+        let w = self.rows(ids);
+        match &self.perm {
+            None => w,
+            Some(p) => {
+                // W[:, perm[j]] = W'[:, j]  ⇔  W = W'[:, inverse(perm)]
+                let k = self.in_features();
+                let inv = p.val().argsort(0);
+                debug_assert_eq!(inv.dims(), [k]);
+                w.select(1, inv)
+            }
+        }
     }
 
     /// `x · Wᵀ + b` over any leading dims. Panics if the last dim is not `in_features`; use
