@@ -5,7 +5,7 @@
 //! cargo run --release --example qwen3 -- --model Qwen3-8B-Q4_K_M.gguf --prompt "Why is the sky blue?" --chat
 //! ```
 //!
-//! Options: `--model FILE.gguf`, `--prompt TEXT` or `--tokens 1,2,3`, `--chat` (ChatML template),
+//! Options: `--model FILE.gguf|DIR` (a GGUF file, or a Hugging Face GPTQ/AWQ checkpoint directory), `--prompt TEXT` or `--tokens 1,2,3`, `--chat` (ChatML template),
 //! `--max-tokens N` (default 32), `--backend flex|ndarray|wgpu|cuda`, `--temperature T` and
 //! `--top-p P` (default greedy), `--seed S`, `--tokenizer tokenizer.json` (else the GGUF's own),
 //! `--dump-logits OUT.safetensors` (logits `[n_prompt, vocab]` of one forward over the prompt).
@@ -15,6 +15,7 @@ use std::io::Write;
 
 use burn_quant::device::device_by_name;
 use burn_quant::gguf::GgufFile;
+use burn_quant::import::HfCheckpoint;
 use burn_quant::models::qwen3::{Qwen3, Sampler, Sampling, logits_to_vec};
 use burn_quant::tokenizer::{TextStream, Tokenizer};
 use burn_quant::{Error, Result};
@@ -52,21 +53,23 @@ fn run() -> Result<()> {
     let args = parse_args()?;
     let device = device_by_name(args.get("backend").map_or("flex", |s| s.as_str()))?;
     let path = args.get("model").map_or(TINY, |s| s.as_str());
-    let file = GgufFile::open(path)?;
-    let tokenizer = match args.get("tokenizer") {
-        Some(p) => Some(Tokenizer::from_file(p)?),
-        None => Tokenizer::from_gguf(&file)?,
+    let (model, mut tokenizer) = if std::path::Path::new(path).is_dir() {
+        // A Hugging Face checkpoint directory (GPTQ / AWQ / dense safetensors).
+        let ckpt = HfCheckpoint::open(path)?;
+        let tok = std::path::Path::new(path).join("tokenizer.json");
+        let tok = if tok.exists() { Some(Tokenizer::from_file(tok)?) } else { None };
+        (Qwen3::from_hf(&ckpt, &device)?, tok)
+    } else {
+        let file = GgufFile::open(path)?;
+        (Qwen3::from_gguf(&file, &device)?, Tokenizer::from_gguf(&file)?)
     };
-    let model = Qwen3::from_gguf(&file, &device)?;
+    if let Some(p) = args.get("tokenizer") {
+        tokenizer = Some(Tokenizer::from_file(p)?);
+    }
     let c = &model.config;
     eprintln!(
-        "{path}: Qwen3, {} layers, hidden {}, {} heads / {} kv heads, vocab {}, {:.1} MiB of quantized weights",
-        c.num_layers,
-        c.hidden_size,
-        c.num_heads,
-        c.num_kv_heads,
-        c.vocab_size,
-        file.tensors.iter().map(|t| t.size).sum::<u64>() as f64 / (1 << 20) as f64
+        "{path}: Qwen3, {} layers, hidden {}, {} heads / {} kv heads, vocab {}",
+        c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.vocab_size,
     );
 
     let prompt: Vec<u32> = match (args.get("tokens"), args.get("prompt"), &tokenizer) {

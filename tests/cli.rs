@@ -94,3 +94,36 @@ fn errors_are_one_line_and_nonzero() {
     let out = bin().args(["inspect"]).arg(fixture("gguf-blocks/README.md")).output().unwrap();
     assert_eq!(String::from_utf8(out.stderr).unwrap().lines().count(), 1);
 }
+
+/// A GPTQ checkpoint directory in place of a GGUF file: `dequant` writes the (out, in) weight in
+/// the original column order, bit-exact with AutoGPTQ's dequantization.
+#[test]
+fn dequant_and_matmul_accept_a_checkpoint_directory() {
+    let prefix = "model.layers.0.self_attn.q_proj";
+    let out_path = tmp("gptq-w.safetensors");
+    let st = bin().arg("dequant").arg(fixture("gptq")).arg(prefix).arg("--out").arg(&out_path).status().unwrap();
+    assert!(st.success());
+    let (w, shape) = read_f32(&out_path, "weight");
+    let (want, want_shape) = Ref::open("gptq/reference.safetensors").f32(&format!("{prefix}.weight"));
+    assert_eq!(shape, want_shape);
+    assert!(w.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()));
+
+    let refs = Ref::open("awq/reference.safetensors");
+    let prefix = "model.layers.1.mlp.down_proj";
+    let (x, xs) = refs.f32(&format!("{prefix}.x"));
+    let x_path = tmp("awq-x.safetensors");
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, xs, bytemuck::cast_slice(&x)).unwrap();
+    safetensors::serialize_to_file([("x", view)], None, &x_path).unwrap();
+    let y_path = tmp("awq-y.safetensors");
+    let st = bin().arg("matmul").arg(fixture("awq")).arg(prefix).arg("--input").arg(&x_path).arg("--out").arg(&y_path).status().unwrap();
+    assert!(st.success());
+    let (y, _) = read_f32(&y_path, "y");
+    let (want, _) = refs.f32(&format!("{prefix}.y"));
+    assert!(rel_err(&y, &want) <= 1e-5);
+
+    let out = bin().arg("dequant").arg(fixture("awq")).arg("model.layers.0.nope").arg("--out").arg(&out_path).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("model.layers.0.nope"), "{err}");
+}

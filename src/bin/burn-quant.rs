@@ -1,21 +1,26 @@
-//! `burn-quant`: inspect GGUF files, dequantize a tensor, or run a quantized matmul.
+//! `burn-quant`: inspect GGUF files and Hugging Face GPTQ/AWQ checkpoint directories,
+//! dequantize a tensor, or run a quantized matmul.
 //!
 //! ```text
-//! burn-quant inspect FILE.gguf
-//! burn-quant dequant FILE.gguf TENSOR --out OUT.safetensors
-//! burn-quant matmul FILE.gguf TENSOR --input X.safetensors --out Y.safetensors [--backend B]
+//! burn-quant inspect FILE.gguf|DIR
+//! burn-quant dequant FILE.gguf|DIR TENSOR --out OUT.safetensors
+//! burn-quant matmul FILE.gguf|DIR TENSOR --input X.safetensors --out Y.safetensors [--backend B]
 //! ```
+//!
+//! In a directory, TENSOR names a linear by its prefix (`model.layers.0.self_attn.q_proj`).
 
 use std::process::ExitCode;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use burn_quant::gguf::GgufFile;
+use burn_quant::import::HfCheckpoint;
 use burn_quant::{Error, QuantLinear, Result};
 
 const USAGE: &str = "usage:
-  burn-quant inspect FILE.gguf
-  burn-quant dequant FILE.gguf TENSOR --out OUT.safetensors
-  burn-quant matmul FILE.gguf TENSOR --input X.safetensors --out Y.safetensors [--backend flex|ndarray|wgpu|cuda]";
+  burn-quant inspect FILE.gguf|DIR
+  burn-quant dequant FILE.gguf|DIR TENSOR --out OUT.safetensors
+  burn-quant matmul FILE.gguf|DIR TENSOR --input X.safetensors --out Y.safetensors [--backend flex|ndarray|wgpu|cuda]
+(DIR: a Hugging Face GPTQ/AWQ checkpoint; TENSOR is then a linear's prefix, e.g. model.layers.0.self_attn.q_proj)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -102,7 +107,47 @@ fn open(path: &str) -> Result<GgufFile> {
     })
 }
 
+fn is_dir(path: &str) -> bool {
+    std::path::Path::new(path).is_dir()
+}
+
+fn inspect_dir(path: &str) -> Result<()> {
+    let c = HfCheckpoint::open(path)?;
+    println!("{path}: Hugging Face checkpoint, {} tensors, quantization {:?}", c.tensors().len(), c.quant());
+    println!("\nquantized linears:");
+    for p in c.quantized_linears() {
+        let w = c.linear(p)?;
+        println!(
+            "  {p:<48} [{}, {}] -> {}{}",
+            w.out_features,
+            w.in_features,
+            w.kind,
+            if w.perm.is_some() { " (act-order: input permuted)" } else { "" }
+        );
+    }
+    println!("\n{:<56} {:>6} {:>16}", "tensor", "dtype", "shape");
+    for (name, dtype, shape) in c.tensors() {
+        println!("{name:<56} {:>6} {:>16}", format!("{dtype:?}"), format!("{shape:?}"));
+    }
+    Ok(())
+}
+
+/// The layer named `tensor` in a GGUF file or checkpoint directory.
+fn load_layer(path: &str, tensor: &str, device: &Device) -> Result<QuantLinear> {
+    if is_dir(path) {
+        let c = HfCheckpoint::open(path)?;
+        return QuantLinear::from_linear_weights(&c.linear(tensor)?, device);
+    }
+    let g = open(path)?;
+    let info = g.tensor(tensor)?;
+    let (rows, cols) = info.matrix_shape();
+    QuantLinear::from_gguf_bytes(info.kind, g.tensor_data(tensor)?, rows, cols, device)
+}
+
 fn inspect(path: &str) -> Result<()> {
+    if is_dir(path) {
+        return inspect_dir(path);
+    }
     let g = open(path)?;
     println!("{path}: GGUF v{}, {} metadata keys, {} tensors, alignment {}", g.version, g.metadata.len(), g.tensors.len(), g.alignment);
     println!("\nmetadata:");
@@ -128,6 +173,14 @@ fn write_f32(path: &str, name: &str, data: &[f32], shape: Vec<usize>) -> Result<
 }
 
 fn dequant(path: &str, tensor: &str, out: &str) -> Result<()> {
+    if is_dir(path) {
+        let layer = load_layer(path, tensor, &device("flex")?)?;
+        let (rows, cols) = (layer.out_features(), layer.in_features());
+        let w = layer.dequantize().into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::Invalid(format!("{e:?}")))?;
+        write_f32(out, "weight", &w, vec![rows, cols])?;
+        eprintln!("wrote {tensor} ({rows}x{cols}, {}) to {out} as `weight`", layer.layout().parts[0].kind);
+        return Ok(());
+    }
     let g = open(path)?;
     let (w, rows, cols) = g.dequantize(tensor)?;
     write_f32(out, "weight", &w, vec![rows, cols])?;
@@ -141,10 +194,8 @@ fn device(name: &str) -> Result<Device> {
 
 fn matmul(path: &str, tensor: &str, input: &str, out: &str, backend: &str) -> Result<()> {
     let device = device(backend)?;
-    let g = open(path)?;
-    let info = g.tensor(tensor)?;
-    let (rows, cols) = info.matrix_shape();
-    let layer = QuantLinear::from_gguf_bytes(info.kind, g.tensor_data(tensor)?, rows, cols, &device)?;
+    let layer = load_layer(path, tensor, &device)?;
+    let (rows, cols) = (layer.out_features(), layer.in_features());
 
     let raw = std::fs::read(input).map_err(|source| Error::Io { path: input.into(), source })?;
     let st = safetensors::SafeTensors::deserialize(&raw).map_err(|e| Error::SafeTensors(format!("{input}: {e}")))?;

@@ -13,8 +13,9 @@ use crate::QuantLinear;
 /// One attention layer.
 #[derive(Module, Debug)]
 pub struct Qwen3Attention {
-    /// q, k and v stacked as one projection `[q_dim + 2·kv_dim, hidden]` (parts keep their types).
-    pub qkv: QuantLinear,
+    /// q, k and v: one fused projection `[q_dim + 2·kv_dim, hidden]` (parts keep their types), or
+    /// three layers when they cannot share an input (act-order GPTQ permutes each differently).
+    pub qkv: Vec<QuantLinear>,
     /// RMSNorm over `head_dim` applied to every query head before RoPE.
     pub q_norm: RmsNorm,
     /// RMSNorm over `head_dim` applied to every key head before RoPE.
@@ -44,7 +45,7 @@ impl Qwen3Attention {
     ) -> Tensor<3> {
         let [b, s, _] = x.dims();
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let qkv = self.qkv.forward(x);
+        let qkv = super::forward_concat(&self.qkv, x);
         let q = qkv.clone().narrow(2, 0, h * d).reshape([b, s, h, d]);
         let k = qkv.clone().narrow(2, h * d, kvh * d).reshape([b, s, kvh, d]);
         let v = qkv.narrow(2, (h + kvh) * d, kvh * d).reshape([b, s, kvh, d]);

@@ -51,7 +51,7 @@ impl Qwen3Block {
         Ok(Qwen3Block {
             attn_norm: norm(file, &t("attn_norm"), hid, eps, device)?,
             attn: Qwen3Attention {
-                qkv: QuantLinear::from_gguf_fused(&[q, k, v], hid, device)?,
+                qkv: vec![QuantLinear::from_gguf_fused(&[q, k, v], hid, device)?],
                 q_norm: norm(file, &t("attn_q_norm"), c.head_dim, eps, device)?,
                 k_norm: norm(file, &t("attn_k_norm"), c.head_dim, eps, device)?,
                 o: QuantLinear::from_gguf_fused(&[o], c.q_dim(), device)?,
@@ -61,7 +61,7 @@ impl Qwen3Block {
             },
             ffn_norm: norm(file, &t("ffn_norm"), hid, eps, device)?,
             mlp: Qwen3Mlp {
-                gate_up: QuantLinear::from_gguf_fused(&[gate, up], hid, device)?,
+                gate_up: vec![QuantLinear::from_gguf_fused(&[gate, up], hid, device)?],
                 down: QuantLinear::from_gguf_fused(&[down], ffn, device)?,
             },
         })

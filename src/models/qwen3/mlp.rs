@@ -9,8 +9,9 @@ use crate::QuantLinear;
 /// The MLP of one block.
 #[derive(Module, Debug)]
 pub struct Qwen3Mlp {
-    /// gate and up stacked as one projection `[2·ffn, hidden]`.
-    pub gate_up: QuantLinear,
+    /// gate and up: one fused projection `[2·ffn, hidden]`, or two layers (see
+    /// [`Qwen3Attention::qkv`](super::Qwen3Attention::qkv)).
+    pub gate_up: Vec<QuantLinear>,
     /// Down projection `[hidden, ffn]`.
     pub down: QuantLinear,
 }
@@ -18,8 +19,8 @@ pub struct Qwen3Mlp {
 impl Qwen3Mlp {
     /// `[batch, seq, hidden]` → `[batch, seq, hidden]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let ffn = self.gate_up.out_features() / 2;
-        let gu = self.gate_up.forward(x);
+        let ffn = self.gate_up.iter().map(|l| l.out_features()).sum::<usize>() / 2;
+        let gu = super::forward_concat(&self.gate_up, x);
         let gate = gu.clone().narrow(2, 0, ffn);
         let up = gu.narrow(2, ffn, ffn);
         self.down.forward(silu(gate) * up)

@@ -12,6 +12,7 @@ mod cache;
 mod config;
 mod generate;
 mod load_gguf;
+mod load_hf;
 mod mlp;
 mod model;
 pub mod rope;
@@ -25,3 +26,12 @@ pub use generate::{Generation, logits_to_vec};
 pub use mlp::Qwen3Mlp;
 pub use model::Qwen3;
 pub use sampling::{Sampler, Sampling};
+
+/// Runs each layer on `x` and concatenates the outputs along the last dim (one fused layer runs
+/// alone).
+fn forward_concat(layers: &[crate::QuantLinear], x: burn::tensor::Tensor<3>) -> burn::tensor::Tensor<3> {
+    match layers {
+        [one] => one.forward(x),
+        many => burn::tensor::Tensor::cat(many.iter().map(|l| l.forward(x.clone())).collect(), 2),
+    }
+}
