@@ -9,6 +9,8 @@ pub mod device;
 pub mod error;
 pub mod format;
 pub mod gguf;
+#[cfg(feature = "cube")]
+pub mod kernels;
 pub mod import;
 pub mod models;
 pub mod module;

@@ -91,4 +91,40 @@ fn forward_keeps_leading_dims(device: Device) {
     assert!(rel_err(&y4.into_data().try_to_vec::<f32>().unwrap(), &want[..12 * 64]) <= 1e-5);
 }
 
-backend_tests!(forward_matches_float64_reference, forward_keeps_leading_dims);
+/// The layer's weight decoded on the device (the row-lookup kernel on GPU backends) is bit-exact
+/// with ggml's `dequantize_row_*` for all 13 types.
+fn device_decode_is_bit_exact(device: Device) {
+    let (g, r) = blocks();
+    for name in NAMES {
+        let t = format!("w.{name}");
+        let info = g.tensor(&t).unwrap();
+        let layer = QuantLinear::from_gguf_bytes(info.kind, g.tensor_data(&t).unwrap(), 64, 512, &device).unwrap();
+        let got = layer.dequantize().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let (want, _) = r.f32(&format!("{t}.dequant"));
+        let bad = got.iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits());
+        assert!(bad.is_none(), "{t}: first differing value at {bad:?}: {} vs {}", got[bad.unwrap()], want[bad.unwrap()]);
+    }
+}
+
+/// Row counts that are not a multiple of any kernel tile (61 of the 64 rows), each type, on the
+/// decode and prefill paths.
+fn odd_row_counts(device: Device) {
+    let (g, r) = blocks();
+    for name in NAMES {
+        let t = format!("w.{name}");
+        let info = g.tensor(&t).unwrap();
+        let bytes = g.tensor_data(&t).unwrap();
+        let rows = 61;
+        let layer = QuantLinear::from_gguf_bytes(info.kind, &bytes[..rows * bytes.len() / 64], rows, 512, &device).unwrap();
+        for m in [1usize, 3, 17] {
+            let (x, _) = r.f32(&format!("x.m{m}"));
+            let (want, _) = r.f32(&format!("{t}.y.m{m}"));
+            let want: Vec<f32> = want.chunks_exact(64).flat_map(|row| row[..rows].to_vec()).collect();
+            let y = layer.forward(Tensor::<2>::from_data(TensorData::new(x, [m, 512]), &device));
+            let e = rel_err(&y.into_data().convert::<f32>().try_to_vec::<f32>().unwrap(), &want);
+            assert!(e <= 1e-5, "{t} {rows} rows m={m}: relative error {e:e}");
+        }
+    }
+}
+
+backend_tests!(forward_matches_float64_reference, forward_keeps_leading_dims, device_decode_is_bit_exact, odd_row_counts);

@@ -6,6 +6,8 @@
 
 mod autodiff;
 mod cpu;
+#[cfg(feature = "cube")]
+mod cube;
 mod layout;
 
 pub use cpu::kernel as cpu_kernel;
@@ -15,18 +17,27 @@ use burn::backend::backend_extension;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 
 /// Quantized matrix multiplication on packed GGUF blocks.
-#[backend_extension(Flex: cfg(feature = "flex"), NdArray: cfg(feature = "ndarray"), Autodiff)]
+#[backend_extension(
+    Flex: cfg(feature = "flex"),
+    NdArray: cfg(feature = "ndarray"),
+    Cube: cfg(feature = "cube"),
+    Fusion: cfg(feature = "cube"),
+    Autodiff
+)]
 pub trait QuantMatmulBackend: burn::backend::Backend {
     /// `y = x · Wᵀ`: `x` is `[m, in]` (f32), the result `[m, out]`. `weight` is the packed
     /// u32 words described by `layout`.
+    #[fusion(dtype = x, shape = { let mut s = x.clone(); let last = s.num_dims() - 1; s[last] = layout.out_features(); s })]
     fn quant_matmul(x: FloatTensor<Self>, weight: IntTensor<Self>, layout: QuantLayout) -> FloatTensor<Self>;
 
     /// `g · W`: `g` is `[m, out]`, the result `[m, in]` (the input gradient of
     /// [`quant_matmul`](QuantMatmulBackend::quant_matmul)).
+    #[fusion(dtype = g, shape = { let mut s = g.clone(); let last = s.num_dims() - 1; s[last] = layout.in_features; s })]
     fn quant_matmul_transposed(g: FloatTensor<Self>, weight: IntTensor<Self>, layout: QuantLayout) -> FloatTensor<Self>;
 
     /// Dequantizes the weight rows named by `ids` (rank 1, any int dtype) into `[n, in]` f32:
     /// the lookup of a quantized embedding table. Not differentiable (the ids are integers and
     /// the weight is frozen).
+    #[fusion(dtype = burn::tensor::DType::F32, shape = burn::tensor::Shape::new([ids.num_elements(), layout.in_features]))]
     fn quant_rows(ids: IntTensor<Self>, weight: IntTensor<Self>, layout: QuantLayout) -> FloatTensor<Self>;
 }

@@ -56,7 +56,7 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// For each named `fn name(device: Device)` in the calling file, generates one `#[test]` per
-/// enabled backend, as `flex::name`, `ndarray::name`, ...
+/// enabled backend, as `flex::name`, `ndarray::name`, `wgpu::name`, `cuda::name`.
 #[macro_export]
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
@@ -68,6 +68,14 @@ macro_rules! backend_tests {
         #[allow(deprecated)]
         mod ndarray {
             $( #[test] fn $name() { super::$name(burn::tensor::Device::ndarray()) } )*
+        }
+        #[cfg(feature = "wgpu")]
+        mod wgpu {
+            $( #[test] fn $name() { super::$name(burn::tensor::Device::wgpu(Default::default())) } )*
+        }
+        #[cfg(feature = "cuda")]
+        mod cuda {
+            $( #[test] fn $name() { super::$name(burn::tensor::Device::cuda(0)) } )*
         }
     };
 }

@@ -1,0 +1,199 @@
+//! Correctness of the GPU kernels against the repo's fixtures, then (with `--bench`) the GPU
+//! benchmark: the one binary `scripts/gpu-check.sh` carries to the GPU machine.
+//!
+//! `cargo run --release --features cuda --example gpu_check [-- --backend cuda --bench --runs 50]`
+//!
+//! Checks (each against the reference data of tests/fixtures, made by ggml / AutoGPTQ / AutoAWQ /
+//! llama.cpp): device decode bit-exact for all 13 GGUF types; `x · Wᵀ` within 1e-5 (relative) of
+//! the float64 reference for m = 1, 3, 17 and for 61 of the 64 rows; leading batch dims; the input
+//! gradient under Autodiff; every GPTQ and AWQ linear (bit-exact weight, 1e-5 product); and, when
+//! `tests/fixtures/qwen3-tiny` is present, the tiny Qwen3's logits against llama.cpp's F32
+//! reference (top-64 within 1e-3) and greedy tokens.
+
+#[allow(dead_code)]
+#[path = "gpu_bench.rs"]
+mod bench;
+
+use std::path::PathBuf;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use burn_quant::device::device_by_name;
+use burn_quant::gguf::GgufFile;
+use burn_quant::import::HfCheckpoint;
+use burn_quant::models::qwen3::{Qwen3, Sampler, Sampling, logits_to_vec, sampling::argmax};
+use burn_quant::{Error, QuantLinear, Result};
+
+const NAMES: [&str; 13] = ["f32", "f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_K", "q3_K", "q4_K", "q5_K", "q6_K"];
+
+fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+}
+
+struct Refs(Vec<u8>);
+
+impl Refs {
+    fn open(rel: &str) -> Result<Self> {
+        let p = fixture(rel);
+        Ok(Refs(std::fs::read(&p).map_err(|e| Error::Io { path: p.display().to_string(), source: e })?))
+    }
+    fn get(&self, name: &str) -> Result<(Vec<u8>, Vec<usize>)> {
+        let st = safetensors::SafeTensors::deserialize(&self.0).map_err(|e| Error::SafeTensors(e.to_string()))?;
+        let t = st.tensor(name).map_err(|_| Error::NotFound(name.into()))?;
+        Ok((t.data().to_vec(), t.shape().to_vec()))
+    }
+    fn f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        let (b, s) = self.get(name)?;
+        Ok((b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(), s))
+    }
+    fn i32(&self, name: &str) -> Result<Vec<i32>> {
+        Ok(self.get(name)?.0.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    }
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::Invalid(format!("{e:?}")))
+}
+
+fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| ((*x as f64) - (*y as f64)).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    if a.len() != b.len() { f64::INFINITY } else { (num / den).sqrt() }
+}
+
+/// Records one named check.
+struct Report {
+    rows: Vec<(String, bool, String)>,
+}
+
+impl Report {
+    fn check(&mut self, name: String, ok: bool, detail: String) {
+        println!("{:<6} {name:<52} {detail}", if ok { "PASS" } else { "FAIL" });
+        self.rows.push((name, ok, detail));
+    }
+}
+
+fn gguf_blocks(device: &Device, rep: &mut Report) -> Result<()> {
+    let g = GgufFile::open(fixture("gguf-blocks/blocks.gguf"))?;
+    let r = Refs::open("gguf-blocks/blocks-ref.safetensors")?;
+    for name in NAMES {
+        let t = format!("w.{name}");
+        let info = g.tensor(&t)?;
+        let bytes = g.tensor_data(&t)?;
+        let layer = QuantLinear::from_gguf_bytes(info.kind, bytes, 64, 512, device)?;
+        let got = host(layer.dequantize())?;
+        let (want, _) = r.f32(&format!("{t}.dequant"))?;
+        let bad = got.iter().zip(&want).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        rep.check(format!("{t} decode bit-exact"), bad == 0 && got.len() == want.len(), format!("{bad} values differ"));
+        let odd = QuantLinear::from_gguf_bytes(info.kind, &bytes[..61 * bytes.len() / 64], 61, 512, device)?;
+        let mut worst = 0f64;
+        for m in [1usize, 3, 17] {
+            let (x, _) = r.f32(&format!("x.m{m}"))?;
+            let (want, _) = r.f32(&format!("{t}.y.m{m}"))?;
+            let xt = Tensor::<2>::from_data(TensorData::new(x, [m, 512]), device);
+            worst = worst.max(rel_err(&host(layer.forward(xt.clone()))?, &want));
+            let want61: Vec<f32> = want.chunks_exact(64).flat_map(|row| row[..61].to_vec()).collect();
+            worst = worst.max(rel_err(&host(odd.forward(xt))?, &want61));
+        }
+        rep.check(format!("{t} matmul m=1,3,17 (64 and 61 rows)"), worst <= 1e-5, format!("max rel. error {worst:.2e}"));
+    }
+    // Leading dims, and the input gradient under Autodiff (g · W against the f64 product with
+    // ggml's dequantized weight).
+    let info = g.tensor("w.q4_K")?;
+    let layer = QuantLinear::from_gguf_bytes(info.kind, g.tensor_data("w.q4_K")?, 64, 512, device)?;
+    let (x, _) = r.f32("x.m17")?;
+    let (want, _) = r.f32("w.q4_K.y.m17")?;
+    let y4 = layer.forward(Tensor::<4>::from_data(TensorData::new(x[..12 * 512].to_vec(), [2, 2, 3, 512]), device));
+    let dims = y4.dims();
+    let e = rel_err(&host(y4)?, &want[..12 * 64]);
+    rep.check("q4_K leading dims [2, 2, 3, 512]".into(), dims == [2, 2, 3, 64] && e <= 1e-5, format!("{dims:?}, rel. error {e:.2e}"));
+    let ad = device.clone().autodiff();
+    let layer = QuantLinear::from_gguf_bytes(info.kind, g.tensor_data("w.q4_K")?, 64, 512, &ad)?;
+    let xa = Tensor::<2>::from_data(TensorData::new(x[..3 * 512].to_vec(), [3, 512]), &ad).require_grad();
+    let grads = layer.forward(xa.clone()).sum().backward();
+    let dx = host(xa.grad(&grads).ok_or_else(|| Error::Invalid("no input gradient".into()))?)?;
+    let (w, _) = r.f32("w.q4_K.dequant")?;
+    let col: Vec<f32> = (0..512).map(|c| (0..64).map(|o| w[o * 512 + c] as f64).sum::<f64>() as f32).collect();
+    let want: Vec<f32> = (0..3).flat_map(|_| col.clone()).collect();
+    let e = rel_err(&dx, &want);
+    rep.check("q4_K input gradient under Autodiff".into(), e <= 1e-5, format!("rel. error {e:.2e}"));
+    Ok(())
+}
+
+fn int4(device: &Device, rep: &mut Report, dir: &str) -> Result<()> {
+    let ckpt = HfCheckpoint::open(fixture(dir))?;
+    let r = Refs::open(&format!("{dir}/reference.safetensors"))?;
+    let (mut bad, mut worst) = (0usize, 0f64);
+    for p in ckpt.quantized_linears() {
+        let layer = QuantLinear::from_linear_weights(&ckpt.linear(p)?, device)?;
+        let (want, _) = r.f32(&format!("{p}.weight"))?;
+        bad += host(layer.dequantize())?.iter().zip(&want).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        let (x, xs) = r.f32(&format!("{p}.x"))?;
+        let (y, _) = r.f32(&format!("{p}.y"))?;
+        worst = worst.max(rel_err(&host(layer.forward(Tensor::<2>::from_data(TensorData::new(x, [xs[0], xs[1]]), device)))?, &y));
+    }
+    rep.check(format!("{dir}: 14 linears, weights bit-exact"), bad == 0, format!("{bad} values differ"));
+    rep.check(format!("{dir}: 14 linears, x·Wᵀ (m=4)"), worst <= 1e-5, format!("max rel. error {worst:.2e}"));
+    Ok(())
+}
+
+fn qwen3(device: &Device, rep: &mut Report) -> Result<()> {
+    let path = fixture("qwen3-tiny/tiny-qwen3-Q4_K_M.gguf");
+    if !path.exists() {
+        println!("SKIP   qwen3-tiny (fixture not carried)");
+        return Ok(());
+    }
+    let model = Qwen3::from_gguf(&GgufFile::open(path)?, device)?;
+    let r = Refs::open("qwen3-tiny/logits-llamacpp.safetensors")?;
+    let vocab = model.config.vocab_size;
+    for i in 0..2 {
+        let tokens: Vec<u32> = r.i32(&format!("prompt{i}.tokens"))?.iter().map(|&t| t as u32).collect();
+        let logits = logits_to_vec(model.forward_tokens(&tokens, &mut model.cache(), true)?)?;
+        let ids = r.i32(&format!("prompt{i}.f32_dequant.top64_ids"))?;
+        let (top, _) = r.f32(&format!("prompt{i}.f32_dequant.top64_logits"))?;
+        let (mut worst, mut top1) = (0f32, true);
+        for p in 0..tokens.len() {
+            let row = &logits[p * vocab..(p + 1) * vocab];
+            for j in 0..64 {
+                worst = worst.max((row[ids[p * 64 + j] as usize] - top[p * 64 + j]).abs());
+            }
+            top1 &= argmax(row) == ids[p * 64] as usize;
+        }
+        rep.check(format!("qwen3-tiny prompt{i} logits vs f32-dequant"), worst <= 1e-3 && top1, format!("top-64 max abs diff {worst:.2e}"));
+        let want: Vec<u32> = r.i32(&format!("prompt{i}.f32_dequant.greedy_tokens"))?.iter().map(|&t| t as u32).collect();
+        let got = model.generate(&tokens, 8, &mut Sampler::new(Sampling::Greedy, 0), &[], |_| Ok(true))?;
+        rep.check(format!("qwen3-tiny prompt{i} greedy tokens"), got.tokens == want, format!("{:?}", got.tokens));
+    }
+    Ok(())
+}
+
+fn run() -> Result<bool> {
+    let args: Vec<String> = std::env::args().collect();
+    let backend = args.iter().position(|a| a == "--backend").and_then(|i| args.get(i + 1)).map_or("cuda", |s| s.as_str());
+    let device = device_by_name(backend)?;
+    let mut rep = Report { rows: Vec::new() };
+    println!("# correctness on {backend}");
+    gguf_blocks(&device, &mut rep)?;
+    for dir in ["gptq", "awq"] {
+        if fixture(dir).exists() {
+            int4(&device, &mut rep, dir)?;
+        }
+    }
+    qwen3(&device, &mut rep)?;
+    let failed = rep.rows.iter().filter(|r| !r.1).count();
+    println!("# {} checks, {failed} failed", rep.rows.len());
+    if args.iter().any(|a| a == "--bench") {
+        bench::run()?;
+    }
+    Ok(failed == 0)
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

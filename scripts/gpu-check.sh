@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds the CUDA check/bench binary here and runs it on the lent H100 (the `device` tool).
+#
+#   scripts/gpu-check.sh build     # here: cargo build --release --features cuda, strip + gzip into .gpu/,
+#                                  # and untrack the fixtures too big to travel (tree limit 64 MiB)
+#   (device) bash scripts/gpu-check.sh device [--bench]   # there: unpack and run; carry .gpu
+#   scripts/gpu-check.sh restore   # here: track the fixtures again
+#
+# The GPU machine has CUDA but no Rust, and wgpu does not run there (Vulkan driver refused), so
+# the CUDA build of examples/gpu_check.rs is what runs: the correctness checks against
+# tests/fixtures, then the benchmark table (examples/gpu_bench.rs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIG=(tests/fixtures/qwen3-tiny)
+
+case "${1:-}" in
+build)
+    [ -d /root/.local/share/tracel ] || bash ../shared/scripts/cuda-build-prereqs.sh
+    cargo build --release --features cuda --example gpu_check
+    mkdir -p .gpu
+    strip -o .gpu/gpu_check target/release/examples/gpu_check
+    gzip -f -9 .gpu/gpu_check
+    ls -la .gpu
+    for p in "${BIG[@]}"; do
+        git rm -r -q --cached "$p"
+        grep -qxF "/$p/" .git/info/exclude || echo "/$p/" >> .git/info/exclude
+    done
+    echo "travelling tree: $(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) bytes + .gpu $(du -cb .gpu | tail -1 | cut -f1)"
+    ;;
+device)
+    shift
+    gunzip -c .gpu/gpu_check.gz > /tmp/gpu_check && chmod +x /tmp/gpu_check
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+    /tmp/gpu_check --backend cuda "$@" 2>&1 | tee "${OUT:-/tmp}/gpu_check.log"
+    ;;
+restore)
+    for p in "${BIG[@]}"; do
+        sed -i "\#^/$p/\$#d" .git/info/exclude
+        git reset -q -- "$p"
+    done
+    git status --short | head
+    ;;
+*)
+    echo "usage: $0 build|device [--bench]|restore" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,69 @@
+//! The decode path: `y[t, col0 + r] = Σ_c W[r, c] · x[t, c]` for `m ≤ 8` token rows, in one pass
+//! over the weight. Each cube holds `ROWS` weight rows of `LANES` threads; a thread strides over
+//! the row's elements, decoding each once and multiplying it with every token row; the partial
+//! sums are reduced through shared memory (no assumption on the device's plane width).
+
+use cubecl::prelude::*;
+
+use super::decode::elem;
+
+/// Threads per weight row.
+pub const LANES: u32 = 32;
+/// Weight rows per cube.
+pub const ROWS: u32 = 8;
+/// Largest token count of the decode path.
+pub const MAX_M: u32 = 8;
+
+/// See the module docs. `x` is `[m, k]`, `y` is `[m, n]`; this launch covers `rows` rows of the
+/// part at byte `off`, writing output columns `col0..col0 + rows`.
+#[cube(launch_unchecked)]
+pub fn matvec(
+    w: &[u32],
+    x: &[f32],
+    y: &mut [f32],
+    off: u32,
+    rows: u32,
+    k: u32,
+    row_bytes: u32,
+    n: u32,
+    col0: u32,
+    #[comptime] m: u32,
+    #[comptime] kind: u32,
+    #[comptime] elems: u32,
+    #[comptime] bytes: u32,
+) {
+    let lane = UNIT_POS_X;
+    let slot = UNIT_POS_Y;
+    let r = CUBE_POS_X * ROWS + slot;
+    let mut partial = Shared::<[f32]>::new_slice((ROWS * LANES * MAX_M) as usize);
+    let mut acc = Array::<f32>::new(MAX_M as usize);
+    #[unroll]
+    for t in 0..m {
+        acc[t as usize] = 0.0;
+    }
+    if r < rows {
+        let base = off + r * row_bytes;
+        let mut c = lane;
+        while c < k {
+            let v = elem(w, base + (c / elems) * bytes, c % elems, kind);
+            #[unroll]
+            for t in 0..m {
+                acc[t as usize] += v * x[(t * k + c) as usize];
+            }
+            c += LANES;
+        }
+    }
+    #[unroll]
+    for t in 0..m {
+        partial[((slot * MAX_M + t) * LANES + lane) as usize] = acc[t as usize];
+    }
+    sync_cube();
+    if lane < m && r < rows {
+        let t = lane;
+        let mut s = 0.0f32;
+        for l in 0..LANES {
+            s += partial[((slot * MAX_M + t) * LANES + l) as usize];
+        }
+        y[(t * n + col0 + r) as usize] = s;
+    }
+}
