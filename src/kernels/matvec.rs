@@ -5,7 +5,7 @@
 
 use cubecl::prelude::*;
 
-use super::decode::elem;
+use super::decode::{elem, f16_to_f32};
 
 /// Threads per weight row.
 pub const LANES: u32 = 32;
@@ -51,6 +51,111 @@ pub fn matvec(
                 acc[t as usize] += v * x[(t * k + c) as usize];
             }
             c += LANES;
+        }
+    }
+    #[unroll]
+    for t in 0..m {
+        partial[((slot * MAX_M + t) * LANES + lane) as usize] = acc[t as usize];
+    }
+    sync_cube();
+    if lane < m && r < rows {
+        let t = lane;
+        let mut s = 0.0f32;
+        for l in 0..LANES {
+            s += partial[((slot * MAX_M + t) * LANES + l) as usize];
+        }
+        y[(t * n + col0 + r) as usize] = s;
+    }
+}
+
+/// Byte `i` (0..12) of the three scale words of a Q4_K block.
+#[cube]
+fn scale_byte(s0: u32, s1: u32, s2: u32, i: u32) -> u32 {
+    let word = select(i < 4, s0, select(i < 8, s1, s2));
+    (word >> ((i % 4) * 8)) & 0xFF
+}
+
+/// The decode path specialised for Q4_K (144-byte blocks = 36 words: `d|dmin`, 3 words of
+/// scales, 32 words of codes). Lane `l` of a row's plane reads code word `l` of every block —
+/// 32 consecutive words, one coalesced 128-byte read per block — and so covers elements
+/// `64j + 4(l%8) .. +4` (low nibbles) and `+32` (high nibbles) with `j = l / 8`. Per lane and
+/// token it accumulates `d·sc·Σq·x − dmin·m·Σx` for its two sub-blocks.
+#[cube(launch_unchecked)]
+pub fn matvec_q4k(
+    w: &[u32],
+    x: &[f32],
+    y: &mut [f32],
+    off_words: u32,
+    rows: u32,
+    k: u32,
+    n: u32,
+    col0: u32,
+    #[comptime] m: u32,
+) {
+    let lane = UNIT_POS_X;
+    let slot = UNIT_POS_Y;
+    let r = CUBE_POS_X * ROWS + slot;
+    let mut partial = Shared::<[f32]>::new_slice((ROWS * LANES * MAX_M) as usize);
+    let mut acc = Array::<f32>::new(MAX_M as usize);
+    #[unroll]
+    for t in 0..m {
+        acc[t as usize] = 0.0;
+    }
+    if r < rows {
+        let blocks = k / 256;
+        let row = off_words + r * blocks * 36;
+        let j = lane / 8;
+        let e0 = 64 * j + 4 * (lane % 8);
+        for b in 0..blocks {
+            let base = row + b * 36;
+            let q = w[(base + 4 + lane) as usize];
+            let h = w[base as usize];
+            let s0 = w[(base + 1) as usize];
+            let s1 = w[(base + 2) as usize];
+            let s2 = w[(base + 3) as usize];
+            let d = f16_to_f32(h & 0xFFFF);
+            let dmin = f16_to_f32(h >> 16);
+            // (scale, min) of sub-blocks 2j (low nibbles) and 2j + 1 (high nibbles).
+            let lo = 2 * j;
+            let hi = 2 * j + 1;
+            let mut sc_lo = 0u32;
+            let mut m_lo = 0u32;
+            let mut sc_hi = 0u32;
+            let mut m_hi = 0u32;
+            if j < 2 {
+                sc_lo = scale_byte(s0, s1, s2, lo) & 63;
+                m_lo = scale_byte(s0, s1, s2, lo + 4) & 63;
+                sc_hi = scale_byte(s0, s1, s2, hi) & 63;
+                m_hi = scale_byte(s0, s1, s2, hi + 4) & 63;
+            } else {
+                sc_lo = (scale_byte(s0, s1, s2, lo + 4) & 0x0F) | ((scale_byte(s0, s1, s2, lo - 4) >> 6) << 4);
+                m_lo = (scale_byte(s0, s1, s2, lo + 4) >> 4) | ((scale_byte(s0, s1, s2, lo) >> 6) << 4);
+                sc_hi = (scale_byte(s0, s1, s2, hi + 4) & 0x0F) | ((scale_byte(s0, s1, s2, hi - 4) >> 6) << 4);
+                m_hi = (scale_byte(s0, s1, s2, hi + 4) >> 4) | ((scale_byte(s0, s1, s2, hi) >> 6) << 4);
+            }
+            let d_lo = d * f32::cast_from(sc_lo);
+            let d_hi = d * f32::cast_from(sc_hi);
+            let n_lo = dmin * f32::cast_from(m_lo);
+            let n_hi = dmin * f32::cast_from(m_hi);
+            let xb = b * 256 + e0;
+            #[unroll]
+            for t in 0..m {
+                let xr = t * k + xb;
+                let mut s_lo = 0.0f32;
+                let mut s_hi = 0.0f32;
+                let mut x_lo = 0.0f32;
+                let mut x_hi = 0.0f32;
+                #[unroll]
+                for e in 0..4u32 {
+                    let a = x[(xr + e) as usize];
+                    let c = x[(xr + 32 + e) as usize];
+                    s_lo += f32::cast_from((q >> (8 * e)) & 0x0F) * a;
+                    s_hi += f32::cast_from((q >> (8 * e + 4)) & 0x0F) * c;
+                    x_lo += a;
+                    x_hi += c;
+                }
+                acc[t as usize] += d_lo * s_lo - n_lo * x_lo + d_hi * s_hi - n_hi * x_hi;
+            }
         }
     }
     #[unroll]

@@ -91,6 +91,27 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
     for part in &layout.parts {
         let code = kind_code(part);
         let count = CubeCount::Static(part.rows.div_ceil(matvec::ROWS as usize) as u32, 1, 1);
+        if part.kind == crate::GgmlType::Q4_K {
+            // SAFETY: as below; Q4_K rows are whole 36-word blocks starting on a word.
+            unsafe {
+                matvec::matvec_q4k::launch_unchecked(
+                    &client,
+                    count,
+                    CubeDim::new_2d(matvec::LANES, matvec::ROWS),
+                    buffer(w, layout.total_words()),
+                    buffer(&x, m * k),
+                    buffer(&y, m * n),
+                    (part.byte_offset / 4) as u32,
+                    part.rows as u32,
+                    k as u32,
+                    n as u32,
+                    col0 as u32,
+                    m as u32,
+                )
+            };
+            col0 += part.rows;
+            continue;
+        }
         // SAFETY: rows past `rows` are masked in the kernel; reads stay inside the part; `y` is
         // `[m, n]` and the part writes columns `col0..col0 + rows`.
         unsafe {
