@@ -107,17 +107,28 @@ fn open(path: &str) -> Result<GgufFile> {
     })
 }
 
+/// Writes `text` to stdout; a closed pipe (`| head`) is not an error worth a panic.
+fn print_out(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Io { path: "stdout".into(), source: e }),
+        _ => Ok(()),
+    }
+}
+
 fn is_dir(path: &str) -> bool {
     std::path::Path::new(path).is_dir()
 }
 
 fn inspect_dir(path: &str) -> Result<()> {
+    use std::fmt::Write as _;
+    let mut o = String::new();
     let c = HfCheckpoint::open(path)?;
-    println!("{path}: Hugging Face checkpoint, {} tensors, quantization {:?}", c.tensors().len(), c.quant());
-    println!("\nquantized linears:");
+    let _ = writeln!(o, "{path}: Hugging Face checkpoint, {} tensors, quantization {:?}", c.tensors().len(), c.quant());
+    let _ = writeln!(o, "\nquantized linears:");
     for p in c.quantized_linears() {
         let w = c.linear(p)?;
-        println!(
+        let _ = writeln!(o, 
             "  {p:<48} [{}, {}] -> {}{}",
             w.out_features,
             w.in_features,
@@ -125,11 +136,11 @@ fn inspect_dir(path: &str) -> Result<()> {
             if w.perm.is_some() { " (act-order: input permuted)" } else { "" }
         );
     }
-    println!("\n{:<56} {:>6} {:>16}", "tensor", "dtype", "shape");
+    let _ = writeln!(o, "\n{:<56} {:>6} {:>16}", "tensor", "dtype", "shape");
     for (name, dtype, shape) in c.tensors() {
-        println!("{name:<56} {:>6} {:>16}", format!("{dtype:?}"), format!("{shape:?}"));
+        let _ = writeln!(o, "{name:<56} {:>6} {:>16}", format!("{dtype:?}"), format!("{shape:?}"));
     }
-    Ok(())
+    print_out(&o)
 }
 
 /// The layer named `tensor` in a GGUF file or checkpoint directory.
@@ -145,23 +156,25 @@ fn load_layer(path: &str, tensor: &str, device: &Device) -> Result<QuantLinear> 
 }
 
 fn inspect(path: &str) -> Result<()> {
+    use std::fmt::Write as _;
+    let mut o = String::new();
     if is_dir(path) {
         return inspect_dir(path);
     }
     let g = open(path)?;
-    println!("{path}: GGUF v{}, {} metadata keys, {} tensors, alignment {}", g.version, g.metadata.len(), g.tensors.len(), g.alignment);
-    println!("\nmetadata:");
+    let _ = writeln!(o, "{path}: GGUF v{}, {} metadata keys, {} tensors, alignment {}", g.version, g.metadata.len(), g.tensors.len(), g.alignment);
+    let _ = writeln!(o, "\nmetadata:");
     for (k, v) in &g.metadata {
-        println!("  {k:<44} {}", v.summary());
+        let _ = writeln!(o, "  {k:<44} {}", v.summary());
     }
-    println!("\n{:<40} {:>8} {:>24} {:>14}", "tensor", "type", "shape", "bytes");
+    let _ = writeln!(o, "\n{:<40} {:>8} {:>24} {:>14}", "tensor", "type", "shape", "bytes");
     let mut total = 0u64;
     for t in &g.tensors {
         total += t.size;
-        println!("{:<40} {:>8} {:>24} {:>14}", t.name, t.kind.name(), format!("{:?}", t.shape()), t.size);
+        let _ = writeln!(o, "{:<40} {:>8} {:>24} {:>14}", t.name, t.kind.name(), format!("{:?}", t.shape()), t.size);
     }
-    println!("{:<40} {:>8} {:>24} {:>14}", "total", "", "", total);
-    Ok(())
+    let _ = writeln!(o, "{:<40} {:>8} {:>24} {:>14}", "total", "", "", total);
+    print_out(&o)
 }
 
 fn write_f32(path: &str, name: &str, data: &[f32], shape: Vec<usize>) -> Result<()> {

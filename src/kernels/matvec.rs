@@ -5,7 +5,7 @@
 
 use cubecl::prelude::*;
 
-use super::decode::{elem, f16_to_f32};
+use super::decode::{byte, elem, f16_to_f32, half_bits};
 
 /// Threads per weight row.
 pub const LANES: u32 = 32;
@@ -171,4 +171,80 @@ pub fn matvec_q4k(
         }
         y[(t * n + col0 + r) as usize] = s;
     }
+}
+
+/// The decode path specialised for Q6_K (210-byte blocks: `ql[128]`, `qh[64]`, `scales[16]`,
+/// `d`). Lane `l` of a row's plane decodes, for each 128-weight half `n` of a block, the four
+/// weights ggml's reference derives from `ql[64n + l]`, `ql[64n + l + 32]` and `qh[32n + l]`:
+/// consecutive lanes read consecutive bytes, and each lane reads its bytes once.
+#[cube(launch_unchecked)]
+pub fn matvec_q6k(
+    w: &[u32],
+    x: &[f32],
+    y: &mut [f32],
+    off: u32,
+    rows: u32,
+    k: u32,
+    n: u32,
+    col0: u32,
+    #[comptime] m: u32,
+) {
+    let lane = UNIT_POS_X;
+    let slot = UNIT_POS_Y;
+    let r = CUBE_POS_X * ROWS + slot;
+    let mut partial = Shared::<[f32]>::new_slice((ROWS * LANES * MAX_M) as usize);
+    let mut acc = Array::<f32>::new(MAX_M as usize);
+    #[unroll]
+    for t in 0..m {
+        acc[t as usize] = 0.0;
+    }
+    if r < rows {
+        let blocks = k / 256;
+        let row = off + r * blocks * 210;
+        for b in 0..blocks {
+            let blk = row + b * 210;
+            let d = f16_to_f32(half_bits(w, blk + 208));
+            #[unroll]
+            for h in 0..2u32 {
+                let a = byte(w, blk + 64 * h + lane);
+                let c = byte(w, blk + 64 * h + lane + 32);
+                let hb = byte(w, blk + 128 + 32 * h + lane);
+                let s = blk + 192 + 8 * h + lane / 16;
+                let q1 = i32::cast_from((a & 0x0F) | ((hb & 3) << 4)) - 32;
+                let q2 = i32::cast_from((c & 0x0F) | (((hb >> 2) & 3) << 4)) - 32;
+                let q3 = i32::cast_from((a >> 4) | (((hb >> 4) & 3) << 4)) - 32;
+                let q4 = i32::cast_from((c >> 4) | (((hb >> 6) & 3) << 4)) - 32;
+                let w1 = d * f32::cast_from(sbyte(w, s)) * f32::cast_from(q1);
+                let w2 = d * f32::cast_from(sbyte(w, s + 2)) * f32::cast_from(q2);
+                let w3 = d * f32::cast_from(sbyte(w, s + 4)) * f32::cast_from(q3);
+                let w4 = d * f32::cast_from(sbyte(w, s + 6)) * f32::cast_from(q4);
+                let e = b * 256 + 128 * h + lane;
+                #[unroll]
+                for t in 0..m {
+                    let xr = t * k + e;
+                    acc[t as usize] += w1 * x[xr as usize] + w2 * x[(xr + 32) as usize] + w3 * x[(xr + 64) as usize] + w4 * x[(xr + 96) as usize];
+                }
+            }
+        }
+    }
+    #[unroll]
+    for t in 0..m {
+        partial[((slot * MAX_M + t) * LANES + lane) as usize] = acc[t as usize];
+    }
+    sync_cube();
+    if lane < m && r < rows {
+        let t = lane;
+        let mut s = 0.0f32;
+        for l in 0..LANES {
+            s += partial[((slot * MAX_M + t) * LANES + l) as usize];
+        }
+        y[(t * n + col0 + r) as usize] = s;
+    }
+}
+
+/// A signed scale byte as i32.
+#[cube]
+fn sbyte(w: &[u32], b: u32) -> i32 {
+    let v = byte(w, b);
+    i32::cast_from(v) - i32::cast_from(v >> 7) * 256
 }

@@ -14,3 +14,4 @@
 pub mod decode;
 pub mod dequant;
 pub mod matvec;
+pub mod tiled;

@@ -2,9 +2,9 @@
 //! fusion-wrapped default devices): launches the kernels of `crate::kernels`.
 //!
 //! - `m ≤ 8` token rows: the fused decode kernel (`kernels::matvec`), one pass over the weight.
-//! - more rows: each part is dequantized in chunks of at most `CHUNK_ELEMS` weights into an f32
-//!   tile that Burn's own matmul multiplies (the tile is freed after use; the layer keeps only
-//!   the quantized blocks).
+//! - more rows: the tiled kernel (`kernels::tiled`), weight tiles decoded into shared memory,
+//!   f32 multiply-adds (Burn's own matmul would use TF32 on CUDA and miss the 1e-5 accuracy).
+//!   The input gradient (`g · W`) uses its transposed twin.
 
 use burn::backend::ops::{FloatTensorOps, IntTensorOps};
 use burn::tensor::{DType, FloatDType, IntDType, Shape};
@@ -16,11 +16,7 @@ use cubecl::prelude::*;
 
 use super::{QuantLayout, QuantMatmulBackend, QuantPart};
 use crate::kernels::decode::{block_bytes, block_elems};
-use crate::kernels::{dequant, matvec};
-
-/// Largest dequantized tile of the prefill path, in weights (64 Mi f32 = 256 MiB at most... kept
-/// to 16 Mi = 64 MiB).
-const CHUNK_ELEMS: usize = 1 << 24;
+use crate::kernels::{dequant, matvec, tiled};
 
 fn f32_contiguous(x: CubeTensor) -> CubeTensor {
     let x = if x.dtype == DType::F32 { x } else { CubeBackend::float_cast(x, FloatDType::F32) };
@@ -52,37 +48,6 @@ fn buffer(t: &CubeTensor, elems: usize) -> BufferArg {
     unsafe { BufferArg::from_raw_parts(t.handle.clone(), elems) }
 }
 
-/// Dequantizes rows `row0..row0 + rows` of `part` into a new `[rows, k]` f32 tensor.
-fn dequant_part_rows(w: &CubeTensor, layout: &QuantLayout, part: &QuantPart, row0: usize, rows: usize) -> CubeTensor {
-    let k = layout.in_features;
-    let out = empty_f32(w, vec![rows, k]);
-    let n = rows * k;
-    let client = &w.client;
-    let dim = CubeDim::new_1d(256);
-    let count = calculate_cube_count_elemwise(client, n, dim);
-    let code = kind_code(part);
-    // SAFETY: the kernel bounds-checks its element index; every weight byte it reads lies inside
-    // the part (validated by `QuantLayout`), and `out` has `rows · k` elements.
-    unsafe {
-        dequant::dequant_rows::launch_unchecked(
-            client,
-            count,
-            dim,
-            buffer(w, layout.total_words()),
-            buffer(&out, n),
-            part.byte_offset as u32,
-            row0 as u32,
-            rows as u32,
-            k as u32,
-            layout.row_bytes(part) as u32,
-            code,
-            block_elems(code),
-            block_bytes(code),
-        )
-    };
-    out
-}
-
 fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) -> CubeTensor {
     let (k, n) = (layout.in_features, layout.out_features());
     let y = empty_f32(&x, vec![m, n]);
@@ -91,6 +56,27 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
     for part in &layout.parts {
         let code = kind_code(part);
         let count = CubeCount::Static(part.rows.div_ceil(matvec::ROWS as usize) as u32, 1, 1);
+        if part.kind == crate::GgmlType::Q6_K {
+            // SAFETY: as below; Q6_K rows are whole 210-byte blocks.
+            unsafe {
+                matvec::matvec_q6k::launch_unchecked(
+                    &client,
+                    count.clone(),
+                    CubeDim::new_2d(matvec::LANES, matvec::ROWS),
+                    buffer(w, layout.total_words()),
+                    buffer(&x, m * k),
+                    buffer(&y, m * n),
+                    part.byte_offset as u32,
+                    part.rows as u32,
+                    k as u32,
+                    n as u32,
+                    col0 as u32,
+                    m as u32,
+                )
+            };
+            col0 += part.rows;
+            continue;
+        }
         if part.kind == crate::GgmlType::Q4_K {
             // SAFETY: as below; Q4_K rows are whole 36-word blocks starting on a word.
             unsafe {
@@ -139,17 +125,75 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
     y
 }
 
-/// Calls `f(part, row0, rows)` for every chunk of at most `CHUNK_ELEMS` weights.
-fn for_each_chunk(layout: &QuantLayout, mut f: impl FnMut(&QuantPart, usize, usize)) {
-    let per_chunk = (CHUNK_ELEMS / layout.in_features).max(1);
+fn matmul_prefill(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) -> CubeTensor {
+    let (k, n) = (layout.in_features, layout.out_features());
+    let y = empty_f32(&x, vec![m, n]);
+    let client = x.client.clone();
+    let b = tiled::B as usize;
+    let mut col0 = 0;
     for part in &layout.parts {
-        let mut row0 = 0;
-        while row0 < part.rows {
-            let rows = per_chunk.min(part.rows - row0);
-            f(part, row0, rows);
-            row0 += rows;
-        }
+        let code = kind_code(part);
+        let count = CubeCount::Static(part.rows.div_ceil(b) as u32, m.div_ceil(b) as u32, 1);
+        // SAFETY: out-of-range rows/columns are masked in the kernel; weight reads stay inside
+        // the part; `y` is `[m, n]` and this part writes columns `col0..col0 + rows`.
+        unsafe {
+            tiled::matmul_tiled::launch_unchecked(
+                &client,
+                count,
+                CubeDim::new_2d(tiled::T, tiled::T),
+                buffer(w, layout.total_words()),
+                buffer(&x, m * k),
+                buffer(&y, m * n),
+                part.byte_offset as u32,
+                part.rows as u32,
+                m as u32,
+                k as u32,
+                layout.row_bytes(part) as u32,
+                n as u32,
+                col0 as u32,
+                code,
+                block_elems(code),
+                block_bytes(code),
+            )
+        };
+        col0 += part.rows;
     }
+    y
+}
+
+fn matmul_transposed_tiled(g: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) -> CubeTensor {
+    let (k, n) = (layout.in_features, layout.out_features());
+    let dx = CubeBackend::float_zeros(Shape::new([m, k]), &g.device, FloatDType::F32);
+    let client = g.client.clone();
+    let b = tiled::B as usize;
+    let mut row0 = 0;
+    for part in &layout.parts {
+        let code = kind_code(part);
+        let count = CubeCount::Static(k.div_ceil(b) as u32, m.div_ceil(b) as u32, 1);
+        // SAFETY: as in `matmul_prefill`; each launch adds one part's contribution to `dx`.
+        unsafe {
+            tiled::matmul_tiled_transposed::launch_unchecked(
+                &client,
+                count,
+                CubeDim::new_2d(tiled::T, tiled::T),
+                buffer(w, layout.total_words()),
+                buffer(&g, m * n),
+                buffer(&dx, m * k),
+                part.byte_offset as u32,
+                part.rows as u32,
+                m as u32,
+                k as u32,
+                layout.row_bytes(part) as u32,
+                n as u32,
+                row0 as u32,
+                code,
+                block_elems(code),
+                block_bytes(code),
+            )
+        };
+        row0 += part.rows;
+    }
+    dx
 }
 
 impl QuantMatmulBackend for CubeBackend {
@@ -164,12 +208,7 @@ impl QuantMatmulBackend for CubeBackend {
         let y = if m <= matvec::MAX_M as usize {
             matmul_decode(x2, &weight, &layout, m)
         } else {
-            let mut outs = Vec::new();
-            for_each_chunk(&layout, |part, row0, rows| {
-                let tile = dequant_part_rows(&weight, &layout, part, row0, rows);
-                outs.push(CubeBackend::float_matmul(x2.clone(), CubeBackend::float_transpose(tile)));
-            });
-            if outs.len() == 1 { outs.pop().unwrap_or_else(|| empty_f32(&x2, vec![m, 0])) } else { CubeBackend::float_cat(outs, 1) }
+            matmul_prefill(x2, &weight, &layout, m)
         };
         let mut out = shape.iter().copied().collect::<Vec<usize>>();
         if let Some(l) = out.last_mut() {
@@ -185,24 +224,7 @@ impl QuantMatmulBackend for CubeBackend {
         let m = shape.num_elements() / n.max(1);
         let g = CubeBackend::float_reshape(f32_contiguous(g), Shape::new([m, n]));
         let weight = into_contiguous(weight);
-        let mut acc: Option<CubeTensor> = None;
-        let mut col0 = 0;
-        let mut part_start = std::collections::HashMap::new();
-        for p in &layout.parts {
-            part_start.insert(p.byte_offset, col0);
-            col0 += p.rows;
-        }
-        for_each_chunk(&layout, |part, row0, rows| {
-            let start = part_start.get(&part.byte_offset).copied().unwrap_or(0) + row0;
-            let tile = dequant_part_rows(&weight, &layout, part, row0, rows);
-            let gs = CubeBackend::float_slice(g.clone(), &[burn::tensor::Slice::from(0..m), burn::tensor::Slice::from(start..start + rows)]);
-            let d = CubeBackend::float_matmul(gs, tile);
-            acc = Some(match acc.take() {
-                Some(a) => CubeBackend::float_add(a, d),
-                None => d,
-            });
-        });
-        let y = acc.unwrap_or_else(|| empty_f32(&g, vec![m, k]));
+        let y = matmul_transposed_tiled(g, &weight, &layout, m);
         let mut out = shape.iter().copied().collect::<Vec<usize>>();
         if let Some(l) = out.last_mut() {
             *l = k;
