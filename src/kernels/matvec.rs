@@ -1,7 +1,8 @@
 //! The decode path: `y[t, col0 + r] = Σ_c W[r, c] · x[t, c]` for `m ≤ 8` token rows, in one pass
-//! over the weight. Each cube holds `ROWS` weight rows of `LANES` threads; a thread strides over
-//! the row's elements, decoding each once and multiplying it with every token row; the partial
-//! sums are reduced through shared memory (no assumption on the device's plane width).
+//! over the weight. A cube holds `ROWS` planes of `LANES` threads; `SPLIT` planes share a weight
+//! row (each takes every `SPLIT`-th stretch of it, so more loads are in flight); a thread decodes
+//! each of its weights once and multiplies it with every token row; the partial sums are reduced
+//! through shared memory (no assumption on the device's plane width).
 
 use cubecl::prelude::*;
 
@@ -9,8 +10,12 @@ use super::decode::{byte, elem, f16_to_f32, half_bits};
 
 /// Threads per weight row.
 pub const LANES: u32 = 32;
-/// Weight rows per cube.
+/// Planes per cube.
 pub const ROWS: u32 = 8;
+/// Planes sharing one weight row (each takes every `SPLIT`-th block), for more loads in flight.
+pub const SPLIT: u32 = 4;
+/// Weight rows per cube.
+pub const ROWS_PER_CUBE: u32 = ROWS / SPLIT;
 /// Largest token count of the decode path.
 pub const MAX_M: u32 = 8;
 
@@ -34,7 +39,8 @@ pub fn matvec(
 ) {
     let lane = UNIT_POS_X;
     let slot = UNIT_POS_Y;
-    let r = CUBE_POS_X * ROWS + slot;
+    let part = slot % SPLIT;
+    let r = (CUBE_POS as u32) * ROWS_PER_CUBE + slot / SPLIT;
     let mut partial = Shared::<[f32]>::new_slice((ROWS * LANES * MAX_M) as usize);
     let mut acc = Array::<f32>::new(MAX_M as usize);
     #[unroll]
@@ -43,14 +49,14 @@ pub fn matvec(
     }
     if r < rows {
         let base = off + r * row_bytes;
-        let mut c = lane;
+        let mut c = lane + part * LANES;
         while c < k {
             let v = elem(w, base + (c / elems) * bytes, c % elems, kind);
             #[unroll]
             for t in 0..m {
                 acc[t as usize] += v * x[(t * k + c) as usize];
             }
-            c += LANES;
+            c += LANES * SPLIT;
         }
     }
     #[unroll]
@@ -58,11 +64,13 @@ pub fn matvec(
         partial[((slot * MAX_M + t) * LANES + lane) as usize] = acc[t as usize];
     }
     sync_cube();
-    if lane < m && r < rows {
+    if lane < m && r < rows && part == 0 {
         let t = lane;
         let mut s = 0.0f32;
-        for l in 0..LANES {
-            s += partial[((slot * MAX_M + t) * LANES + l) as usize];
+        for p in 0..SPLIT {
+            for l in 0..LANES {
+                s += partial[(((slot + p) * MAX_M + t) * LANES + l) as usize];
+            }
         }
         y[(t * n + col0 + r) as usize] = s;
     }
@@ -94,7 +102,8 @@ pub fn matvec_q4k(
 ) {
     let lane = UNIT_POS_X;
     let slot = UNIT_POS_Y;
-    let r = CUBE_POS_X * ROWS + slot;
+    let part = slot % SPLIT;
+    let r = (CUBE_POS as u32) * ROWS_PER_CUBE + slot / SPLIT;
     let mut partial = Shared::<[f32]>::new_slice((ROWS * LANES * MAX_M) as usize);
     let mut acc = Array::<f32>::new(MAX_M as usize);
     #[unroll]
@@ -106,7 +115,8 @@ pub fn matvec_q4k(
         let row = off_words + r * blocks * 36;
         let j = lane / 8;
         let e0 = 64 * j + 4 * (lane % 8);
-        for b in 0..blocks {
+        let mut b = part;
+        while b < blocks {
             let base = row + b * 36;
             let q = w[(base + 4 + lane) as usize];
             let h = w[base as usize];
@@ -156,6 +166,7 @@ pub fn matvec_q4k(
                 }
                 acc[t as usize] += d_lo * s_lo - n_lo * x_lo + d_hi * s_hi - n_hi * x_hi;
             }
+            b += SPLIT;
         }
     }
     #[unroll]
@@ -163,11 +174,13 @@ pub fn matvec_q4k(
         partial[((slot * MAX_M + t) * LANES + lane) as usize] = acc[t as usize];
     }
     sync_cube();
-    if lane < m && r < rows {
+    if lane < m && r < rows && part == 0 {
         let t = lane;
         let mut s = 0.0f32;
-        for l in 0..LANES {
-            s += partial[((slot * MAX_M + t) * LANES + l) as usize];
+        for p in 0..SPLIT {
+            for l in 0..LANES {
+                s += partial[(((slot + p) * MAX_M + t) * LANES + l) as usize];
+            }
         }
         y[(t * n + col0 + r) as usize] = s;
     }
@@ -191,7 +204,8 @@ pub fn matvec_q6k(
 ) {
     let lane = UNIT_POS_X;
     let slot = UNIT_POS_Y;
-    let r = CUBE_POS_X * ROWS + slot;
+    let part = slot % SPLIT;
+    let r = (CUBE_POS as u32) * ROWS_PER_CUBE + slot / SPLIT;
     let mut partial = Shared::<[f32]>::new_slice((ROWS * LANES * MAX_M) as usize);
     let mut acc = Array::<f32>::new(MAX_M as usize);
     #[unroll]
@@ -201,7 +215,8 @@ pub fn matvec_q6k(
     if r < rows {
         let blocks = k / 256;
         let row = off + r * blocks * 210;
-        for b in 0..blocks {
+        let mut b = part;
+        while b < blocks {
             let blk = row + b * 210;
             let d = f16_to_f32(half_bits(w, blk + 208));
             #[unroll]
@@ -225,6 +240,7 @@ pub fn matvec_q6k(
                     acc[t as usize] += w1 * x[xr as usize] + w2 * x[(xr + 32) as usize] + w3 * x[(xr + 64) as usize] + w4 * x[(xr + 96) as usize];
                 }
             }
+            b += SPLIT;
         }
     }
     #[unroll]
@@ -232,11 +248,13 @@ pub fn matvec_q6k(
         partial[((slot * MAX_M + t) * LANES + lane) as usize] = acc[t as usize];
     }
     sync_cube();
-    if lane < m && r < rows {
+    if lane < m && r < rows && part == 0 {
         let t = lane;
         let mut s = 0.0f32;
-        for l in 0..LANES {
-            s += partial[((slot * MAX_M + t) * LANES + l) as usize];
+        for p in 0..SPLIT {
+            for l in 0..LANES {
+                s += partial[(((slot + p) * MAX_M + t) * LANES + l) as usize];
+            }
         }
         y[(t * n + col0 + r) as usize] = s;
     }

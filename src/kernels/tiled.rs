@@ -20,7 +20,9 @@ pub const B: u32 = 64;
 /// Reduction chunk.
 pub const BK: u32 = 32;
 
-/// `y[i, col0 + j] = Σ_c x[i, c] · W[j, c]` for the part at byte `off` (`rows` rows of `k`).
+/// `y[z, i, col0 + j] = Σ_{c in slice z} x[i, c] · W[j, c]` for the part at byte `off` (`rows`
+/// rows of `k`): the reduction is split into `CUBE_COUNT_Z` slices of `kslice` columns (split-K,
+/// so a few token rows still fill the device); the caller sums the slices.
 #[cube(launch_unchecked)]
 pub fn matmul_tiled(
     w: &[u32],
@@ -33,6 +35,7 @@ pub fn matmul_tiled(
     row_bytes: u32,
     n: u32,
     col0: u32,
+    kslice: u32,
     #[comptime] kind: u32,
     #[comptime] elems: u32,
     #[comptime] bytes: u32,
@@ -49,8 +52,10 @@ pub fn matmul_tiled(
     for a in 0..R * R {
         acc[a as usize] = 0.0;
     }
-    let mut c0 = 0u32;
-    while c0 < k {
+    let z = CUBE_POS_Z;
+    let mut c0 = z * kslice;
+    let c_end = select(c0 + kslice < k, c0 + kslice, k);
+    while c0 < c_end {
         // Stage x[i0.., c0..] and W[j0.., c0..] (B × BK each; 8 values per thread).
         #[unroll]
         for s in 0..(B * BK) / (T * T) {
@@ -60,13 +65,13 @@ pub fn matmul_tiled(
             let c = c0 + cc;
             let i = i0 + rr;
             let mut xv = 0.0f32;
-            if i < m && c < k {
+            if i < m && c < c_end {
                 xv = x[(i * k + c) as usize];
             }
             xs[idx as usize] = xv;
             let j = j0 + rr;
             let mut wv = 0.0f32;
-            if j < rows && c < k {
+            if j < rows && c < c_end {
                 wv = elem(w, off + j * row_bytes + (c / elems) * bytes, c % elems, kind);
             }
             ws[idx as usize] = wv;
@@ -92,7 +97,7 @@ pub fn matmul_tiled(
         for b in 0..R {
             let j = j0 + tx * R + b;
             if i < m && j < rows {
-                y[(i * n + col0 + j) as usize] = acc[(a * R + b) as usize];
+                y[((z * m + i) * n + col0 + j) as usize] = acc[(a * R + b) as usize];
             }
         }
     }

@@ -18,6 +18,9 @@ use super::{QuantLayout, QuantMatmulBackend, QuantPart};
 use crate::kernels::decode::{block_bytes, block_elems};
 use crate::kernels::{dequant, matvec, tiled};
 
+/// Cubes the prefill path aims for (about 4 per SM of a large GPU).
+const SPLIT_K_TARGET: usize = 528;
+
 fn f32_contiguous(x: CubeTensor) -> CubeTensor {
     let x = if x.dtype == DType::F32 { x } else { CubeBackend::float_cast(x, FloatDType::F32) };
     into_contiguous(x)
@@ -48,6 +51,12 @@ fn buffer(t: &CubeTensor, elems: usize) -> BufferArg {
     unsafe { BufferArg::from_raw_parts(t.handle.clone(), elems) }
 }
 
+/// `cubes` cubes as a grid of at most 65535 per dimension (kernels use the flat `CUBE_POS`).
+fn grid_1d(cubes: usize) -> CubeCount {
+    let x = cubes.min(65535);
+    CubeCount::Static(x as u32, cubes.div_ceil(x.max(1)) as u32, 1)
+}
+
 fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) -> CubeTensor {
     let (k, n) = (layout.in_features, layout.out_features());
     let y = empty_f32(&x, vec![m, n]);
@@ -55,7 +64,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
     let mut col0 = 0;
     for part in &layout.parts {
         let code = kind_code(part);
-        let count = CubeCount::Static(part.rows.div_ceil(matvec::ROWS as usize) as u32, 1, 1);
+        let count = grid_1d(part.rows.div_ceil(matvec::ROWS_PER_CUBE as usize));
         if part.kind == crate::GgmlType::Q6_K {
             // SAFETY: as below; Q6_K rows are whole 210-byte blocks.
             unsafe {
@@ -127,15 +136,22 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
 
 fn matmul_prefill(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) -> CubeTensor {
     let (k, n) = (layout.in_features, layout.out_features());
-    let y = empty_f32(&x, vec![m, n]);
-    let client = x.client.clone();
     let b = tiled::B as usize;
+    let bk = tiled::BK as usize;
+    // Split the reduction until there are about 4 cubes per SM-sized slot (a few token rows give
+    // few output tiles), keeping each slice at least 8 chunks long.
+    let tiles = n.div_ceil(b) * m.div_ceil(b);
+    let splits = SPLIT_K_TARGET.div_ceil(tiles).clamp(1, (k / (8 * bk)).max(1));
+    let kslice = k.div_ceil(splits).div_ceil(bk) * bk;
+    let splits = k.div_ceil(kslice);
+    let y = empty_f32(&x, vec![splits, m, n]);
+    let client = x.client.clone();
     let mut col0 = 0;
     for part in &layout.parts {
         let code = kind_code(part);
-        let count = CubeCount::Static(part.rows.div_ceil(b) as u32, m.div_ceil(b) as u32, 1);
+        let count = CubeCount::Static(part.rows.div_ceil(b) as u32, m.div_ceil(b) as u32, splits as u32);
         // SAFETY: out-of-range rows/columns are masked in the kernel; weight reads stay inside
-        // the part; `y` is `[m, n]` and this part writes columns `col0..col0 + rows`.
+        // the part; `y` is `[splits, m, n]` and this part writes columns `col0..col0 + rows`.
         unsafe {
             tiled::matmul_tiled::launch_unchecked(
                 &client,
@@ -143,7 +159,7 @@ fn matmul_prefill(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize)
                 CubeDim::new_2d(tiled::T, tiled::T),
                 buffer(w, layout.total_words()),
                 buffer(&x, m * k),
-                buffer(&y, m * n),
+                buffer(&y, splits * m * n),
                 part.byte_offset as u32,
                 part.rows as u32,
                 m as u32,
@@ -151,6 +167,7 @@ fn matmul_prefill(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize)
                 layout.row_bytes(part) as u32,
                 n as u32,
                 col0 as u32,
+                kslice as u32,
                 code,
                 block_elems(code),
                 block_bytes(code),
@@ -158,7 +175,11 @@ fn matmul_prefill(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize)
         };
         col0 += part.rows;
     }
-    y
+    if splits == 1 {
+        CubeBackend::float_reshape(y, Shape::new([m, n]))
+    } else {
+        CubeBackend::float_reshape(CubeBackend::float_sum_dim(y, 0), Shape::new([m, n]))
+    }
 }
 
 fn matmul_transposed_tiled(g: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) -> CubeTensor {
