@@ -52,6 +52,26 @@ fn blocks(kind: GgmlType, w: &[f32]) -> Result<Vec<u8>> {
     Ok(v)
 }
 
+/// Median time of one call when `batch` calls are queued between two synchronisations (so the
+/// cost of a synchronisation is spread over `batch` calls).
+fn median_us_batched(device: &Device, runs: usize, batch: usize, mut f: impl FnMut()) -> Result<f64> {
+    for _ in 0..3 {
+        f();
+    }
+    device.sync().map_err(|e| Error::Invalid(format!("{e:?}")))?;
+    let mut t = Vec::with_capacity(runs);
+    for _ in 0..runs.div_ceil(batch).max(3) {
+        let s = Instant::now();
+        for _ in 0..batch {
+            f();
+        }
+        device.sync().map_err(|e| Error::Invalid(format!("{e:?}")))?;
+        t.push(s.elapsed().as_secs_f64() * 1e6 / batch as f64);
+    }
+    t.sort_by(f64::total_cmp);
+    Ok(t[t.len() / 2])
+}
+
 fn median_us(device: &Device, runs: usize, mut f: impl FnMut()) -> Result<f64> {
     for _ in 0..3 {
         f();
@@ -84,7 +104,7 @@ pub fn run() -> Result<()> {
     };
     let w = weights(OUT * IN);
     println!("# {backend}: y[m, {OUT}] = x[m, {IN}] · Wᵀ, median of {runs} runs (µs), weight-read GB/s");
-    println!("{:<8} {:>5} {:>10} {:>9} {:>10}", "type", "m", "µs", "GB/s", "MB");
+    println!("{:<8} {:>5} {:>10} {:>9} {:>10} {:>14}", "type", "m", "µs", "GB/s", "MB", "µs (10/sync)");
     for &kind in &types {
         let layer = QuantLinear::from_gguf_bytes(kind, &blocks(kind, &w)?, OUT, IN, &device)?;
         let mb = layer.num_bytes() as f64 / 1e6;
@@ -93,9 +113,22 @@ pub fn run() -> Result<()> {
             let us = median_us(&device, runs, || {
                 let _ = layer.forward(x.clone());
             })?;
-            println!("{:<8} {:>5} {:>10.1} {:>9.0} {:>10.1}", kind.name(), m, us, mb * 1e6 / us / 1e3, mb);
+            let batched = median_us_batched(&device, runs, 10, || {
+                let _ = layer.forward(x.clone());
+            })?;
+            println!("{:<8} {:>5} {:>10.1} {:>9.0} {:>10.1} {:>14.1}", kind.name(), m, us, mb * 1e6 / us / 1e3, mb, batched);
         }
     }
+    // Per-call cost floor: a 64 × 256 Q4_K layer (16 KiB of weight) at m = 1.
+    let tiny = QuantLinear::from_gguf_bytes(GgmlType::Q4_K, &quantize(GgmlType::Q4_K, &w[..64 * 256])?, 64, 256, &device)?;
+    let xt = Tensor::<2>::random([1, 256], Distribution::Default, &device);
+    let us = median_us(&device, runs, || {
+        let _ = tiny.forward(xt.clone());
+    })?;
+    let batched = median_us_batched(&device, runs, 10, || {
+        let _ = tiny.forward(xt.clone());
+    })?;
+    println!("{:<8} {:>5} {:>10.1} {:>9} {:>10} {:>14.1}   (64x256 Q4_K: per-call floor)", "tiny", 1, us, "", "", batched);
     for (name, dtype) in [("f16", DType::F16), ("f32", DType::F32)] {
         let wt = Tensor::<2>::random([IN, OUT], Distribution::Default, &device).cast(dtype);
         let mb = (OUT * IN * dtype.size()) as f64 / 1e6;
@@ -104,7 +137,10 @@ pub fn run() -> Result<()> {
             let us = median_us(&device, runs, || {
                 let _ = x.clone().matmul(wt.clone());
             })?;
-            println!("{:<8} {:>5} {:>10.1} {:>9.0} {:>10.1}", format!("dense-{name}"), m, us, mb * 1e6 / us / 1e3, mb);
+            let batched = median_us_batched(&device, runs, 10, || {
+                let _ = x.clone().matmul(wt.clone());
+            })?;
+            println!("{:<8} {:>5} {:>10.1} {:>9.0} {:>10.1} {:>14.1}", format!("dense-{name}"), m, us, mb * 1e6 / us / 1e3, mb, batched);
         }
     }
     Ok(())

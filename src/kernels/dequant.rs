@@ -1,34 +1,9 @@
-//! Dequantization of weight rows to f32: a contiguous run of a part's rows (prefill tiles), or
-//! rows picked by id (embedding lookup). One thread per output element.
+//! Dequantization of weight rows picked by id to f32 (embedding lookup, `QuantLinear::dequantize`).
+//! One thread per output element.
 
 use cubecl::prelude::*;
 
 use super::decode::elem;
-
-/// `out[r, c] = W[row0 + r, c]` for `r < rows`, `c < k`, of the part starting at byte `off`.
-#[cube(launch_unchecked)]
-pub fn dequant_rows(
-    w: &[u32],
-    out: &mut [f32],
-    off: u32,
-    row0: u32,
-    rows: u32,
-    k: u32,
-    row_bytes: u32,
-    #[comptime] kind: u32,
-    #[comptime] elems: u32,
-    #[comptime] bytes: u32,
-) {
-    let pos = ABSOLUTE_POS;
-    if pos >= (rows * k) as usize {
-        terminate!();
-    }
-    let p = pos as u32;
-    let r = p / k;
-    let c = p % k;
-    let blk = off + (row0 + r) * row_bytes + (c / elems) * bytes;
-    out[pos] = elem(w, blk, c % elems, kind);
-}
 
 /// `out[t, c] = W[ids[t], c]` for the part starting at byte `off` whose first global row is
 /// `first`; ids outside `first..first + rows` are skipped (another part writes them).

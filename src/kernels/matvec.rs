@@ -19,6 +19,30 @@ pub const ROWS_PER_CUBE: u32 = ROWS / SPLIT;
 /// Largest token count of the decode path.
 pub const MAX_M: u32 = 8;
 
+/// Sums the `acc` of the `SPLIT · LANES` threads of row `r` through shared memory and writes
+/// `y[t, col0 + r]` for `t < m`.
+#[cube]
+fn reduce_rows(acc: &Array<f32>, y: &mut [f32], r: u32, rows: u32, n: u32, col0: u32, #[comptime] m: u32) {
+    let lane = UNIT_POS_X;
+    let slot = UNIT_POS_Y;
+    let mut partial = Shared::<[f32]>::new_slice((ROWS * LANES * MAX_M) as usize);
+    #[unroll]
+    for t in 0..m {
+        partial[((slot * MAX_M + t) * LANES + lane) as usize] = acc[t as usize];
+    }
+    sync_cube();
+    if lane < m && r < rows && slot % SPLIT == 0 {
+        let t = lane;
+        let mut s = 0.0f32;
+        for p in 0..SPLIT {
+            for l in 0..LANES {
+                s += partial[(((slot + p) * MAX_M + t) * LANES + l) as usize];
+            }
+        }
+        y[(t * n + col0 + r) as usize] = s;
+    }
+}
+
 /// See the module docs. `x` is `[m, k]`, `y` is `[m, n]`; this launch covers `rows` rows of the
 /// part at byte `off`, writing output columns `col0..col0 + rows`.
 #[cube(launch_unchecked)]
@@ -41,7 +65,6 @@ pub fn matvec(
     let slot = UNIT_POS_Y;
     let part = slot % SPLIT;
     let r = (CUBE_POS as u32) * ROWS_PER_CUBE + slot / SPLIT;
-    let mut partial = Shared::<[f32]>::new_slice((ROWS * LANES * MAX_M) as usize);
     let mut acc = Array::<f32>::new(MAX_M as usize);
     #[unroll]
     for t in 0..m {
@@ -59,21 +82,7 @@ pub fn matvec(
             c += LANES * SPLIT;
         }
     }
-    #[unroll]
-    for t in 0..m {
-        partial[((slot * MAX_M + t) * LANES + lane) as usize] = acc[t as usize];
-    }
-    sync_cube();
-    if lane < m && r < rows && part == 0 {
-        let t = lane;
-        let mut s = 0.0f32;
-        for p in 0..SPLIT {
-            for l in 0..LANES {
-                s += partial[(((slot + p) * MAX_M + t) * LANES + l) as usize];
-            }
-        }
-        y[(t * n + col0 + r) as usize] = s;
-    }
+    reduce_rows(&acc, y, r, rows, n, col0, m);
 }
 
 /// Byte `i` (0..12) of the three scale words of a Q4_K block.
@@ -104,7 +113,6 @@ pub fn matvec_q4k(
     let slot = UNIT_POS_Y;
     let part = slot % SPLIT;
     let r = (CUBE_POS as u32) * ROWS_PER_CUBE + slot / SPLIT;
-    let mut partial = Shared::<[f32]>::new_slice((ROWS * LANES * MAX_M) as usize);
     let mut acc = Array::<f32>::new(MAX_M as usize);
     #[unroll]
     for t in 0..m {
@@ -169,21 +177,7 @@ pub fn matvec_q4k(
             b += SPLIT;
         }
     }
-    #[unroll]
-    for t in 0..m {
-        partial[((slot * MAX_M + t) * LANES + lane) as usize] = acc[t as usize];
-    }
-    sync_cube();
-    if lane < m && r < rows && part == 0 {
-        let t = lane;
-        let mut s = 0.0f32;
-        for p in 0..SPLIT {
-            for l in 0..LANES {
-                s += partial[(((slot + p) * MAX_M + t) * LANES + l) as usize];
-            }
-        }
-        y[(t * n + col0 + r) as usize] = s;
-    }
+    reduce_rows(&acc, y, r, rows, n, col0, m);
 }
 
 /// The decode path specialised for Q6_K (210-byte blocks: `ql[128]`, `qh[64]`, `scales[16]`,
@@ -206,7 +200,6 @@ pub fn matvec_q6k(
     let slot = UNIT_POS_Y;
     let part = slot % SPLIT;
     let r = (CUBE_POS as u32) * ROWS_PER_CUBE + slot / SPLIT;
-    let mut partial = Shared::<[f32]>::new_slice((ROWS * LANES * MAX_M) as usize);
     let mut acc = Array::<f32>::new(MAX_M as usize);
     #[unroll]
     for t in 0..m {
@@ -243,21 +236,7 @@ pub fn matvec_q6k(
             b += SPLIT;
         }
     }
-    #[unroll]
-    for t in 0..m {
-        partial[((slot * MAX_M + t) * LANES + lane) as usize] = acc[t as usize];
-    }
-    sync_cube();
-    if lane < m && r < rows && part == 0 {
-        let t = lane;
-        let mut s = 0.0f32;
-        for p in 0..SPLIT {
-            for l in 0..LANES {
-                s += partial[(((slot + p) * MAX_M + t) * LANES + l) as usize];
-            }
-        }
-        y[(t * n + col0 + r) as usize] = s;
-    }
+    reduce_rows(&acc, y, r, rows, n, col0, m);
 }
 
 /// A signed scale byte as i32.

@@ -3,10 +3,10 @@
 //!
 //! - [`decode`]: the per-format element decoders (one place per block layout on the GPU, mirroring
 //!   `crate::format`, bit-exact with ggml's reference decode).
-//! - [`dequant`]: rows of a weight part → f32 (the embedding lookup, and the tiles the prefill
-//!   path hands to Burn's matmul).
-//! - [`matvec`]: the decode path (1–8 token rows): one plane per weight row, one pass over the
-//!   weight for all token rows at once.
+//! - [`dequant`]: weight rows picked by id → f32 (the embedding lookup).
+//! - [`matvec`]: the decode path (1–8 token rows): four planes per weight row, one pass over the
+//!   weight for all token rows at once; Q4_K and Q6_K have their own kernels.
+//! - [`tiled`]: the prefill path and the input gradient, weight tiles decoded into shared memory.
 
 // Cube functions assign defaults before comptime branches overwrite them.
 #![allow(unused_assignments)]

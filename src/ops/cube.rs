@@ -65,47 +65,33 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
     for part in &layout.parts {
         let code = kind_code(part);
         let count = grid_1d(part.rows.div_ceil(matvec::ROWS_PER_CUBE as usize));
-        if part.kind == crate::GgmlType::Q6_K {
-            // SAFETY: as below; Q6_K rows are whole 210-byte blocks.
-            unsafe {
-                matvec::matvec_q6k::launch_unchecked(
-                    &client,
-                    count.clone(),
-                    CubeDim::new_2d(matvec::LANES, matvec::ROWS),
-                    buffer(w, layout.total_words()),
-                    buffer(&x, m * k),
-                    buffer(&y, m * n),
-                    part.byte_offset as u32,
-                    part.rows as u32,
-                    k as u32,
-                    n as u32,
-                    col0 as u32,
-                    m as u32,
-                )
-            };
-            col0 += part.rows;
-            continue;
+        macro_rules! special {
+            ($kernel:path, $off:expr) => {{
+                // SAFETY: as below; these formats' rows are whole blocks.
+                unsafe {
+                    $kernel(
+                        &client,
+                        count,
+                        CubeDim::new_2d(matvec::LANES, matvec::ROWS),
+                        buffer(w, layout.total_words()),
+                        buffer(&x, m * k),
+                        buffer(&y, m * n),
+                        $off as u32,
+                        part.rows as u32,
+                        k as u32,
+                        n as u32,
+                        col0 as u32,
+                        m as u32,
+                    )
+                };
+                col0 += part.rows;
+                continue;
+            }};
         }
-        if part.kind == crate::GgmlType::Q4_K {
-            // SAFETY: as below; Q4_K rows are whole 36-word blocks starting on a word.
-            unsafe {
-                matvec::matvec_q4k::launch_unchecked(
-                    &client,
-                    count,
-                    CubeDim::new_2d(matvec::LANES, matvec::ROWS),
-                    buffer(w, layout.total_words()),
-                    buffer(&x, m * k),
-                    buffer(&y, m * n),
-                    (part.byte_offset / 4) as u32,
-                    part.rows as u32,
-                    k as u32,
-                    n as u32,
-                    col0 as u32,
-                    m as u32,
-                )
-            };
-            col0 += part.rows;
-            continue;
+        match part.kind {
+            crate::GgmlType::Q4_K => special!(matvec::matvec_q4k::launch_unchecked, part.byte_offset / 4),
+            crate::GgmlType::Q6_K => special!(matvec::matvec_q6k::launch_unchecked, part.byte_offset),
+            _ => {}
         }
         // SAFETY: rows past `rows` are masked in the kernel; reads stay inside the part; `y` is
         // `[m, n]` and the part writes columns `col0..col0 + rows`.

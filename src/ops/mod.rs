@@ -4,6 +4,10 @@
 //! The weight travels as a rank-1 `Int` tensor of raw `u32` words (dtype `U32`) holding the GGUF
 //! blocks exactly as stored; [`QuantLayout`] says how to read them.
 
+// burn-ndarray is deprecated upstream but still supported here (issue 2); the macro-generated
+// dispatch names it.
+#![allow(deprecated)]
+
 mod autodiff;
 mod cpu;
 #[cfg(feature = "cube")]
