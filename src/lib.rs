@@ -5,6 +5,10 @@
 //! per-backend kernels), [`module`] ([`QuantLinear`]), [`models`] (Qwen3 on top), [`tokenizer`]
 //! (byte-level BPE from GGUF metadata or `tokenizer.json`).
 
+// Library code returns typed errors; an unwrap or expect reachable from a file or a caller's
+// argument would be a panic (issue 6). Tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod device;
 pub mod error;
 pub mod format;

@@ -179,3 +179,13 @@ fn missing_tensors_and_files_are_errors() {
     assert!(matches!(g.tensor("nope"), Err(Error::NotFound(_))));
     assert!(matches!(GgufFile::open("/nonexistent/x.gguf"), Err(Error::Io { .. })));
 }
+
+/// burn-quant's own int4 layouts are not GGUF types: the writer refuses them and the reader does
+/// not accept their ids.
+#[test]
+fn internal_layouts_never_enter_a_gguf_file() {
+    let t = WriterTensor { name: "w".into(), shape: vec![1, 128], kind: GgmlType::I4_128, data: vec![0; 68] };
+    let err = GgufWriter::new().tensor(t).err().expect("refused");
+    assert!(err.to_string().contains("not a GGUF type"), "{err}");
+    assert!(GgmlType::from_id(GgmlType::I4_128.id()).is_err());
+}

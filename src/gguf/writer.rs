@@ -41,6 +41,9 @@ impl GgufWriter {
 
     /// Adds a tensor; its byte length is checked against shape and type.
     pub fn tensor(mut self, t: WriterTensor) -> Result<Self> {
+        if t.kind.is_internal() {
+            return Err(Error::Invalid(format!("tensor {}: {} is burn-quant's own layout, not a GGUF type", t.name, t.kind)));
+        }
         let cols = t.shape.last().copied().unwrap_or(1);
         let rows: usize = t.shape.iter().rev().skip(1).product();
         let expected = t.kind.matrix_bytes(rows, cols)?;
