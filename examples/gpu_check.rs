@@ -2,6 +2,7 @@
 //! benchmark: the one binary `scripts/gpu-check.sh` carries to the GPU machine.
 //!
 //! `cargo run --release --features cuda --example gpu_check [-- --backend cuda --bench --runs 50]`
+//! `... --example gpu_check -- --backend cuda --shape 8b` runs examples/qwen3_bench.rs instead.
 //!
 //! Checks (each against the reference data of tests/fixtures, made by ggml / AutoGPTQ / AutoAWQ /
 //! llama.cpp): device decode bit-exact for all 13 GGUF types; `x · Wᵀ` within 1e-5 (relative) of
@@ -13,6 +14,9 @@
 #[allow(dead_code)]
 #[path = "gpu_bench.rs"]
 mod bench;
+#[allow(dead_code)]
+#[path = "qwen3_bench.rs"]
+mod qwen3_bench;
 
 use std::path::PathBuf;
 
@@ -169,6 +173,11 @@ fn qwen3(device: &Device, rep: &mut Report) -> Result<()> {
 fn run() -> Result<bool> {
     let args: Vec<String> = std::env::args().collect();
     let backend = args.iter().position(|a| a == "--backend").and_then(|i| args.get(i + 1)).map_or("cuda", |s| s.as_str());
+    if args.iter().any(|a| a == "--shape") {
+        // Model-shape benchmark only (examples/qwen3_bench.rs).
+        qwen3_bench::run()?;
+        return Ok(true);
+    }
     let device = device_by_name(backend)?;
     let mut rep = Report { rows: Vec::new() };
     println!("# correctness on {backend}");

@@ -1,0 +1,150 @@
+//! Prompt and generation speed of a Qwen3 built in the real Qwen3-0.6B or Qwen3-8B shape with random
+//! weights quantized by the crate's own Q4_K / Q6_K quantizer in llama.cpp's Q4_K_M mix (q, k, o,
+//! gate, up Q4_K; v, down Q6_K; embedding Q6_K for the tied 0.6B, Q4_K embedding + Q6_K output for
+//! the 8B) — the shapes llama-bench was measured on (`-p 512 -n 128`).
+//!
+//! `cargo run --release --features cuda --example qwen3_bench -- --shape 8b --backend cuda [--pp 512 --tg 128]`
+//! (`--shape tiny` runs on the CPU in seconds.)
+
+use std::time::Instant;
+
+use burn::module::Param;
+use burn::nn::RmsNormConfig;
+use burn::tensor::Tensor;
+use burn_quant::device::device_by_name;
+use burn_quant::format::quantize::quantize;
+use burn_quant::models::qwen3::{Qwen3, Qwen3Attention, Qwen3Block, Qwen3Config, Qwen3Mlp, Sampler, Sampling, logits_to_vec};
+use burn_quant::{Error, GgmlType, QuantLinear, Result};
+
+fn opt<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(|s| s.as_str())
+}
+
+fn config(shape: &str) -> Result<Qwen3Config> {
+    let (hidden, layers, heads, kv, ffn, tie) = match shape {
+        "0.6b" => (1024, 28, 16, 8, 3072, true),
+        "8b" => (4096, 36, 32, 8, 12288, false),
+        "tiny" => (256, 2, 4, 2, 768, true),
+        other => return Err(Error::Invalid(format!("--shape {other:?}: tiny, 0.6b or 8b"))),
+    };
+    Qwen3Config {
+        vocab_size: 151936,
+        hidden_size: hidden,
+        num_layers: layers,
+        num_heads: heads,
+        num_kv_heads: kv,
+        head_dim: 128,
+        intermediate_size: ffn,
+        rope_theta: 1e6,
+        rms_norm_eps: 1e-6,
+        max_context: 40960,
+        tie_embeddings: tie,
+    }
+    .validate()
+}
+
+/// Quantized random `rows × cols` weights (one draw per shape and type, reused by every layer).
+fn weights(kind: GgmlType, rows: usize, cols: usize, seed: u64) -> Result<Vec<u8>> {
+    use rayon::prelude::*;
+    let chunks: Vec<Result<Vec<u8>>> = (0..rows)
+        .into_par_iter()
+        .chunks(256)
+        .map(|rs| {
+            let mut s = (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ rs[0] as u64) | 1;
+            let w: Vec<f32> = (0..rs.len() * cols)
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.05
+                })
+                .collect();
+            quantize(kind, &w)
+        })
+        .collect();
+    let mut out = Vec::new();
+    for c in chunks {
+        out.extend_from_slice(&c?);
+    }
+    Ok(out)
+}
+
+pub fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let shape = opt(&args, "--shape").unwrap_or("tiny");
+    let backend = opt(&args, "--backend").unwrap_or("flex");
+    let pp: usize = opt(&args, "--pp").unwrap_or("512").parse().map_err(|_| Error::Invalid("--pp".into()))?;
+    let tg: usize = opt(&args, "--tg").unwrap_or("128").parse().map_err(|_| Error::Invalid("--tg".into()))?;
+    let device = device_by_name(backend)?;
+    let c = config(shape)?;
+    let (h, q, kv, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
+    let start = Instant::now();
+    let (q4, q6) = (GgmlType::Q4_K, GgmlType::Q6_K);
+    let wq = weights(q4, q, h, 1)?;
+    let wk = weights(q4, kv, h, 2)?;
+    let wv = weights(q6, kv, h, 3)?;
+    let wo = weights(q4, h, q, 4)?;
+    let wg = weights(q4, f, h, 5)?;
+    let wu = weights(q4, f, h, 6)?;
+    let wd = weights(q6, h, f, 7)?;
+    let norm = |d: usize| {
+        let mut n = RmsNormConfig::new(d).with_epsilon(c.rms_norm_eps).init(&device);
+        n.gamma = Param::from_tensor(Tensor::ones([d], &device));
+        n
+    };
+    let mut blocks = Vec::with_capacity(c.num_layers);
+    for _ in 0..c.num_layers {
+        blocks.push(Qwen3Block {
+            attn_norm: norm(h),
+            attn: Qwen3Attention {
+                qkv: vec![QuantLinear::from_gguf_fused(&[(q4, &wq, q), (q4, &wk, kv), (q6, &wv, kv)], h, &device)?],
+                q_norm: norm(c.head_dim),
+                k_norm: norm(c.head_dim),
+                o: QuantLinear::from_gguf_bytes(q4, &wo, h, q, &device)?,
+                num_heads: c.num_heads,
+                num_kv_heads: c.num_kv_heads,
+                head_dim: c.head_dim,
+            },
+            ffn_norm: norm(h),
+            mlp: Qwen3Mlp {
+                gate_up: vec![QuantLinear::from_gguf_fused(&[(q4, &wg, f), (q4, &wu, f)], h, &device)?],
+                down: QuantLinear::from_gguf_bytes(q6, &wd, h, f, &device)?,
+            },
+        });
+    }
+    let (embed_kind, lm_head) = if c.tie_embeddings {
+        (q6, None)
+    } else {
+        (q4, Some(QuantLinear::from_gguf_bytes(q6, &weights(q6, c.vocab_size, h, 8)?, c.vocab_size, h, &device)?))
+    };
+    let embed = QuantLinear::from_gguf_bytes(embed_kind, &weights(embed_kind, c.vocab_size, h, 9)?, c.vocab_size, h, &device)?;
+    let model = Qwen3 { embed, blocks, norm: norm(h), lm_head, config: c.clone() };
+    let bytes: usize = model.blocks.iter().map(|b| {
+        b.attn.qkv.iter().map(|l| l.num_bytes()).sum::<usize>() + b.attn.o.num_bytes() + b.mlp.gate_up.iter().map(|l| l.num_bytes()).sum::<usize>() + b.mlp.down.num_bytes()
+    }).sum::<usize>() + model.embed.num_bytes() + model.lm_head.as_ref().map_or(0, |l| l.num_bytes());
+    eprintln!("{shape} on {backend}: {} layers, hidden {h}, {:.2} GiB of quantized weights, built in {:.1} s", c.num_layers, bytes as f64 / (1u64 << 30) as f64, start.elapsed().as_secs_f64());
+
+    let tokens: Vec<u32> = (0..pp as u32).map(|i| (i * 7919 + 13) % 150000).collect();
+    // Warm-up (kernel compilation), then one timed prompt forward and `tg` timed decode steps.
+    let _ = logits_to_vec(model.forward_tokens(&tokens[..pp.min(16)], &mut model.cache(), false)?)?;
+    let _ = model.generate(&tokens[..4], 4, &mut Sampler::new(Sampling::Greedy, 0), &[], |_| Ok(true))?;
+    let mut cache = model.cache();
+    let t = Instant::now();
+    let _ = logits_to_vec(model.forward_tokens(&tokens, &mut cache, false)?)?;
+    let pp_s = t.elapsed().as_secs_f64();
+    let out = model.generate(&tokens[..1], tg + 1, &mut Sampler::new(Sampling::Greedy, 0), &[], |_| Ok(true))?;
+    let tg_s = out.generation_time.as_secs_f64();
+    println!("{:<6} {:<8} pp{pp}: {:>9.1} t/s ({:.1} ms)   tg{tg}: {:>8.1} t/s ({:.2} ms/token, {:.0} GB/s of weights)",
+        shape, backend, pp as f64 / pp_s, pp_s * 1e3, tg as f64 / tg_s, tg_s * 1e3 / tg as f64, bytes as f64 * tg as f64 / tg_s / 1e9);
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
