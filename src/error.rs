@@ -79,3 +79,15 @@ impl Error {
         Error::Gguf { offset, context: context.into() }
     }
 }
+
+/// The exit status of a command-line program's `run()`: success, or the error printed on one line
+/// of stderr (`error: …`) and a failure status. Shared by the CLI and the examples.
+pub fn exit_code(result: Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
