@@ -129,6 +129,23 @@ pub fn run() -> Result<()> {
         let _ = tiny.forward(xt.clone());
     })?;
     println!("{:<8} {:>5} {:>10.1} {:>9} {:>10} {:>14.1}   (64x256 Q4_K: per-call floor)", "tiny", 1, us, "", "", batched);
+    // Burn's own per-op floor on the same device, for comparison: one elementwise op on 256 floats,
+    // and a 1x256 · 256x64 f32 matmul.
+    let us = median_us(&device, runs, || {
+        let _ = xt.clone() + 1.0;
+    })?;
+    let batched = median_us_batched(&device, runs, 10, || {
+        let _ = xt.clone() + 1.0;
+    })?;
+    println!("{:<8} {:>5} {:>10.1} {:>9} {:>10} {:>14.1}   (Burn x + 1 on 256 floats)", "add", 1, us, "", "", batched);
+    let wsmall = Tensor::<2>::random([256, 64], Distribution::Default, &device);
+    let us = median_us(&device, runs, || {
+        let _ = xt.clone().matmul(wsmall.clone());
+    })?;
+    let batched = median_us_batched(&device, runs, 10, || {
+        let _ = xt.clone().matmul(wsmall.clone());
+    })?;
+    println!("{:<8} {:>5} {:>10.1} {:>9} {:>10} {:>14.1}   (Burn f32 matmul 1x256 · 256x64)", "mm-tiny", 1, us, "", "", batched);
     for (name, dtype) in [("f16", DType::F16), ("f32", DType::F32)] {
         let wt = Tensor::<2>::random([IN, OUT], Distribution::Default, &device).cast(dtype);
         let mb = (OUT * IN * dtype.size()) as f64 / 1e6;
