@@ -189,3 +189,15 @@ fn internal_layouts_never_enter_a_gguf_file() {
     assert!(err.to_string().contains("not a GGUF type"), "{err}");
     assert!(GgmlType::from_id(GgmlType::I4_128.id()).is_err());
 }
+
+/// An error from a file on disk names the file, the byte offset and what was wrong.
+#[test]
+fn file_errors_name_the_file() {
+    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gguf-blocks/blocks.gguf")).unwrap();
+    let path = std::env::temp_dir().join(format!("burn-quant-truncated-{}.gguf", std::process::id()));
+    std::fs::write(&path, &bytes[..1000]).unwrap();
+    let err = GgufFile::open(&path).err().expect("truncated file");
+    let msg = err.to_string();
+    let _ = std::fs::remove_file(&path);
+    assert!(msg.contains(&path.display().to_string()) && msg.contains("byte"), "{msg}");
+}

@@ -101,10 +101,7 @@ fn run(args: &[String]) -> Result<()> {
 }
 
 fn open(path: &str) -> Result<GgufFile> {
-    GgufFile::open(path).map_err(|e| match e {
-        Error::Gguf { offset, context } => Error::Gguf { offset, context: format!("{path}: {context}") },
-        e => e,
-    })
+    GgufFile::open(path)
 }
 
 /// Writes `text` to stdout; a closed pipe (`| head`) is not an error worth a panic.

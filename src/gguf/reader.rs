@@ -84,7 +84,11 @@ impl GgufFile {
         // SAFETY: the map is read-only; as with every mmap-based reader, the file must not be
         // truncated by another process while mapped.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        Self::parse(Storage::Mmap(map))
+        // Errors name the file as well as the offset and the tensor or key.
+        Self::parse(Storage::Mmap(map)).map_err(|e| match e {
+            Error::Gguf { offset, context } => Error::Gguf { offset, context: format!("{}: {context}", path.display()) },
+            e => e,
+        })
     }
 
     /// Parses a file held in memory.
