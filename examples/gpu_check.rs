@@ -7,7 +7,8 @@
 //! Checks (each against the reference data of tests/fixtures, made by ggml / AutoGPTQ / AutoAWQ /
 //! llama.cpp): device decode bit-exact for all 13 GGUF types; `x · Wᵀ` within 1e-5 (relative) of
 //! the float64 reference for m = 1, 3, 17 and for 61 of the 64 rows; leading batch dims; the input
-//! gradient under Autodiff; every GPTQ and AWQ linear (bit-exact weight, 1e-5 product); and, when
+//! gradient under Autodiff; every GPTQ and AWQ linear (bit-exact weight, 1e-5 product) and their
+//! whole Qwen3 (logits within 1e-3 of llama.cpp's F32 ones, greedy tokens); and, when
 //! `tests/fixtures/qwen3-tiny` is present, the tiny Qwen3's logits against llama.cpp's F32
 //! reference (top-64 within 1e-3) and greedy tokens.
 
@@ -137,6 +138,16 @@ fn int4(device: &Device, rep: &mut Report, dir: &str) -> Result<()> {
     }
     rep.check(format!("{dir}: 14 linears, weights bit-exact"), bad == 0, format!("{bad} values differ"));
     rep.check(format!("{dir}: 14 linears, x·Wᵀ (m=4)"), worst <= 1e-5, format!("max rel. error {worst:.2e}"));
+    // The whole Qwen3 of the checkpoint against llama.cpp's F32 logits and greedy tokens.
+    let model = Qwen3::from_hf(&ckpt, device)?;
+    let tokens: Vec<u32> = r.i32("tokens")?.iter().map(|&t| t as u32).collect();
+    let (want, _) = r.f32("logits")?;
+    let got = logits_to_vec(model.forward_tokens(&tokens, &mut model.cache(), true)?)?;
+    let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    rep.check(format!("{dir}: Qwen3 logits [24, 4096]"), got.len() == want.len() && diff <= 1e-3, format!("max abs diff {diff:.2e}"));
+    let greedy: Vec<u32> = r.i32("greedy_tokens")?.iter().map(|&t| t as u32).collect();
+    let out = model.generate(&tokens, greedy.len(), &mut Sampler::new(Sampling::Greedy, 0), &[], |_| Ok(true))?;
+    rep.check(format!("{dir}: Qwen3 greedy tokens"), out.tokens == greedy, format!("{:?}", out.tokens));
     Ok(())
 }
 
