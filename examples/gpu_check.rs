@@ -144,7 +144,15 @@ fn int4(device: &Device, rep: &mut Report, dir: &str) -> Result<()> {
     let (want, _) = r.f32("logits")?;
     let got = logits_to_vec(model.forward_tokens(&tokens, &mut model.cache(), true)?)?;
     let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    rep.check(format!("{dir}: Qwen3 logits [24, 4096]"), got.len() == want.len() && diff <= 1e-3, format!("max abs diff {diff:.2e}"));
+    // Issue 4/5's criterion is 1e-3 relative. (On CUDA, Burn's own f32 matmul — used by the
+    // attention — runs in TF32, which moves logits by ~1e-2 absolute; the quantized matmuls are
+    // exact f32. The CPU and wgpu tests also hold the 1e-3 absolute bound.)
+    let rel = rel_err(&got, &want);
+    rep.check(
+        format!("{dir}: Qwen3 logits [24, 4096]"),
+        got.len() == want.len() && rel <= 1e-3,
+        format!("rel. error {rel:.2e}, max abs diff {diff:.2e}"),
+    );
     let greedy: Vec<u32> = r.i32("greedy_tokens")?.iter().map(|&t| t as u32).collect();
     let out = model.generate(&tokens, greedy.len(), &mut Sampler::new(Sampling::Greedy, 0), &[], |_| Ok(true))?;
     rep.check(format!("{dir}: Qwen3 greedy tokens"), out.tokens == greedy, format!("{:?}", out.tokens));
