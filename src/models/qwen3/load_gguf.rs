@@ -1,9 +1,8 @@
 //! Building a [`Qwen3`] from a GGUF file (llama.cpp's tensor names), keeping every quantized
 //! tensor in its own type.
 
-use burn::module::Param;
-use burn::nn::{RmsNorm, RmsNormConfig};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::nn::RmsNorm;
+use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::attention::Qwen3Attention;
@@ -31,9 +30,7 @@ fn norm(file: &GgufFile, name: &str, len: usize, eps: f64, device: &Device) -> R
     if rows * cols != len {
         return Err(Error::Shape(format!("tensor {name} has {} values, expected {len}", rows * cols)));
     }
-    let mut n = RmsNormConfig::new(len).with_epsilon(eps).init(device);
-    n.gamma = Param::from_tensor(Tensor::from_data(TensorData::new(w, [len]), device));
-    Ok(n)
+    Ok(super::rms_norm(w, eps, device))
 }
 
 impl Qwen3Block {

@@ -1,9 +1,8 @@
 //! Building a [`Qwen3`] from a Hugging Face checkpoint directory (GPTQ, AWQ or dense f16/bf16/f32
 //! safetensors), with Hugging Face's tensor names.
 
-use burn::module::Param;
-use burn::nn::{RmsNorm, RmsNormConfig};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::nn::RmsNorm;
+use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::attention::Qwen3Attention;
@@ -20,9 +19,7 @@ fn norm(ckpt: &HfCheckpoint, name: &str, len: usize, eps: f64, device: &Device) 
     if shape != [len] {
         return Err(Error::Shape(format!("{}: tensor {name} has shape {shape:?}, expected [{len}]", ckpt.dir().display())));
     }
-    let mut n = RmsNormConfig::new(len).with_epsilon(eps).init(device);
-    n.gamma = Param::from_tensor(Tensor::from_data(TensorData::new(w, [len]), device));
-    Ok(n)
+    Ok(super::rms_norm(w, eps, device))
 }
 
 fn linear(ckpt: &HfCheckpoint, prefix: &str, out: usize, inp: usize) -> Result<LinearWeights> {

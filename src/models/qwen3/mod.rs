@@ -35,3 +35,11 @@ fn forward_concat(layers: &[crate::QuantLinear], x: burn::tensor::Tensor<3>) -> 
         many => burn::tensor::Tensor::cat(many.iter().map(|l| l.forward(x.clone())).collect(), 2),
     }
 }
+
+/// An RMSNorm over `weight.len()` features whose scale is `weight`.
+fn rms_norm(weight: Vec<f32>, eps: f64, device: &burn::tensor::Device) -> burn::nn::RmsNorm {
+    let len = weight.len();
+    let mut n = burn::nn::RmsNormConfig::new(len).with_epsilon(eps).init(device);
+    n.gamma = burn::module::Param::from_tensor(burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(weight, [len]), device));
+    n
+}
