@@ -47,6 +47,24 @@ pub enum Error {
         /// Bytes supplied.
         got: usize,
     },
+    /// A weight block whose scale (or value) is NaN or infinite.
+    #[error("{kind} block at row {row}, column {column} has a NaN or infinite scale")]
+    NonFinite {
+        /// The format.
+        kind: GgmlType,
+        /// Row of the bad block.
+        row: usize,
+        /// First column of the bad block.
+        column: usize,
+    },
+    /// An error with what it happened to: a file, a tensor (`"{file}: tensor {name}"`).
+    #[error("{what}: {source}")]
+    Context {
+        /// The file, tensor or layer involved.
+        what: String,
+        /// The error.
+        source: Box<Error>,
+    },
     /// A shape that does not fit the operation.
     #[error("shape mismatch: {0}")]
     Shape(String),
@@ -77,6 +95,26 @@ impl Error {
     /// A GGUF error at `offset`.
     pub(crate) fn gguf(offset: u64, context: impl Into<String>) -> Self {
         Error::Gguf { offset, context: context.into() }
+    }
+
+    /// The innermost error under any [`Error::Context`] layers.
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::Context { source, .. } => source.root(),
+            e => e,
+        }
+    }
+}
+
+/// Adds what an error happened to (`.context(|| format!("{file}: tensor {name}"))`).
+pub trait ResultExt<T> {
+    /// Wraps the error, if any, in [`Error::Context`] with `what()`.
+    fn context(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> ResultExt<T> for Result<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::Context { what: what(), source: Box::new(e) })
     }
 }
 

@@ -159,7 +159,11 @@ fn bad_tensor_infos() {
     gguf_err(Raw::header(3, 1, 0).tensor("t", &[32], 1000, 0).data(34).parse(), "unknown ggml type id 1000");
     gguf_err(Raw::header(3, 1, 0).tensor("t", &[100, 2], GgmlType::Q4_K.id(), 0).data(1000).parse(), "not a multiple of Q4_K");
     gguf_err(Raw::header(3, 1, 0).tensor("t", &[u64::MAX], 0, 0).data(0).parse(), "out of range");
-    gguf_err(Raw::header(3, 1, 0).tensor("t", &[1 << 40, 1 << 30], 0, 0).data(0).parse(), "overflows");
+    gguf_err(Raw::header(3, 1, 0).tensor("t", &[1 << 40, 1 << 30], 0, 0).data(0).parse(), "more than 2^63 elements");
+    // A zero dimension makes the byte size 0, but the element count must still fit.
+    gguf_err(Raw::header(3, 1, 0).tensor("t", &[0, 1 << 62, 1 << 62], 0, 0).data(0).parse(), "more than 2^63 elements");
+    // 2^62 f32 elements fit in the count, not in a byte size.
+    gguf_err(Raw::header(3, 1, 0).tensor("t", &[1 << 31, 1 << 31], 0, 0).data(0).parse(), "size overflows");
     gguf_err(Raw::header(3, 1, 0).tensor("t", &[32], q8, 16).data(64).parse(), "not a multiple of the alignment");
     gguf_err(Raw::header(3, 1, 0).tensor("t", &[32], q8, 32).data(40).parse(), "outside");
     gguf_err(Raw::header(3, 1, 0).tensor("t", &[32], q8, u64::MAX - 31).data(40).parse(), "outside");

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use burn::tensor::{Device, Tensor, TensorData};
 use burn_quant::gguf::GgufFile;
 use burn_quant::import::HfCheckpoint;
+use burn_quant::error::ResultExt;
 use burn_quant::{Error, QuantLinear, Result};
 
 const USAGE: &str = "usage:
@@ -144,12 +145,14 @@ fn inspect_dir(path: &str) -> Result<()> {
 fn load_layer(path: &str, tensor: &str, device: &Device) -> Result<QuantLinear> {
     if is_dir(path) {
         let c = HfCheckpoint::open(path)?;
-        return QuantLinear::from_linear_weights(&c.linear(tensor)?, device);
+        let what = || format!("{path}: linear {tensor}");
+        return QuantLinear::from_linear_weights(&c.linear(tensor)?, device).context(what);
     }
     let g = open(path)?;
-    let info = g.tensor(tensor)?;
+    let what = || g.describe(tensor);
+    let info = g.tensor(tensor).context(what)?;
     let (rows, cols) = info.matrix_shape();
-    QuantLinear::from_gguf_bytes(info.kind, g.tensor_data(tensor)?, rows, cols, device)
+    QuantLinear::from_gguf_bytes(info.kind, g.tensor_data(tensor)?, rows, cols, device).context(what)
 }
 
 fn inspect(path: &str) -> Result<()> {

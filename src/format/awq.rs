@@ -30,6 +30,9 @@ fn nibble(word: i32, col: usize) -> u8 {
 
 /// Unpacks a 4-bit AWQ GEMM linear of `out × in` with groups of `group` (`in` for −1).
 pub fn unpack(t: AwqTensors<'_>, out: usize, inp: usize, group: usize) -> Result<Int4Matrix> {
+    if out == 0 || inp == 0 {
+        return Err(Error::Shape(format!("AWQ linear of {out} x {inp} is empty")));
+    }
     if group == 0 || inp % group != 0 {
         return Err(Error::Shape(format!("group size {group} does not divide in_features {inp}")));
     }

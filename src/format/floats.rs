@@ -1,7 +1,7 @@
 //! Unquantized element types (F32, F16, BF16), as one-element "blocks" so they share the
 //! [`BlockFormat`] machinery with the quantized types.
 
-use super::{BlockFormat, GgmlType};
+use super::{BlockFormat, GgmlType, finite_f16};
 
 /// One little-endian f32.
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -24,6 +24,10 @@ const _: () = assert!(std::mem::size_of::<BlockBF16>() == 2, "wrong bf16 block s
 impl BlockFormat for BlockF32 {
     const TYPE: GgmlType = GgmlType::F32;
     const ELEMS: usize = 1;
+    #[inline]
+    fn is_finite(&self) -> bool {
+        f32::from_le_bytes(self.0).is_finite()
+    }
     #[inline(always)]
     fn decode(&self, out: &mut [f32]) {
         out[0] = f32::from_le_bytes(self.0);
@@ -33,6 +37,10 @@ impl BlockFormat for BlockF32 {
 impl BlockFormat for BlockF16 {
     const TYPE: GgmlType = GgmlType::F16;
     const ELEMS: usize = 1;
+    #[inline]
+    fn is_finite(&self) -> bool {
+        finite_f16(self.0)
+    }
     #[inline(always)]
     fn decode(&self, out: &mut [f32]) {
         out[0] = super::f16_le(self.0);
@@ -42,6 +50,10 @@ impl BlockFormat for BlockF16 {
 impl BlockFormat for BlockBF16 {
     const TYPE: GgmlType = GgmlType::BF16;
     const ELEMS: usize = 1;
+    #[inline]
+    fn is_finite(&self) -> bool {
+        half::bf16::from_le_bytes(self.0).is_finite()
+    }
     #[inline(always)]
     fn decode(&self, out: &mut [f32]) {
         out[0] = f32::from_bits((u16::from_le_bytes(self.0) as u32) << 16);

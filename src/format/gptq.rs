@@ -46,6 +46,9 @@ pub struct Unpacked {
 
 /// Unpacks a 4-bit GPTQ linear of `out × in` with groups of `group` (`in` for group size −1).
 pub fn unpack(t: GptqTensors<'_>, out: usize, inp: usize, group: usize, zeros: GptqZeros) -> Result<Unpacked> {
+    if out == 0 || inp == 0 {
+        return Err(Error::Shape(format!("GPTQ linear of {out} x {inp} is empty")));
+    }
     if group == 0 || inp % group != 0 {
         return Err(Error::Shape(format!("group size {group} does not divide in_features {inp}")));
     }

@@ -7,7 +7,7 @@
 //! `j + G/2` (high nibble), the Q4_0 order. `d · (q − z)` is exact in f32, so decoding is
 //! bit-exact with AutoGPTQ's and AutoAWQ's f32 dequantization.
 
-use super::{BlockFormat, GgmlType, LANES, f16_le, fma_lanes};
+use super::{BlockFormat, GgmlType, finite_f16, LANES, f16_le, fma_lanes};
 
 macro_rules! int4_block {
     ($name:ident, $kind:ident, $g:expr) => {
@@ -29,6 +29,10 @@ macro_rules! int4_block {
         impl BlockFormat for $name {
             const TYPE: GgmlType = GgmlType::$kind;
             const ELEMS: usize = $g;
+            #[inline]
+            fn is_finite(&self) -> bool {
+                finite_f16(self.d)
+            }
 
             #[inline(always)]
             fn decode(&self, out: &mut [f32]) {

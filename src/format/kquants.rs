@@ -2,7 +2,7 @@
 //! their own 4/6/8-bit scales under one or two f16 super-scales. Layout and formulas follow
 //! ggml's `ggml-common.h` and `dequantize_row_q*_K`.
 
-use super::{BlockFormat, GgmlType, LANES, f16_le};
+use super::{BlockFormat, GgmlType, finite_f16, LANES, f16_le};
 
 /// Weights per k-quant super-block.
 pub const QK_K: usize = 256;
@@ -139,6 +139,10 @@ pub fn q3k_scales(scales: &[u8; 12]) -> [i8; 16] {
 impl BlockFormat for BlockQ2K {
     const TYPE: GgmlType = GgmlType::Q2_K;
     const ELEMS: usize = QK_K;
+    #[inline]
+    fn is_finite(&self) -> bool {
+        finite_f16(self.d) && finite_f16(self.dmin)
+    }
     #[inline(always)]
     fn decode(&self, out: &mut [f32]) {
         let (d, min) = (f16_le(self.d), f16_le(self.dmin));
@@ -165,6 +169,10 @@ impl BlockFormat for BlockQ2K {
 impl BlockFormat for BlockQ3K {
     const TYPE: GgmlType = GgmlType::Q3_K;
     const ELEMS: usize = QK_K;
+    #[inline]
+    fn is_finite(&self) -> bool {
+        finite_f16(self.d)
+    }
     #[inline(always)]
     fn decode(&self, out: &mut [f32]) {
         let d_all = f16_le(self.d);
@@ -194,6 +202,10 @@ impl BlockFormat for BlockQ3K {
 impl BlockFormat for BlockQ4K {
     const TYPE: GgmlType = GgmlType::Q4_K;
     const ELEMS: usize = QK_K;
+    #[inline]
+    fn is_finite(&self) -> bool {
+        finite_f16(self.d) && finite_f16(self.dmin)
+    }
     #[inline(always)]
     fn decode(&self, out: &mut [f32]) {
         let (d, min) = (f16_le(self.d), f16_le(self.dmin));
@@ -245,6 +257,10 @@ impl BlockFormat for BlockQ4K {
 impl BlockFormat for BlockQ5K {
     const TYPE: GgmlType = GgmlType::Q5_K;
     const ELEMS: usize = QK_K;
+    #[inline]
+    fn is_finite(&self) -> bool {
+        finite_f16(self.d) && finite_f16(self.dmin)
+    }
     #[inline(always)]
     fn decode(&self, out: &mut [f32]) {
         let (d, min) = (f16_le(self.d), f16_le(self.dmin));
@@ -269,6 +285,10 @@ impl BlockFormat for BlockQ5K {
 impl BlockFormat for BlockQ6K {
     const TYPE: GgmlType = GgmlType::Q6_K;
     const ELEMS: usize = QK_K;
+    #[inline]
+    fn is_finite(&self) -> bool {
+        finite_f16(self.d)
+    }
     #[inline(always)]
     fn decode(&self, out: &mut [f32]) {
         let d = f16_le(self.d);

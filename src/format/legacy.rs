@@ -1,7 +1,7 @@
 //! ggml's legacy block formats: 32 weights per block, one f16 scale (and for the `_1` types a
 //! min). Formulas and field order follow ggml's `ggml-common.h` / `dequantize_row_*`.
 
-use super::{BlockFormat, GgmlType, LANES, f16_le};
+use super::{BlockFormat, GgmlType, finite_f16, LANES, f16_le};
 
 /// Weights per legacy 4/5-bit block.
 pub const QK4_0: usize = 32;
@@ -76,6 +76,10 @@ const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 2 + QK8_0, "wrong q8_0
 impl BlockFormat for BlockQ4_0 {
     const TYPE: GgmlType = GgmlType::Q4_0;
     const ELEMS: usize = QK4_0;
+    #[inline]
+    fn is_finite(&self) -> bool {
+        finite_f16(self.d)
+    }
     #[inline(always)]
     fn decode(&self, out: &mut [f32]) {
         let d = f16_le(self.d);
@@ -101,6 +105,10 @@ impl BlockFormat for BlockQ4_0 {
 impl BlockFormat for BlockQ4_1 {
     const TYPE: GgmlType = GgmlType::Q4_1;
     const ELEMS: usize = QK4_0;
+    #[inline]
+    fn is_finite(&self) -> bool {
+        finite_f16(self.d) && finite_f16(self.m)
+    }
     #[inline(always)]
     fn decode(&self, out: &mut [f32]) {
         let (d, m) = (f16_le(self.d), f16_le(self.m));
@@ -124,6 +132,10 @@ fn q5_values(qh: [u8; 4], qs: &[u8; QK4_0 / 2], j: usize) -> (i32, i32) {
 impl BlockFormat for BlockQ5_0 {
     const TYPE: GgmlType = GgmlType::Q5_0;
     const ELEMS: usize = QK4_0;
+    #[inline]
+    fn is_finite(&self) -> bool {
+        finite_f16(self.d)
+    }
     #[inline(always)]
     fn decode(&self, out: &mut [f32]) {
         let d = f16_le(self.d);
@@ -149,6 +161,10 @@ impl BlockFormat for BlockQ5_0 {
 impl BlockFormat for BlockQ5_1 {
     const TYPE: GgmlType = GgmlType::Q5_1;
     const ELEMS: usize = QK4_0;
+    #[inline]
+    fn is_finite(&self) -> bool {
+        finite_f16(self.d) && finite_f16(self.m)
+    }
     #[inline(always)]
     fn decode(&self, out: &mut [f32]) {
         let (d, m) = (f16_le(self.d), f16_le(self.m));
@@ -164,6 +180,10 @@ impl BlockFormat for BlockQ5_1 {
 impl BlockFormat for BlockQ8_0 {
     const TYPE: GgmlType = GgmlType::Q8_0;
     const ELEMS: usize = QK8_0;
+    #[inline]
+    fn is_finite(&self) -> bool {
+        finite_f16(self.d)
+    }
     #[inline(always)]
     fn decode(&self, out: &mut [f32]) {
         let d = f16_le(self.d);

@@ -152,6 +152,11 @@ impl GgmlType {
         TYPES.iter().find(|e| e.0 as u32 == id && id < INTERNAL).map(|e| e.0).ok_or(Error::UnknownType(id))
     }
 
+    /// Every type this crate names (ggml's and its own int4 layouts), supported or not.
+    pub fn all() -> impl Iterator<Item = GgmlType> {
+        TYPES.iter().map(|e| e.0)
+    }
+
     /// Whether this is one of burn-quant's own layouts (not a ggml type).
     pub fn is_internal(self) -> bool {
         self as u32 >= INTERNAL
@@ -258,6 +263,11 @@ pub trait BlockFormat: bytemuck::Pod + Send + Sync + 'static {
     /// so the result is bit-identical to `dequantize_row_*`.
     fn decode(&self, out: &mut [f32]);
 
+    /// Whether every float this block stores (scales, mins, or the value itself) is finite. A
+    /// NaN or infinite scale would poison every product with its block, so layers reject them
+    /// at load (as llama.cpp's `ggml_validate_row_data` does).
+    fn is_finite(&self) -> bool;
+
     /// Whether [`dot_acc`](BlockFormat::dot_acc) is worth calling per block (false for the
     /// one-element float "blocks", which are better decoded in runs).
     const FUSED_DOT: bool = Self::ELEMS >= 32;
@@ -312,7 +322,8 @@ pub fn dequantize(kind: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Res
     if bytes.len() != expected {
         return Err(Error::ByteLength { what: format!("{rows}x{cols} {kind}"), expected, got: bytes.len() });
     }
-    let mut out = vec![0f32; rows * cols];
+    let elems = rows.checked_mul(cols).ok_or_else(|| Error::Overflow(format!("{rows}x{cols} elements")))?;
+    let mut out = vec![0f32; elems];
     struct Decode<'a>(&'a [u8], &'a mut [f32]);
     impl FormatVisitor for Decode<'_> {
         type Output = Result<()>;
@@ -326,6 +337,29 @@ pub fn dequantize(kind: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Res
     }
     kind.visit(Decode(bytes, &mut out))??;
     Ok(out)
+}
+
+/// Whether a little-endian IEEE half is finite.
+#[inline(always)]
+pub fn finite_f16(b: [u8; 2]) -> bool {
+    half::f16::from_le_bytes(b).is_finite()
+}
+
+/// Checks that every block of a `kind` buffer stores only finite floats; the error names the
+/// first bad block (row `block / blocks_per_row` of a matrix of `cols` columns).
+pub fn validate(kind: GgmlType, bytes: &[u8], cols: usize) -> Result<()> {
+    struct Check<'a>(&'a [u8]);
+    impl FormatVisitor for Check<'_> {
+        type Output = Result<Option<usize>>;
+        fn visit<F: BlockFormat>(self) -> Result<Option<usize>> {
+            Ok(as_blocks::<F>(self.0)?.iter().position(|b| !b.is_finite()))
+        }
+    }
+    if let Some(block) = kind.visit(Check(bytes))?? {
+        let per_row = (cols / kind.block_elems()).max(1);
+        return Err(Error::NonFinite { kind, row: block / per_row, column: block % per_row * kind.block_elems() });
+    }
+    Ok(())
 }
 
 /// Reads a little-endian IEEE half stored as two bytes.

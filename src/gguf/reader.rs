@@ -52,6 +52,7 @@ enum Storage {
 /// A parsed GGUF file: metadata, tensor infos and access to each tensor's bytes.
 pub struct GgufFile {
     storage: Storage,
+    path: Option<std::path::PathBuf>,
     /// Format version (2 or 3).
     pub version: u32,
     /// Metadata in file order.
@@ -85,10 +86,12 @@ impl GgufFile {
         // truncated by another process while mapped.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         // Errors name the file as well as the offset and the tensor or key.
-        Self::parse(Storage::Mmap(map)).map_err(|e| match e {
+        let mut file = Self::parse(Storage::Mmap(map)).map_err(|e| match e {
             Error::Gguf { offset, context } => Error::Gguf { offset, context: format!("{}: {context}", path.display()) },
             e => e,
-        })
+        })?;
+        file.path = Some(path.to_path_buf());
+        Ok(file)
     }
 
     /// Parses a file held in memory.
@@ -119,8 +122,10 @@ impl GgufFile {
         let n_tensors = c.count("tensor count", 24)?;
         let n_kv = c.count("metadata count", 13)?;
 
-        let mut metadata = Vec::with_capacity(n_kv);
-        let mut seen = HashMap::with_capacity(n_kv);
+        // Capacities are bounded by the bytes left as well as by the counts, so no single
+        // allocation made up front exceeds the input's size whatever the counts claim.
+        let mut metadata = Vec::with_capacity(capacity::<(String, Value)>(n_kv, c.remaining()));
+        let mut seen = HashMap::with_capacity(capacity::<(String, ())>(n_kv, c.remaining()));
         for _ in 0..n_kv {
             let at = c.pos as u64;
             let key = c.string("metadata key")?;
@@ -138,8 +143,8 @@ impl GgufFile {
             Some((_, v)) => return Err(Error::gguf(0, format!("general.alignment must be a power-of-two u32, got {v:?}"))),
         };
 
-        let mut tensors = Vec::with_capacity(n_tensors);
-        let mut index = HashMap::with_capacity(n_tensors);
+        let mut tensors = Vec::with_capacity(capacity::<TensorInfo>(n_tensors, c.remaining()));
+        let mut index = HashMap::with_capacity(capacity::<(String, usize)>(n_tensors, c.remaining()));
         for i in 0..n_tensors {
             let at = c.pos as u64;
             let name = c.string("tensor name")?;
@@ -191,7 +196,20 @@ impl GgufFile {
             }
         }
 
-        Ok(GgufFile { storage, version, metadata, tensors, alignment, data_offset, index })
+        Ok(GgufFile { storage, path: None, version, metadata, tensors, alignment, data_offset, index })
+    }
+
+    /// The file it was opened from (`None` for [`from_bytes`](Self::from_bytes)).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// `"{file}: tensor {name}"` (or `"tensor {name}"` in memory): how errors name a tensor.
+    pub fn describe(&self, name: &str) -> String {
+        match &self.path {
+            Some(p) => format!("{}: tensor {name}", p.display()),
+            None => format!("tensor {name}"),
+        }
     }
 
     /// A metadata value by key.
@@ -231,9 +249,22 @@ impl GgufFile {
     }
 }
 
-/// Bytes of a tensor of `dims` and `kind`, with overflow and block-alignment checks.
+/// How many `T` to reserve for `n` items when `bytes` bytes of input remain: never more than
+/// those bytes could hold as `T`s.
+fn capacity<T>(n: usize, bytes: usize) -> usize {
+    n.min(bytes / std::mem::size_of::<T>().max(1))
+}
+
+/// Bytes of a tensor of `dims` and `kind`, with overflow and block-alignment checks. The element
+/// count must fit in an `i64` (as in ggml), and so must the product of the non-zero dimensions
+/// (a zero dimension makes the size 0, but the other dimensions still become a row count).
 fn tensor_size(name: &str, dims: &[u64], kind: GgmlType) -> std::result::Result<u64, String> {
-    let cols = dims[0];
+    dims.iter()
+        .filter(|&&d| d != 0)
+        .try_fold(1u64, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= i64::MAX as u64)
+        .ok_or_else(|| format!("tensor {name}: dimensions {dims:?} hold more than 2^63 elements"))?;
+    let cols = dims.first().copied().unwrap_or(1);
     let block = kind.block_elems() as u64;
     if cols % block != 0 {
         return Err(format!("tensor {name}: {cols} columns is not a multiple of {kind}'s {block}"));
@@ -241,7 +272,7 @@ fn tensor_size(name: &str, dims: &[u64], kind: GgmlType) -> std::result::Result<
     let mut size = (cols / block)
         .checked_mul(kind.block_bytes() as u64)
         .ok_or_else(|| format!("tensor {name}: size overflows"))?;
-    for &d in &dims[1..] {
+    for &d in dims.iter().skip(1) {
         size = size.checked_mul(d).ok_or_else(|| format!("tensor {name}: size overflows"))?;
     }
     Ok(size)

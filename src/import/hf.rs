@@ -63,7 +63,7 @@ pub struct LinearWeights {
 
 struct Shard {
     path: PathBuf,
-    map: Mmap,
+    map: ShardBytes,
     data_start: usize,
 }
 
@@ -88,18 +88,19 @@ fn io(path: &Path, source: std::io::Error) -> Error {
     Error::Io { path: path.display().to_string(), source }
 }
 
-fn group_of(v: &serde_json::Value) -> Result<Option<usize>> {
-    match v.get("group_size").and_then(|g| g.as_i64()) {
+fn group_of(v: &serde_json::Value, key: &str) -> Result<Option<usize>> {
+    match v.get(key).and_then(|g| g.as_i64()) {
         None | Some(-1) => Ok(None),
-        Some(g) if g > 0 => Ok(Some(g as usize)),
-        Some(g) => Err(Error::Invalid(format!("quantization_config group_size {g} is not positive or -1"))),
+        Some(g) if g > 0 => usize::try_from(g).map(Some).map_err(|_| Error::Overflow(format!("quantization_config {key} {g}"))),
+        Some(g) => Err(Error::Invalid(format!("quantization_config {key} {g} is not positive or -1"))),
     }
 }
 
 /// Reads the quantization method from a `quantization_config` / `quantize_config.json` object.
 pub fn parse_quant_config(q: &serde_json::Value) -> Result<QuantMethod> {
     let method = q.get("quant_method").and_then(|m| m.as_str()).unwrap_or("gptq").to_ascii_lowercase();
-    let bits = q.get("bits").or_else(|| q.get("w_bit")).and_then(|b| b.as_u64()).unwrap_or(4) as u32;
+    let bits = q.get("bits").or_else(|| q.get("w_bit")).and_then(|b| b.as_u64()).unwrap_or(4);
+    let bits = u32::try_from(bits).map_err(|_| Error::Invalid(format!("quantization_config bits {bits}")))?;
     let flag = |k: &str, d: bool| q.get(k).and_then(|v| v.as_bool()).unwrap_or(d);
     match method.as_str() {
         "gptq" => {
@@ -112,7 +113,7 @@ pub fn parse_quant_config(q: &serde_json::Value) -> Result<QuantMethod> {
             if flag("is_marlin_format", false) {
                 return Err(Error::UnsupportedModel("GPTQ Marlin-packed checkpoints are not supported".into()));
             }
-            Ok(QuantMethod::Gptq { bits, group: group_of(q)?, sym: flag("sym", true), desc_act: flag("desc_act", false), zeros })
+            Ok(QuantMethod::Gptq { bits, group: group_of(q, "group_size")?, sym: flag("sym", true), desc_act: flag("desc_act", false), zeros })
         }
         "awq" => {
             let version = q.get("version").and_then(|v| v.as_str()).unwrap_or("gemm").to_ascii_lowercase();
@@ -120,13 +121,33 @@ pub fn parse_quant_config(q: &serde_json::Value) -> Result<QuantMethod> {
                 return Err(Error::UnsupportedModel(format!("AWQ version {version:?} (only GEMM packing)")));
             }
             let group = match q.get("q_group_size") {
-                Some(g) => g.as_u64().map(|g| g as usize),
-                None => group_of(q)?,
+                Some(_) => group_of(q, "q_group_size")?,
+                None => group_of(q, "group_size")?,
             };
             Ok(QuantMethod::Awq { bits, group, zero_point: flag("zero_point", true) })
         }
         other => Err(Error::UnsupportedModel(format!("quant_method {other:?} (gptq and awq are supported)"))),
     }
+}
+
+/// A shard's bytes: a read-only mapping of a file, or bytes handed over in memory.
+enum ShardBytes {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for ShardBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ShardBytes::Mapped(m) => m,
+            ShardBytes::Owned(v) => v,
+        }
+    }
+}
+
+fn parse_json(text: &str, what: &Path) -> Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| Error::Invalid(format!("{}: {e}", what.display())))
 }
 
 impl HfCheckpoint {
@@ -136,38 +157,47 @@ impl HfCheckpoint {
         let dir = dir.as_ref().to_path_buf();
         let cfg_path = dir.join("config.json");
         let config_text = std::fs::read_to_string(&cfg_path).map_err(|e| io(&cfg_path, e))?;
-        let config: serde_json::Value =
-            serde_json::from_str(&config_text).map_err(|e| Error::Invalid(format!("{}: {e}", cfg_path.display())))?;
-        let quant = match config.get("quantization_config") {
-            Some(q) => Some(parse_quant_config(q)?),
-            None => {
-                let p = dir.join("quantize_config.json");
-                match std::fs::read_to_string(&p) {
-                    Ok(t) => {
-                        let q: serde_json::Value =
-                            serde_json::from_str(&t).map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))?;
-                        Some(parse_quant_config(&q)?)
-                    }
-                    Err(_) => None,
-                }
-            }
-        };
+        let qc_path = dir.join("quantize_config.json");
+        let quantize_config = std::fs::read_to_string(&qc_path).ok();
         let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
             .map_err(|e| io(&dir, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
             .collect();
         paths.sort();
-        if paths.is_empty() {
-            return Err(Error::NotFound(format!("{}: no *.safetensors file", dir.display())));
-        }
-        let mut shards = Vec::new();
-        let mut index = HashMap::new();
+        let mut shards = Vec::with_capacity(paths.len());
         for path in paths {
             let file = std::fs::File::open(&path).map_err(|e| io(&path, e))?;
             // SAFETY: the file is mapped read-only; a concurrent external modification is the
             // caller's responsibility, as for every mmap-based model loader.
             let map = unsafe { Mmap::map(&file) }.map_err(|e| io(&path, e))?;
+            shards.push((path, ShardBytes::Mapped(map)));
+        }
+        Self::build(dir, config_text, quantize_config.as_deref(), shards)
+    }
+
+    /// A checkpoint held in memory: the text of `config.json`, optionally of
+    /// `quantize_config.json`, and `(file name, bytes)` of each safetensors shard. Errors name
+    /// the files as if they lay in a directory called `<memory>`.
+    pub fn from_memory(config_json: &str, quantize_config_json: Option<&str>, shards: Vec<(String, Vec<u8>)>) -> Result<Self> {
+        let dir = PathBuf::from("<memory>");
+        let shards = shards.into_iter().map(|(name, bytes)| (dir.join(name), ShardBytes::Owned(bytes))).collect();
+        Self::build(dir.clone(), config_json.to_string(), quantize_config_json, shards)
+    }
+
+    fn build(dir: PathBuf, config_text: String, quantize_config: Option<&str>, files: Vec<(PathBuf, ShardBytes)>) -> Result<Self> {
+        let config = parse_json(&config_text, &dir.join("config.json"))?;
+        let quant = match (config.get("quantization_config"), quantize_config) {
+            (Some(q), _) => Some(parse_quant_config(q)?),
+            (None, Some(t)) => Some(parse_quant_config(&parse_json(t, &dir.join("quantize_config.json"))?)?),
+            (None, None) => None,
+        };
+        if files.is_empty() {
+            return Err(Error::NotFound(format!("{}: no *.safetensors file", dir.display())));
+        }
+        let mut shards = Vec::with_capacity(files.len());
+        let mut index = HashMap::new();
+        for (path, map) in files {
             let (n, meta) = safetensors::SafeTensors::read_metadata(&map)
                 .map_err(|e| Error::SafeTensors(format!("{}: {e}", path.display())))?;
             let data_start = 8usize.checked_add(n).filter(|&s| s <= map.len()).ok_or_else(|| {
@@ -293,7 +323,8 @@ impl HfCheckpoint {
                     if bits != 4 {
                         return Err(Error::UnsupportedModel(format!("GPTQ with {bits} bits (4 is supported)")));
                     }
-                    let (inp, out) = (a * 8, b);
+                    let inp = a.checked_mul(8).ok_or_else(|| self.shape_err(&qw, format!("{a} packed rows overflow")))?;
+                    let out = b;
                     let group = group.unwrap_or(inp);
                     if inp % group != 0 {
                         return Err(self.shape_err(&qw, format!("group size {group} does not divide in_features {inp}")));
@@ -315,7 +346,8 @@ impl HfCheckpoint {
                     if bits != 4 {
                         return Err(Error::UnsupportedModel(format!("AWQ with {bits} bits (4 is supported)")));
                     }
-                    let (inp, out) = (a, b * 8);
+                    let out = b.checked_mul(8).ok_or_else(|| self.shape_err(&qw, format!("{b} packed columns overflow")))?;
+                    let inp = a;
                     let group = group.unwrap_or(inp);
                     if inp % group != 0 {
                         return Err(self.shape_err(&qw, format!("group size {group} does not divide in_features {inp}")));

@@ -74,18 +74,49 @@ impl QuantLinear {
 
     /// One layer from several row parts that keep their own types (e.g. q/k in Q4_K and v in
     /// Q6_K): `parts` are `(kind, bytes, rows)`; one forward returns the concatenated outputs.
+    /// Every block's scales must be finite ([`Error::NonFinite`]); errors about one part of
+    /// several name it (`part 1 of 3`).
     pub fn from_gguf_fused(parts: &[(GgmlType, &[u8], usize)], in_features: usize, device: &Device) -> Result<Self> {
+        let n = parts.len();
+        Self::from_named_parts(parts, in_features, device, |i| (n > 1).then(|| format!("part {i} of {n}")))
+    }
+
+    /// [`from_gguf_fused`](Self::from_gguf_fused) with errors about part `i` wrapped in
+    /// [`Error::Context`] with `name(i)` (loaders pass the tensor's name).
+    pub(crate) fn from_named_parts(
+        parts: &[(GgmlType, &[u8], usize)],
+        in_features: usize,
+        device: &Device,
+        name: impl Fn(usize) -> Option<String>,
+    ) -> Result<Self> {
+        let named = |i: usize, e: Error| match name(i) {
+            Some(what) => Error::Context { what, source: Box::new(e) },
+            None => e,
+        };
+        for (i, &(kind, _, rows)) in parts.iter().enumerate() {
+            QuantLayout::new(in_features, &[(kind, rows)]).map_err(|e| named(i, e))?;
+        }
         let spec: Vec<_> = parts.iter().map(|&(k, _, r)| (k, r)).collect();
         let layout = QuantLayout::new(in_features, &spec)?;
-        let mut bytes = vec![0u8; layout.total_bytes()];
-        for (p, &(kind, data, rows)) in layout.parts.iter().zip(parts) {
+        // The words are filled in place: the only copy of the weight made here is the layer's.
+        let mut words = vec![0u32; layout.total_bytes() / 4];
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+        for (i, (p, &(kind, data, rows))) in layout.parts.iter().zip(parts).enumerate() {
             let expected = kind.matrix_bytes(rows, in_features)?;
             if data.len() != expected {
-                return Err(Error::ByteLength { what: format!("{rows}x{in_features} {kind} weight"), expected, got: data.len() });
+                let e = Error::ByteLength { what: format!("{rows}x{in_features} {kind} weight"), expected, got: data.len() };
+                return Err(named(i, e));
             }
-            bytes[p.byte_offset..p.byte_offset + expected].copy_from_slice(data);
+            crate::format::validate(kind, data, in_features).map_err(|e| named(i, e))?;
+            let dst = bytes
+                .get_mut(p.byte_offset..p.byte_offset + expected)
+                .ok_or_else(|| Error::Overflow("packed weight layout".into()))?;
+            dst.copy_from_slice(data);
         }
-        let words = bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        // The blocks are little-endian bytes; the words hold them as little-endian u32s.
+        for w in &mut words {
+            *w = u32::from_le(*w);
+        }
         Ok(Self::from_words(words, layout, None, device))
     }
 
@@ -158,6 +189,9 @@ impl QuantLinear {
     pub fn with_bias(mut self, bias: &[f32]) -> Result<Self> {
         if bias.len() != self.out_features() {
             return Err(Error::Shape(format!("bias has {} values, the layer {} outputs", bias.len(), self.out_features())));
+        }
+        if let Some(i) = bias.iter().position(|b| !b.is_finite()) {
+            return Err(Error::Invalid(format!("bias[{i}] = {} is not finite", bias[i])));
         }
         let device = self.weight.val().device();
         let t = Tensor::<1>::from_data(TensorData::new(bias.to_vec(), [bias.len()]), &device);

@@ -4,6 +4,9 @@
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 
+/// The largest value any size hyper-parameter may take (2^24).
+pub const MAX_DIM: usize = 1 << 24;
+
 /// Qwen3 hyper-parameters.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Qwen3Config {
@@ -115,6 +118,10 @@ impl Qwen3Config {
         ];
         if let Some((name, _)) = zero.iter().find(|(_, v)| *v == 0) {
             return Err(Error::UnsupportedModel(format!("{name} is 0")));
+        }
+        // Far above any real model, and small enough that products of two sizes cannot overflow.
+        if let Some((name, v)) = zero.iter().find(|(_, v)| *v > MAX_DIM) {
+            return Err(Error::UnsupportedModel(format!("{name} {v} exceeds {MAX_DIM}")));
         }
         if self.num_heads % self.num_kv_heads != 0 {
             return Err(Error::UnsupportedModel(format!(

@@ -11,24 +11,33 @@ use super::config::Qwen3Config;
 use super::mlp::Qwen3Mlp;
 use super::model::Qwen3;
 use crate::QuantLinear;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ResultExt};
 use crate::format::GgmlType;
 use crate::gguf::GgufFile;
 
 /// A weight matrix of the file, checked against the shape the config implies.
 fn matrix<'a>(file: &'a GgufFile, name: &str, rows: usize, cols: usize) -> Result<(GgmlType, &'a [u8], usize)> {
-    let info = file.tensor(name)?;
+    let info = file.tensor(name).context(|| file.describe(name))?;
     if info.matrix_shape() != (rows, cols) || info.dims.len() != 2 {
-        return Err(Error::Shape(format!("tensor {name} has shape {:?}, the config implies [{rows}, {cols}]", info.shape())));
+        let e = Error::Shape(format!("shape {:?}, the config implies [{rows}, {cols}]", info.shape()));
+        return Err(Error::Context { what: file.describe(name), source: Box::new(e) });
     }
     Ok((info.kind, file.tensor_data(name)?, rows))
 }
 
+/// One [`QuantLinear`] from the tensors `names` (each `(name, rows)`) stacked along the output,
+/// all with `cols` columns; errors name the file and the tensor.
+fn linear(file: &GgufFile, names: &[(String, usize)], cols: usize, device: &Device) -> Result<QuantLinear> {
+    let parts = names.iter().map(|(n, rows)| matrix(file, n, *rows, cols)).collect::<Result<Vec<_>>>()?;
+    QuantLinear::from_named_parts(&parts, cols, device, |i| names.get(i).map(|(n, _)| file.describe(n)))
+}
+
 /// An RMSNorm whose weight is the file's vector `name` of length `len`.
 fn norm(file: &GgufFile, name: &str, len: usize, eps: f64, device: &Device) -> Result<RmsNorm> {
-    let (w, rows, cols) = file.dequantize(name)?;
-    if rows * cols != len {
-        return Err(Error::Shape(format!("tensor {name} has {} values, expected {len}", rows * cols)));
+    let (w, rows, cols) = file.dequantize(name).context(|| file.describe(name))?;
+    if rows.checked_mul(cols) != Some(len) || w.iter().any(|v| !v.is_finite()) {
+        let e = Error::Shape(format!("{rows}x{cols} values (finite ones expected), the config implies {len}"));
+        return Err(Error::Context { what: file.describe(name), source: Box::new(e) });
     }
     Ok(super::rms_norm(w, eps, device))
 }
@@ -38,28 +47,26 @@ impl Qwen3Block {
     pub fn from_gguf(file: &GgufFile, c: &Qwen3Config, index: usize, device: &Device) -> Result<Self> {
         let (hid, ffn, eps) = (c.hidden_size, c.intermediate_size, c.rms_norm_eps);
         let t = |s: &str| format!("blk.{index}.{s}.weight");
-        let q = matrix(file, &t("attn_q"), c.q_dim(), hid)?;
-        let k = matrix(file, &t("attn_k"), c.kv_dim(), hid)?;
-        let v = matrix(file, &t("attn_v"), c.kv_dim(), hid)?;
-        let o = matrix(file, &t("attn_output"), hid, c.q_dim())?;
-        let gate = matrix(file, &t("ffn_gate"), ffn, hid)?;
-        let up = matrix(file, &t("ffn_up"), ffn, hid)?;
-        let down = matrix(file, &t("ffn_down"), hid, ffn)?;
+        let (q, kv) = (c.q_dim(), c.kv_dim());
+        let qkv = linear(file, &[(t("attn_q"), q), (t("attn_k"), kv), (t("attn_v"), kv)], hid, device)?;
+        let o = linear(file, &[(t("attn_output"), hid)], q, device)?;
+        let gate_up = linear(file, &[(t("ffn_gate"), ffn), (t("ffn_up"), ffn)], hid, device)?;
+        let down = linear(file, &[(t("ffn_down"), hid)], ffn, device)?;
         Ok(Qwen3Block {
             attn_norm: norm(file, &t("attn_norm"), hid, eps, device)?,
             attn: Qwen3Attention {
-                qkv: vec![QuantLinear::from_gguf_fused(&[q, k, v], hid, device)?],
+                qkv: vec![qkv],
                 q_norm: norm(file, &t("attn_q_norm"), c.head_dim, eps, device)?,
                 k_norm: norm(file, &t("attn_k_norm"), c.head_dim, eps, device)?,
-                o: QuantLinear::from_gguf_fused(&[o], c.q_dim(), device)?,
+                o,
                 num_heads: c.num_heads,
                 num_kv_heads: c.num_kv_heads,
                 head_dim: c.head_dim,
             },
             ffn_norm: norm(file, &t("ffn_norm"), hid, eps, device)?,
             mlp: Qwen3Mlp {
-                gate_up: vec![QuantLinear::from_gguf_fused(&[gate, up], hid, device)?],
-                down: QuantLinear::from_gguf_fused(&[down], ffn, device)?,
+                gate_up: vec![gate_up],
+                down,
             },
         })
     }
@@ -76,10 +83,9 @@ impl Qwen3 {
             progress.set_style(style);
         }
         progress.set_message("token_embd");
-        let e = matrix(file, "token_embd.weight", c.vocab_size, hid)?;
-        let embed = QuantLinear::from_gguf_fused(&[e], hid, device)?;
+        let embed = linear(file, &[("token_embd.weight".into(), c.vocab_size)], hid, device)?;
         progress.inc(1);
-        let mut blocks = Vec::with_capacity(c.num_layers);
+        let mut blocks = Vec::new(); // not sized by the file: it grows as blocks load
         for i in 0..c.num_layers {
             progress.set_message(format!("blk.{i}"));
             blocks.push(Qwen3Block::from_gguf(file, &c, i, device)?);
@@ -89,7 +95,7 @@ impl Qwen3 {
         let lm_head = if c.tie_embeddings {
             None
         } else {
-            Some(QuantLinear::from_gguf_fused(&[matrix(file, "output.weight", c.vocab_size, hid)?], hid, device)?)
+            Some(linear(file, &[("output.weight".into(), c.vocab_size)], hid, device)?)
         };
         let norm = norm(file, "output_norm.weight", hid, eps, device)?;
         progress.inc(1);

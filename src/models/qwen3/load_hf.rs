@@ -11,13 +11,13 @@ use super::config::Qwen3Config;
 use super::mlp::Qwen3Mlp;
 use super::model::Qwen3;
 use crate::QuantLinear;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ResultExt};
 use crate::import::{HfCheckpoint, LinearWeights};
 
 fn norm(ckpt: &HfCheckpoint, name: &str, len: usize, eps: f64, device: &Device) -> Result<RmsNorm> {
     let (w, shape) = ckpt.tensor_f32(name)?;
-    if shape != [len] {
-        return Err(Error::Shape(format!("{}: tensor {name} has shape {shape:?}, expected [{len}]", ckpt.dir().display())));
+    if shape != [len] || w.iter().any(|v| !v.is_finite()) {
+        return Err(Error::Shape(format!("{}: tensor {name} has shape {shape:?}, expected [{len}] finite values", ckpt.dir().display())));
     }
     Ok(super::rms_norm(w, eps, device))
 }
@@ -36,13 +36,22 @@ fn linear(ckpt: &HfCheckpoint, prefix: &str, out: usize, inp: usize) -> Result<L
 }
 
 /// One fused layer when no part permutes its input (and none has a bias), else one per part.
-fn fused(parts: &[LinearWeights], inp: usize, device: &Device) -> Result<Vec<QuantLinear>> {
+/// `names` are the parts' prefixes, for errors.
+fn fused(ckpt: &HfCheckpoint, names: &[String], parts: &[LinearWeights], inp: usize, device: &Device) -> Result<Vec<QuantLinear>> {
+    let what = |i: usize| names.get(i).map(|n| format!("{}: linear {n}", ckpt.dir().display()));
     if parts.iter().all(|p| p.perm.is_none() && p.bias.is_none()) {
         let spec: Vec<_> = parts.iter().map(|p| (p.kind, p.bytes.as_slice(), p.out_features)).collect();
-        Ok(vec![QuantLinear::from_gguf_fused(&spec, inp, device)?])
+        Ok(vec![QuantLinear::from_named_parts(&spec, inp, device, what)?])
     } else {
-        parts.iter().map(|p| QuantLinear::from_linear_weights(p, device)).collect()
+        (parts.iter().enumerate())
+            .map(|(i, p)| QuantLinear::from_linear_weights(p, device).context(|| what(i).unwrap_or_default()))
+            .collect()
     }
+}
+
+/// One layer; errors name the checkpoint and the linear.
+fn single(ckpt: &HfCheckpoint, name: &str, w: &LinearWeights, device: &Device) -> Result<QuantLinear> {
+    QuantLinear::from_linear_weights(w, device).context(|| format!("{}: linear {name}", ckpt.dir().display()))
 }
 
 impl Qwen3Block {
@@ -60,16 +69,19 @@ impl Qwen3Block {
         Ok(Qwen3Block {
             attn_norm: norm(ckpt, &p("input_layernorm.weight"), hid, eps, device)?,
             attn: Qwen3Attention {
-                qkv: fused(&[q, k, v], hid, device)?,
+                qkv: fused(ckpt, &[p("self_attn.q_proj"), p("self_attn.k_proj"), p("self_attn.v_proj")], &[q, k, v], hid, device)?,
                 q_norm: norm(ckpt, &p("self_attn.q_norm.weight"), c.head_dim, eps, device)?,
                 k_norm: norm(ckpt, &p("self_attn.k_norm.weight"), c.head_dim, eps, device)?,
-                o: QuantLinear::from_linear_weights(&o, device)?,
+                o: single(ckpt, &p("self_attn.o_proj"), &o, device)?,
                 num_heads: c.num_heads,
                 num_kv_heads: c.num_kv_heads,
                 head_dim: c.head_dim,
             },
             ffn_norm: norm(ckpt, &p("post_attention_layernorm.weight"), hid, eps, device)?,
-            mlp: Qwen3Mlp { gate_up: fused(&[gate, up], hid, device)?, down: QuantLinear::from_linear_weights(&down, device)? },
+            mlp: Qwen3Mlp {
+                gate_up: fused(ckpt, &[p("mlp.gate_proj"), p("mlp.up_proj")], &[gate, up], hid, device)?,
+                down: single(ckpt, &p("mlp.down_proj"), &down, device)?,
+            },
         })
     }
 }
@@ -86,9 +98,9 @@ impl Qwen3 {
         }
         progress.set_message("embed_tokens");
         let e = linear(ckpt, "model.embed_tokens", c.vocab_size, hid)?;
-        let embed = QuantLinear::from_linear_weights(&e, device)?;
+        let embed = single(ckpt, "model.embed_tokens", &e, device)?;
         progress.inc(1);
-        let mut blocks = Vec::with_capacity(c.num_layers);
+        let mut blocks = Vec::new(); // not sized by the file: it grows as blocks load
         for i in 0..c.num_layers {
             progress.set_message(format!("layer {i}"));
             blocks.push(Qwen3Block::from_hf(ckpt, &c, i, device)?);
@@ -98,7 +110,7 @@ impl Qwen3 {
         let lm_head = if tied {
             None
         } else {
-            Some(QuantLinear::from_linear_weights(&linear(ckpt, "lm_head", c.vocab_size, hid)?, device)?)
+            Some(single(ckpt, "lm_head", &linear(ckpt, "lm_head", c.vocab_size, hid)?, device)?)
         };
         let norm = norm(ckpt, "model.norm.weight", hid, c.rms_norm_eps, device)?;
         progress.finish_and_clear();

@@ -1,0 +1,43 @@
+//! The GGUF reader on arbitrary bytes: header, metadata, tensor infos, then every tensor decoded,
+//! the metadata read back, and — when the file declares a Qwen3 — the whole model loaded on the
+//! CPU. Nothing may panic or hang, and the peak of live heap bytes may not exceed twice the
+//! input plus the largest decoded tensor (f32) plus a fixed allowance.
+
+#![no_main]
+
+use burn::tensor::Device;
+use burn_quant::gguf::GgufFile;
+use burn_quant::models::qwen3::{Qwen3, Qwen3Config};
+use burn_quant_fuzz::{FIXED_SLACK, PeakAlloc, PeakScope};
+
+#[global_allocator]
+static ALLOC: PeakAlloc = PeakAlloc;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let device = Device::flex();
+    let scope = PeakScope::start();
+    let mut declared = 0usize;
+    if let Ok(file) = GgufFile::from_bytes(data.to_vec()) {
+        for t in &file.tensors {
+            let elems = usize::try_from(t.num_elements()).unwrap_or(usize::MAX);
+            declared = declared.max(elems.saturating_mul(4));
+            let bytes = file.tensor_data(&t.name).expect("a parsed tensor's bytes are in range");
+            assert_eq!(bytes.len() as u64, t.size);
+            if let Ok((v, rows, cols)) = file.dequantize(&t.name) {
+                assert_eq!(v.len(), rows * cols);
+            }
+        }
+        for (key, value) in &file.metadata {
+            let _ = value.summary();
+            assert!(file.get(key).is_some());
+        }
+        if Qwen3Config::from_gguf(&file).is_ok() {
+            // Loading copies the quantized bytes once more into the layers' tensors.
+            declared = declared.saturating_add(data.len());
+            let _ = Qwen3::from_gguf(&file, &device);
+        }
+    }
+    let peak = scope.peak();
+    let limit = 2 * data.len() + declared + FIXED_SLACK;
+    assert!(peak <= limit, "peak heap {peak} B > limit {limit} B for a {} B input", data.len());
+});

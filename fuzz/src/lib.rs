@@ -1,0 +1,146 @@
+//! What the fuzz targets share: an allocator that records the peak of live heap bytes (so a
+//! target can check that no input makes the library allocate more than its size allows), and
+//! the byte encodings of the targets' inputs (used by `make_seeds` to write the seed corpus).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+/// The system allocator, counting live bytes and their peak. Install it with
+/// `#[global_allocator]` in each target.
+pub struct PeakAlloc;
+
+fn grew(by: usize) {
+    let now = LIVE.fetch_add(by, Relaxed) + by;
+    PEAK.fetch_max(now, Relaxed);
+}
+
+// SAFETY: every call is forwarded to `System` unchanged; only counters are updated.
+unsafe impl GlobalAlloc for PeakAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE.fetch_sub(layout.size(), Relaxed);
+            grew(new_size);
+        }
+        p
+    }
+}
+
+/// Measures the peak of live heap bytes above the level at which it was started.
+pub struct PeakScope {
+    base: usize,
+}
+
+impl PeakScope {
+    /// Starts measuring now.
+    pub fn start() -> Self {
+        let base = LIVE.load(Relaxed);
+        PEAK.store(base, Relaxed);
+        Self { base }
+    }
+
+    /// The most bytes live at once since `start`, above the starting level.
+    pub fn peak(&self) -> usize {
+        PEAK.load(Relaxed).saturating_sub(self.base)
+    }
+}
+
+/// Fixed allowance for what any call allocates whatever its input: error messages, a hash map's
+/// first table, the thread-local buffers of the CPU kernel's first call on a thread.
+pub const FIXED_SLACK: usize = 64 * 1024;
+
+/// The `hf_import` input: `u16` little-endian length of `config.json`, its text, then the bytes
+/// of one `model.safetensors`.
+pub fn encode_hf(config_json: &str, safetensors: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(config_json.len()).unwrap_or(u16::MAX);
+    let mut v = len.to_le_bytes().to_vec();
+    v.extend_from_slice(&config_json.as_bytes()[..usize::from(len)]);
+    v.extend_from_slice(safetensors);
+    v
+}
+
+/// Splits an `hf_import` input into the config text and the safetensors bytes.
+pub fn decode_hf(data: &[u8]) -> Option<(&str, &[u8])> {
+    let (len, rest) = data.split_first_chunk::<2>()?;
+    let (config, st) = rest.split_at_checked(usize::from(u16::from_le_bytes(*len)))?;
+    Some((std::str::from_utf8(config).ok()?, st))
+}
+
+/// The `quant_linear` input header: which type (index into `GgmlType::all()`), a second type for
+/// a fused second part, the input features, flags, then the weight bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct LinearHeader {
+    /// Index of the (first) part's type in `GgmlType::all()`, modulo its length.
+    pub kind: u8,
+    /// Index of the second part's type (used when `FUSED` is set).
+    pub kind2: u8,
+    /// Input features.
+    pub in_features: u16,
+    /// Flags: see the `FLAG_*` constants.
+    pub flags: u8,
+    /// Where the bytes split between the two parts (fused), or the declared rows (`EXPLICIT_ROWS`).
+    pub split: u16,
+}
+
+/// Two parts of (possibly) different types, fused into one layer.
+pub const FLAG_FUSED: u8 = 1;
+/// Rows are taken from `split` instead of derived from the byte count (exercises length errors).
+pub const FLAG_EXPLICIT_ROWS: u8 = 2;
+/// Add a bias built from the input.
+pub const FLAG_BIAS: u8 = 4;
+/// Add an input permutation read from the input (often not a permutation: an error then).
+pub const FLAG_PERM: u8 = 8;
+/// Batch of three input rows instead of one.
+pub const FLAG_BATCH: u8 = 16;
+
+/// Header bytes of a `quant_linear` input.
+pub const LINEAR_HEADER: usize = 7;
+
+impl LinearHeader {
+    /// Encodes the header followed by `bytes`.
+    pub fn encode(&self, bytes: &[u8]) -> Vec<u8> {
+        let mut v = vec![self.kind, self.kind2];
+        v.extend_from_slice(&self.in_features.to_le_bytes());
+        v.push(self.flags);
+        v.extend_from_slice(&self.split.to_le_bytes());
+        v.extend_from_slice(bytes);
+        v
+    }
+
+    /// Decodes a header and the bytes after it.
+    pub fn decode(data: &[u8]) -> Option<(Self, &[u8])> {
+        let (h, rest) = data.split_first_chunk::<LINEAR_HEADER>()?;
+        let h = Self {
+            kind: h[0],
+            kind2: h[1],
+            in_features: u16::from_le_bytes([h[2], h[3]]),
+            flags: h[4],
+            split: u16::from_le_bytes([h[5], h[6]]),
+        };
+        Some((h, rest))
+    }
+}
