@@ -14,7 +14,7 @@ use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
 
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
-use crate::gguf::{Array, Value};
+use crate::gguf::{Array, StringArray, Value};
 
 /// The pre-tokenizer regex of Qwen2/Qwen3 (llama.cpp's `qwen2` pre-tokenizer).
 pub const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -40,7 +40,7 @@ fn tok_err(e: impl std::fmt::Display) -> Error {
     Error::Tokenizer(e.to_string())
 }
 
-fn strings<'a>(file: &'a GgufFile, key: &str) -> Result<&'a [String]> {
+fn strings<'a>(file: &'a GgufFile, key: &str) -> Result<&'a StringArray> {
     match file.get(key) {
         Some(Value::Array(Array::String(v))) => Ok(v),
         Some(other) => Err(Error::Tokenizer(format!("GGUF key {key} is {}, expected an array of strings", other.summary()))),
@@ -68,7 +68,7 @@ impl Tokenizer {
             Some(a) => (0..a.len()).map(|i| a.get_i64(i).unwrap_or(1)).collect(),
             None => vec![1; tokens.len()],
         };
-        let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.to_string(), i as u32)).collect();
         let merges = merges
             .iter()
             .map(|m| {
@@ -88,7 +88,7 @@ impl Tokenizer {
             .iter()
             .zip(&types)
             .filter(|(_, t)| matches!(**t, CONTROL | USER_DEFINED))
-            .map(|(s, &t)| AddedToken::from(s.clone(), t == CONTROL).normalized(false))
+            .map(|(s, &t)| AddedToken::from(s.to_string(), t == CONTROL).normalized(false))
             .collect();
         let _added_count = inner.add_special_tokens(added).map_err(tok_err)?;
         let mut eos = Vec::new();

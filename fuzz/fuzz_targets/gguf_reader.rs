@@ -8,7 +8,7 @@
 use burn::tensor::Device;
 use burn_quant::gguf::GgufFile;
 use burn_quant::models::qwen3::{Qwen3, Qwen3Config};
-use burn_quant_fuzz::{FIXED_SLACK, PeakAlloc, PeakScope};
+use burn_quant_fuzz::{PeakAlloc, PeakScope};
 
 #[global_allocator]
 static ALLOC: PeakAlloc = PeakAlloc;
@@ -37,7 +37,5 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             let _ = Qwen3::from_gguf(&file, &device);
         }
     }
-    let peak = scope.peak();
-    let limit = 2 * data.len() + declared + FIXED_SLACK;
-    assert!(peak <= limit, "peak heap {peak} B > limit {limit} B for a {} B input", data.len());
+    scope.check(data.len(), declared);
 });

@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor};
 use burn_quant::QuantLinear;
 use burn_quant::import::HfCheckpoint;
 use burn_quant::models::qwen3::Qwen3;
-use burn_quant_fuzz::{FIXED_SLACK, PeakAlloc, PeakScope, decode_hf};
+use burn_quant_fuzz::{PeakAlloc, PeakScope, decode_hf};
 
 #[global_allocator]
 static ALLOC: PeakAlloc = PeakAlloc;
@@ -42,7 +42,5 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             let _ = Qwen3::from_hf(&ckpt, &device);
         }
     }
-    let peak = scope.peak();
-    let limit = 2 * data.len() + declared + FIXED_SLACK;
-    assert!(peak <= limit, "peak heap {peak} B > limit {limit} B for a {} B input", data.len());
+    scope.check(data.len(), declared);
 });

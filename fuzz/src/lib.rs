@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
 
 /// The system allocator, counting live bytes and their peak. Install it with
 /// `#[global_allocator]` in each target.
@@ -15,6 +16,7 @@ pub struct PeakAlloc;
 fn grew(by: usize) {
     let now = LIVE.fetch_add(by, Relaxed) + by;
     PEAK.fetch_max(now, Relaxed);
+    LARGEST.fetch_max(by, Relaxed);
 }
 
 // SAFETY: every call is forwarded to `System` unchanged; only counters are updated.
@@ -60,7 +62,25 @@ impl PeakScope {
     pub fn start() -> Self {
         let base = LIVE.load(Relaxed);
         PEAK.store(base, Relaxed);
+        LARGEST.store(0, Relaxed);
         Self { base }
+    }
+
+    /// The largest single allocation (or reallocation) since `start`.
+    pub fn largest(&self) -> usize {
+        LARGEST.load(Relaxed)
+    }
+
+    /// Checks the allocation bounds for an input of `input` bytes whose tensors declare
+    /// `declared` bytes (decoded to f32): no single allocation above `2 × input + declared`
+    /// (or `FIXED_SLACK`), and at most `2 × input + declared + FIXED_SLACK` live at once.
+    pub fn check(&self, input: usize, declared: usize) {
+        let largest = self.largest();
+        let limit = 2 * input + declared;
+        assert!(largest <= limit.max(FIXED_SLACK), "one allocation of {largest} B > {limit} B for a {input} B input");
+        let peak = self.peak();
+        let limit = 2 * input + declared + FIXED_SLACK;
+        assert!(peak <= limit, "peak heap {peak} B > {limit} B for a {input} B input");
     }
 
     /// The most bytes live at once since `start`, above the starting level.

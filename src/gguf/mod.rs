@@ -10,7 +10,7 @@ mod value;
 mod writer;
 
 pub use reader::{GgufFile, TensorInfo};
-pub use value::{Array, Value, ValueType};
+pub use value::{Array, StringArray, Value, ValueType};
 pub use writer::{GgufWriter, WriterTensor};
 
 /// The four magic bytes at the start of every GGUF file.

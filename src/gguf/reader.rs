@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::value::{Array, Value, ValueType, expect_u64};
+use super::value::{Array, StringArray, Value, ValueType, expect_u64};
 use super::{DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH, MAX_DIMS};
 use crate::error::{Error, Result};
 use crate::format::GgmlType;
@@ -91,6 +91,8 @@ impl GgufFile {
             e => e,
         })?;
         file.path = Some(path.to_path_buf());
+        // Everything in the header was copied out while parsing: its pages are not needed.
+        file.release_range(0, usize::try_from(file.data_offset).unwrap_or(0).min(file.bytes().len()));
         Ok(file)
     }
 
@@ -240,6 +242,48 @@ impl GgufFile {
             .ok_or_else(|| Error::gguf(start as u64, format!("tensor {name} out of range")))
     }
 
+    /// Hints that tensor `name`'s bytes will not be read again soon. For a mapped file the pages
+    /// are dropped from the process's resident set (touching them again re-reads the file);
+    /// loaders call it once a tensor is copied into a layer, so loading never holds a model's
+    /// bytes twice. A no-op for files in memory and where the OS has no such hint.
+    pub fn release(&self, name: &str) {
+        if let Ok(t) = self.tensor(name) {
+            if let (Ok(start), Ok(len)) = (usize::try_from(self.data_offset.saturating_add(t.offset)), usize::try_from(t.size)) {
+                self.release_range(start, len);
+            }
+        }
+    }
+
+    /// Copies tensor `name`'s bytes into `dst` (exactly its size), releasing a mapped file's
+    /// pages chunk by chunk as they are copied (see [`release`](Self::release)): loading a large
+    /// tensor never holds both the file's pages and the copy.
+    pub fn copy_tensor(&self, name: &str, dst: &mut [u8]) -> Result<()> {
+        const CHUNK: usize = 4 << 20;
+        let src = self.tensor_data(name)?;
+        if src.len() != dst.len() {
+            return Err(Error::ByteLength { what: format!("tensor {name}"), expected: src.len(), got: dst.len() });
+        }
+        let base = src.as_ptr() as usize - self.bytes().as_ptr() as usize;
+        for (i, (s, d)) in src.chunks(CHUNK).zip(dst.chunks_mut(CHUNK)).enumerate() {
+            d.copy_from_slice(s);
+            self.release_range(base + i * CHUNK, s.len());
+        }
+        Ok(())
+    }
+
+    fn release_range(&self, start: usize, len: usize) {
+        #[cfg(unix)]
+        if let Storage::Mmap(map) = &self.storage {
+            // SAFETY: the map is a read-only file mapping that nothing writes to, so
+            // MADV_DONTNEED only drops clean pages, which later reads fault in from the file
+            // again; callers pass ranges inside the map. The advice is best-effort: an error
+            // changes nothing.
+            let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len) };
+        }
+        #[cfg(not(unix))]
+        let _ = (start, len);
+    }
+
     /// A tensor dequantized to row-major f32, with its matrix shape `(rows, cols)`.
     pub fn dequantize(&self, name: &str) -> Result<(Vec<f32>, usize, usize)> {
         let t = self.tensor(name)?;
@@ -327,9 +371,29 @@ impl<'a> Cursor<'a> {
         Ok(n as usize)
     }
 
-    fn string(&mut self, what: &str) -> Result<String> {
+    fn str(&mut self, what: &str) -> Result<&'a str> {
         let len = self.count(what, 1)?;
-        Ok(String::from_utf8_lossy(self.take(len, what)?).into_owned())
+        let at = self.pos as u64;
+        std::str::from_utf8(self.take(len, what)?)
+            .map_err(|e| Error::gguf(at, format!("{what} is not valid UTF-8 ({e})")))
+    }
+
+    fn string(&mut self, what: &str) -> Result<String> {
+        self.str(what).map(str::to_string)
+    }
+
+    /// `n` strings, stored in one exactly-sized buffer (a first pass measures them).
+    fn strings(&mut self, n: usize) -> Result<StringArray> {
+        let mut probe = Cursor { bytes: self.bytes, pos: self.pos };
+        let mut total = 0usize;
+        for _ in 0..n {
+            total += probe.str("string")?.len();
+        }
+        let mut a = StringArray::with_capacity(n, total);
+        for _ in 0..n {
+            a.push(self.str("string")?);
+        }
+        Ok(a)
     }
 
     fn value_type(&mut self, what: &str) -> Result<ValueType> {
@@ -386,9 +450,21 @@ impl<'a> Cursor<'a> {
             ValueType::U64 => Array::U64(fixed(self, n, u64::from_le_bytes)?),
             ValueType::I64 => Array::I64(fixed(self, n, i64::from_le_bytes)?),
             ValueType::F64 => Array::F64(fixed(self, n, f64::from_le_bytes)?),
-            ValueType::Bool => Array::Bool((0..n).map(|_| self.bool()).collect::<Result<_>>()?),
-            ValueType::String => Array::String((0..n).map(|_| self.string("string")).collect::<Result<_>>()?),
-            ValueType::Array => Array::Array((0..n).map(|_| self.array_value(depth + 1)).collect::<Result<_>>()?),
+            ValueType::Bool => {
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    v.push(self.bool()?);
+                }
+                Array::Bool(v)
+            }
+            ValueType::String => Array::String(self.strings(n)?),
+            ValueType::Array => {
+                let mut v = Vec::with_capacity(capacity::<Array>(n, self.remaining()));
+                for _ in 0..n {
+                    v.push(self.array_value(depth + 1)?);
+                }
+                Array::Array(v)
+            }
         })
     }
 }

@@ -7,6 +7,14 @@ use crate::error::{Error, Result};
 use crate::format::GgmlType;
 use crate::ops::{QuantLayout, QuantMatmulBackend};
 
+/// `e` wrapped with `name(i)` when there is one.
+fn named(name: &impl Fn(usize) -> Option<String>, i: usize, e: Error) -> Error {
+    match name(i) {
+        Some(what) => Error::Context { what, source: Box::new(e) },
+        None => e,
+    }
+}
+
 /// Describes a [`QuantLinear`] without its data, like Burn's `LinearConfig`: `init` builds one
 /// with zeroed blocks, ready for `load_record` / `load_file`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,29 +97,45 @@ impl QuantLinear {
         device: &Device,
         name: impl Fn(usize) -> Option<String>,
     ) -> Result<Self> {
-        let named = |i: usize, e: Error| match name(i) {
-            Some(what) => Error::Context { what, source: Box::new(e) },
-            None => e,
-        };
-        for (i, &(kind, _, rows)) in parts.iter().enumerate() {
-            QuantLayout::new(in_features, &[(kind, rows)]).map_err(|e| named(i, e))?;
-        }
         let spec: Vec<_> = parts.iter().map(|&(k, _, r)| (k, r)).collect();
-        let layout = QuantLayout::new(in_features, &spec)?;
-        // The words are filled in place: the only copy of the weight made here is the layer's.
-        let mut words = vec![0u32; layout.total_bytes() / 4];
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
-        for (i, (p, &(kind, data, rows))) in layout.parts.iter().zip(parts).enumerate() {
-            let expected = kind.matrix_bytes(rows, in_features)?;
+        for (i, &(kind, data, rows)) in parts.iter().enumerate() {
+            let expected = kind.matrix_bytes(rows, in_features).map_err(|e| named(&name, i, e))?;
             if data.len() != expected {
                 let e = Error::ByteLength { what: format!("{rows}x{in_features} {kind} weight"), expected, got: data.len() };
-                return Err(named(i, e));
+                return Err(named(&name, i, e));
             }
-            crate::format::validate(kind, data, in_features).map_err(|e| named(i, e))?;
+        }
+        Self::from_filled_parts(&spec, in_features, device, name, |i, dst| {
+            let src = parts.get(i).map(|p| p.1).unwrap_or_default();
+            dst.copy_from_slice(src);
+            Ok(())
+        })
+    }
+
+    /// A layer of row parts `spec` (`(kind, rows)`) whose bytes `fill(i, dst)` writes straight
+    /// into the layer's buffer (part `i`'s exact byte range), so a loader can stream a mapped
+    /// file in and release its pages as it goes. Every block must then hold finite scales.
+    pub(crate) fn from_filled_parts(
+        spec: &[(GgmlType, usize)],
+        in_features: usize,
+        device: &Device,
+        name: impl Fn(usize) -> Option<String>,
+        mut fill: impl FnMut(usize, &mut [u8]) -> Result<()>,
+    ) -> Result<Self> {
+        for (i, &part) in spec.iter().enumerate() {
+            QuantLayout::new(in_features, &[part]).map_err(|e| named(&name, i, e))?;
+        }
+        let layout = QuantLayout::new(in_features, spec)?;
+        // The words are filled in place: the only copy of the weight made here is the layer's.
+        let mut words = vec![0u32; layout.total_words()];
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+        for (i, p) in layout.parts.iter().enumerate() {
+            let len = p.kind.matrix_bytes(p.rows, in_features)?;
             let dst = bytes
-                .get_mut(p.byte_offset..p.byte_offset + expected)
+                .get_mut(p.byte_offset..p.byte_offset + len)
                 .ok_or_else(|| Error::Overflow("packed weight layout".into()))?;
-            dst.copy_from_slice(data);
+            fill(i, dst).map_err(|e| named(&name, i, e))?;
+            crate::format::validate(p.kind, dst, in_features).map_err(|e| named(&name, i, e))?;
         }
         // The blocks are little-endian bytes; the words hold them as little-endian u32s.
         for w in &mut words {

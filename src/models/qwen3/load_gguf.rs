@@ -29,7 +29,13 @@ fn matrix<'a>(file: &'a GgufFile, name: &str, rows: usize, cols: usize) -> Resul
 /// all with `cols` columns; errors name the file and the tensor.
 fn linear(file: &GgufFile, names: &[(String, usize)], cols: usize, device: &Device) -> Result<QuantLinear> {
     let parts = names.iter().map(|(n, rows)| matrix(file, n, *rows, cols)).collect::<Result<Vec<_>>>()?;
-    QuantLinear::from_named_parts(&parts, cols, device, |i| names.get(i).map(|(n, _)| file.describe(n)))
+    let spec: Vec<_> = parts.iter().map(|&(kind, _, rows)| (kind, rows)).collect();
+    let name = |i: usize| names.get(i).map(|(n, _)| file.describe(n));
+    // Streamed from the file into the layer, the file's pages released as they are copied.
+    QuantLinear::from_filled_parts(&spec, cols, device, name, |i, dst| match names.get(i) {
+        Some((n, _)) => file.copy_tensor(n, dst),
+        None => Err(Error::Invalid(format!("part {i}"))),
+    })
 }
 
 /// An RMSNorm whose weight is the file's vector `name` of length `len`.
