@@ -99,6 +99,7 @@ impl QuantLinear {
     ) -> Result<Self> {
         let spec: Vec<_> = parts.iter().map(|&(k, _, r)| (k, r)).collect();
         for (i, &(kind, data, rows)) in parts.iter().enumerate() {
+            QuantLayout::new(in_features, &[(kind, rows)]).map_err(|e| named(&name, i, e))?;
             let expected = kind.matrix_bytes(rows, in_features).map_err(|e| named(&name, i, e))?;
             if data.len() != expected {
                 let e = Error::ByteLength { what: format!("{rows}x{in_features} {kind} weight"), expected, got: data.len() };
