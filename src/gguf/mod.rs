@@ -5,6 +5,8 @@
 //! inside the data section, be aligned and not overlap. It returns raw bytes plus type and
 //! shape; turning them into tensors is the job of [`crate::module`].
 
+#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 mod reader;
 mod value;
 mod writer;

@@ -167,7 +167,7 @@ impl GgufFile {
                 .map_err(|_| Error::gguf(at, format!("tensor {name}: unknown ggml type id {type_id}")))?;
             let offset = c.u64("tensor offset")?;
             let size = tensor_size(&name, &dims, kind).map_err(|e| Error::gguf(at, e))?;
-            if offset % alignment != 0 {
+            if offset.checked_rem(alignment) != Some(0) {
                 return Err(Error::gguf(at, format!("tensor {name}: offset {offset} is not a multiple of the alignment {alignment}")));
             }
             if index.insert(name.clone(), i).is_some() {
@@ -193,8 +193,10 @@ impl GgufFile {
         }
         ranges.sort_unstable();
         for w in ranges.windows(2) {
-            if w[1].0 < w[0].1 {
-                return Err(Error::gguf(data_offset + w[1].0, format!("tensors {} and {} overlap", w[0].2, w[1].2)));
+            if let [a, b] = w {
+                if b.0 < a.1 {
+                    return Err(Error::gguf(data_offset.saturating_add(b.0), format!("tensors {} and {} overlap", a.2, b.2)));
+                }
             }
         }
 
@@ -236,9 +238,10 @@ impl GgufFile {
     pub fn tensor_data(&self, name: &str) -> Result<&[u8]> {
         let t = self.tensor(name)?;
         // Bounds were validated at parse time.
-        let start = (self.data_offset + t.offset) as usize;
+        let start = usize::try_from(self.data_offset.saturating_add(t.offset)).unwrap_or(usize::MAX);
+        let end = usize::try_from(t.size).ok().and_then(|n| start.checked_add(n)).unwrap_or(usize::MAX);
         self.bytes()
-            .get(start..start + t.size as usize)
+            .get(start..end)
             .ok_or_else(|| Error::gguf(start as u64, format!("tensor {name} out of range")))
     }
 
@@ -263,10 +266,11 @@ impl GgufFile {
         if src.len() != dst.len() {
             return Err(Error::ByteLength { what: format!("tensor {name}"), expected: src.len(), got: dst.len() });
         }
-        let base = src.as_ptr() as usize - self.bytes().as_ptr() as usize;
-        for (i, (s, d)) in src.chunks(CHUNK).zip(dst.chunks_mut(CHUNK)).enumerate() {
+        let mut at = (src.as_ptr() as usize).saturating_sub(self.bytes().as_ptr() as usize);
+        for (s, d) in src.chunks(CHUNK).zip(dst.chunks_mut(CHUNK)) {
             d.copy_from_slice(s);
-            self.release_range(base + i * CHUNK, s.len());
+            self.release_range(at, s.len());
+            at = at.saturating_add(s.len());
         }
         Ok(())
     }
@@ -296,7 +300,7 @@ impl GgufFile {
 /// How many `T` to reserve for `n` items when `bytes` bytes of input remain: never more than
 /// those bytes could hold as `T`s.
 fn capacity<T>(n: usize, bytes: usize) -> usize {
-    n.min(bytes / std::mem::size_of::<T>().max(1))
+    n.min(bytes.checked_div(std::mem::size_of::<T>()).unwrap_or(bytes))
 }
 
 /// Bytes of a tensor of `dims` and `kind`, with overflow and block-alignment checks. The element
@@ -310,10 +314,12 @@ fn tensor_size(name: &str, dims: &[u64], kind: GgmlType) -> std::result::Result<
         .ok_or_else(|| format!("tensor {name}: dimensions {dims:?} hold more than 2^63 elements"))?;
     let cols = dims.first().copied().unwrap_or(1);
     let block = kind.block_elems() as u64;
-    if cols % block != 0 {
+    if cols.checked_rem(block) != Some(0) {
         return Err(format!("tensor {name}: {cols} columns is not a multiple of {kind}'s {block}"));
     }
-    let mut size = (cols / block)
+    let mut size = cols
+        .checked_div(block)
+        .unwrap_or(0)
         .checked_mul(kind.block_bytes() as u64)
         .ok_or_else(|| format!("tensor {name}: size overflows"))?;
     for &d in dims.iter().skip(1) {
@@ -330,7 +336,7 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn remaining(&self) -> usize {
-        self.bytes.len() - self.pos
+        self.bytes.len().saturating_sub(self.pos)
     }
 
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
@@ -340,8 +346,9 @@ impl<'a> Cursor<'a> {
                 format!("truncated: {what} needs {n} bytes, {} left", self.remaining()),
             ));
         }
-        let s = &self.bytes[self.pos..self.pos + n];
-        self.pos += n;
+        let end = self.pos.saturating_add(n);
+        let s = self.bytes.get(self.pos..end).unwrap_or_default();
+        self.pos = end;
         Ok(s)
     }
 
@@ -364,7 +371,7 @@ impl<'a> Cursor<'a> {
     fn count(&mut self, what: &str, min_size: usize) -> Result<usize> {
         let at = self.pos as u64;
         let n = self.u64(what)?;
-        let fits = (self.remaining() / min_size.max(1)) as u64;
+        let fits = self.remaining().checked_div(min_size).unwrap_or(usize::MAX) as u64;
         if n > fits {
             return Err(Error::gguf(at, format!("{what} {n} exceeds what the remaining {} bytes can hold", self.remaining())));
         }
@@ -387,7 +394,7 @@ impl<'a> Cursor<'a> {
         let mut probe = Cursor { bytes: self.bytes, pos: self.pos };
         let mut total = 0usize;
         for _ in 0..n {
-            total += probe.str("string")?.len();
+            total = total.saturating_add(probe.str("string")?.len());
         }
         let mut a = StringArray::with_capacity(n, total);
         for _ in 0..n {
@@ -436,7 +443,7 @@ impl<'a> Cursor<'a> {
         let ty = self.value_type("array element type")?;
         let n = self.count("array length", ty.min_size())?;
         fn fixed<T, const N: usize>(c: &mut Cursor, n: usize, f: fn([u8; N]) -> T) -> Result<Vec<T>> {
-            let raw = c.take(n * N, "array elements")?;
+            let raw = c.take(n.saturating_mul(N), "array elements")?;
             Ok(raw.chunks_exact(N).map(|b| f(b.try_into().unwrap_or([0; N]))).collect())
         }
         Ok(match ty {
@@ -461,7 +468,7 @@ impl<'a> Cursor<'a> {
             ValueType::Array => {
                 let mut v = Vec::with_capacity(capacity::<Array>(n, self.remaining()));
                 for _ in 0..n {
-                    v.push(self.array_value(depth + 1)?);
+                    v.push(self.array_value(depth.saturating_add(1))?);
                 }
                 Array::Array(v)
             }

@@ -135,7 +135,7 @@ impl StringArray {
         let end = *self.ends.get(i)?;
         let start = match i {
             0 => 0,
-            _ => *self.ends.get(i - 1)?,
+            _ => *self.ends.get(i.checked_sub(1)?)?,
         };
         self.text.get(start..end)
     }

@@ -80,7 +80,7 @@ impl GgufWriter {
             }
             out.extend_from_slice(&t.kind.id().to_le_bytes());
             out.extend_from_slice(&(offset as u64).to_le_bytes());
-            offset = (offset + t.data.len()).next_multiple_of(alignment);
+            offset = offset.saturating_add(t.data.len()).next_multiple_of(alignment);
         }
         out.resize(out.len().next_multiple_of(alignment), 0);
         for t in &self.tensors {

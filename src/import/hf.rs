@@ -84,6 +84,11 @@ impl std::fmt::Debug for HfCheckpoint {
     }
 }
 
+/// The first `N` bytes of a `chunks_exact(N)` chunk as an array.
+fn le<const N: usize>(c: &[u8]) -> [u8; N] {
+    c.first_chunk().copied().unwrap_or([0; N])
+}
+
 fn io(path: &Path, source: std::io::Error) -> Error {
     Error::Io { path: path.display().to_string(), source }
 }
@@ -203,7 +208,7 @@ impl HfCheckpoint {
             let data_start = 8usize.checked_add(n).filter(|&s| s <= map.len()).ok_or_else(|| {
                 Error::SafeTensors(format!("{}: header of {n} bytes exceeds the file", path.display()))
             })?;
-            let data_len = map.len() - data_start;
+            let data_len = map.len().saturating_sub(data_start);
             for (name, info) in meta.tensors() {
                 let (a, b) = info.data_offsets;
                 if a > b || b > data_len {
@@ -259,12 +264,13 @@ impl HfCheckpoint {
     pub fn raw(&self, name: &str) -> Result<(Dtype, &[usize], &[u8])> {
         let (shard, dtype, shape, (a, b)) =
             self.index.get(name).ok_or_else(|| Error::NotFound(format!("{}: tensor {name}", self.dir.display())))?;
-        let s = &self.shards[*shard];
-        Ok((*dtype, shape, &s.map[s.data_start + a..s.data_start + b]))
+        let bytes = self.shards.get(*shard).and_then(|s| s.map.get(s.data_start.checked_add(*a)?..s.data_start.checked_add(*b)?));
+        let bytes = bytes.ok_or_else(|| Error::SafeTensors(format!("{}: tensor {name} lies outside its file", self.dir.display())))?;
+        Ok((*dtype, shape, bytes))
     }
 
     fn shape_err(&self, name: &str, what: String) -> Error {
-        let file = self.index.get(name).map(|t| self.shards[t.0].path.display().to_string()).unwrap_or_default();
+        let file = self.index.get(name).and_then(|t| self.shards.get(t.0)).map(|s| s.path.display().to_string()).unwrap_or_default();
         Error::Shape(format!("{file}: tensor {name}: {what}"))
     }
 
@@ -272,9 +278,9 @@ impl HfCheckpoint {
     pub fn tensor_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
         let (dtype, shape, bytes) = self.raw(name)?;
         let v = match dtype {
-            Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::F16 => bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            Dtype::BF16 => bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes(le(c))).collect(),
+            Dtype::F16 => bytes.chunks_exact(2).map(|c| f16::from_le_bytes(le(c)).to_f32()).collect(),
+            Dtype::BF16 => bytes.chunks_exact(2).map(|c| bf16::from_le_bytes(le(c)).to_f32()).collect(),
             other => return Err(self.shape_err(name, format!("dtype {other:?}, expected a float type"))),
         };
         Ok((v, shape.to_vec()))
@@ -292,11 +298,11 @@ impl HfCheckpoint {
     }
 
     fn i32s(&self, name: &str, shape: &[usize]) -> Result<Vec<i32>> {
-        self.typed(name, Dtype::I32, shape, |c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]), 4)
+        self.typed(name, Dtype::I32, shape, |c| i32::from_le_bytes(le(c)), 4)
     }
 
     fn f16s(&self, name: &str, shape: &[usize]) -> Result<Vec<f16>> {
-        self.typed(name, Dtype::F16, shape, |c| f16::from_le_bytes([c[0], c[1]]), 2)
+        self.typed(name, Dtype::F16, shape, |c| f16::from_le_bytes(le(c)), 2)
     }
 
     /// The linear at `prefix` (e.g. `model.layers.0.self_attn.q_proj`): a GPTQ/AWQ one repacked
@@ -326,10 +332,10 @@ impl HfCheckpoint {
                     let inp = a.checked_mul(8).ok_or_else(|| self.shape_err(&qw, format!("{a} packed rows overflow")))?;
                     let out = b;
                     let group = group.unwrap_or(inp);
-                    if inp % group != 0 {
+                    if inp.checked_rem(group) != Some(0) {
                         return Err(self.shape_err(&qw, format!("group size {group} does not divide in_features {inp}")));
                     }
-                    let g = inp / group;
+                    let g = inp.checked_div(group).unwrap_or(0);
                     let qweight = self.i32s(&qw, &[a, b])?;
                     let qzeros = self.i32s(&format!("{prefix}.qzeros"), &[g, out / 8])?;
                     let scales = self.f16s(&format!("{prefix}.scales"), &[g, out])?;
@@ -349,10 +355,10 @@ impl HfCheckpoint {
                     let out = b.checked_mul(8).ok_or_else(|| self.shape_err(&qw, format!("{b} packed columns overflow")))?;
                     let inp = a;
                     let group = group.unwrap_or(inp);
-                    if inp % group != 0 {
+                    if inp.checked_rem(group) != Some(0) {
                         return Err(self.shape_err(&qw, format!("group size {group} does not divide in_features {inp}")));
                     }
-                    let g = inp / group;
+                    let g = inp.checked_div(group).unwrap_or(0);
                     if sshape != [g, out] {
                         return Err(self.shape_err(&format!("{prefix}.scales"), format!("shape {sshape:?}, expected [{g}, {out}]")));
                     }
