@@ -8,7 +8,9 @@
 //! Options: `--model FILE.gguf|DIR` (a GGUF file, or a Hugging Face GPTQ/AWQ checkpoint directory), `--prompt TEXT` or `--tokens 1,2,3`, `--chat` (ChatML template),
 //! `--max-tokens N` (default 32), `--backend flex|ndarray|wgpu|cuda`, `--temperature T` and
 //! `--top-p P` (default greedy), `--seed S`, `--tokenizer tokenizer.json` (else the GGUF's own),
-//! `--dump-logits OUT.safetensors` (logits `[n_prompt, vocab]` of one forward over the prompt).
+//! `--dump-logits OUT.safetensors` (logits `[n_prompt, vocab]` of one forward over the prompt),
+//! `--no-tokenizer` (don't build one: give `--tokens`, token ids are printed; the tokenizer of a
+//! 151k vocabulary takes about 50 MB).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -21,7 +23,7 @@ use burn_quant::tokenizer::{TextStream, Tokenizer};
 use burn_quant::{Error, Result};
 
 const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/qwen3-tiny/tiny-qwen3-Q4_K_M.gguf");
-const FLAGS: [&str; 1] = ["chat"];
+const FLAGS: [&str; 2] = ["chat", "no-tokenizer"];
 const OPTIONS: [&str; 10] =
     ["model", "prompt", "tokens", "max-tokens", "backend", "temperature", "top-p", "seed", "tokenizer", "dump-logits"];
 
@@ -57,11 +59,12 @@ fn run() -> Result<()> {
         // A Hugging Face checkpoint directory (GPTQ / AWQ / dense safetensors).
         let ckpt = HfCheckpoint::open(path)?;
         let tok = std::path::Path::new(path).join("tokenizer.json");
-        let tok = if tok.exists() { Some(Tokenizer::from_file(tok)?) } else { None };
+        let tok = if tok.exists() && !args.contains_key("no-tokenizer") { Some(Tokenizer::from_file(tok)?) } else { None };
         (Qwen3::from_hf(&ckpt, &device)?, tok)
     } else {
         let file = GgufFile::open(path)?;
-        (Qwen3::from_gguf(&file, &device)?, Tokenizer::from_gguf(&file)?)
+        let model = Qwen3::from_gguf(&file, &device)?;
+        (model, if args.contains_key("no-tokenizer") { None } else { Tokenizer::from_gguf(&file)? })
     };
     if let Some(p) = args.get("tokenizer") {
         tokenizer = Some(Tokenizer::from_file(p)?);

@@ -8,6 +8,7 @@
 #![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 mod reader;
+mod storage;
 mod value;
 mod writer;
 

@@ -2,8 +2,10 @@
 //! checked before use.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::path::Path;
 
+use super::storage::Storage;
 use super::value::{Array, StringArray, Value, ValueType, expect_u64};
 use super::{DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH, MAX_DIMS};
 use crate::error::{Error, Result};
@@ -43,15 +45,9 @@ impl TensorInfo {
     }
 }
 
-/// The bytes a parsed file lives in.
-enum Storage {
-    Mmap(memmap2::Mmap),
-    Owned(Vec<u8>),
-}
-
 /// A parsed GGUF file: metadata, tensor infos and access to each tensor's bytes.
 pub struct GgufFile {
-    storage: Storage,
+    storage: Arc<Storage>,
     path: Option<std::path::PathBuf>,
     /// Format version (2 or 3).
     pub version: u32,
@@ -86,7 +82,7 @@ impl GgufFile {
         // truncated by another process while mapped.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         // Errors name the file as well as the offset and the tensor or key.
-        let mut file = Self::parse(Storage::Mmap(map)).map_err(|e| match e {
+        let mut file = Self::parse(Arc::new(Storage::Mmap(map))).map_err(|e| match e {
             Error::Gguf { offset, context } => Error::Gguf { offset, context: format!("{}: {context}", path.display()) },
             e => e,
         })?;
@@ -98,22 +94,16 @@ impl GgufFile {
 
     /// Parses a file held in memory.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
-        Self::parse(Storage::Owned(bytes))
+        Self::parse(Arc::new(Storage::Owned(bytes)))
     }
 
     fn bytes(&self) -> &[u8] {
-        match &self.storage {
-            Storage::Mmap(m) => m,
-            Storage::Owned(v) => v,
-        }
+        self.storage.bytes()
     }
 
-    fn parse(storage: Storage) -> Result<Self> {
-        let bytes: &[u8] = match &storage {
-            Storage::Mmap(m) => m,
-            Storage::Owned(v) => v,
-        };
-        let mut c = Cursor { bytes, pos: 0 };
+    fn parse(storage: Arc<Storage>) -> Result<Self> {
+        let bytes: &[u8] = storage.bytes();
+        let mut c = Cursor { bytes, pos: 0, storage: &storage };
         if c.take(4, "magic")? != MAGIC {
             return Err(Error::gguf(0, "not a GGUF file (bad magic)"));
         }
@@ -261,7 +251,7 @@ impl GgufFile {
     /// pages chunk by chunk as they are copied (see [`release`](Self::release)): loading a large
     /// tensor never holds both the file's pages and the copy.
     pub fn copy_tensor(&self, name: &str, dst: &mut [u8]) -> Result<()> {
-        const CHUNK: usize = 4 << 20;
+        const CHUNK: usize = 1 << 20;
         let src = self.tensor_data(name)?;
         if src.len() != dst.len() {
             return Err(Error::ByteLength { what: format!("tensor {name}"), expected: src.len(), got: dst.len() });
@@ -277,7 +267,7 @@ impl GgufFile {
 
     fn release_range(&self, start: usize, len: usize) {
         #[cfg(unix)]
-        if let Storage::Mmap(map) = &self.storage {
+        if let Storage::Mmap(map) = &*self.storage {
             // SAFETY: the map is a read-only file mapping that nothing writes to, so
             // MADV_DONTNEED only drops clean pages, which later reads fault in from the file
             // again; callers pass ranges inside the map. The advice is best-effort: an error
@@ -332,6 +322,7 @@ fn tensor_size(name: &str, dims: &[u64], kind: GgmlType) -> std::result::Result<
 struct Cursor<'a> {
     bytes: &'a [u8],
     pos: usize,
+    storage: &'a Arc<Storage>,
 }
 
 impl<'a> Cursor<'a> {
@@ -389,18 +380,17 @@ impl<'a> Cursor<'a> {
         self.str(what).map(str::to_string)
     }
 
-    /// `n` strings, stored in one exactly-sized buffer (a first pass measures them).
+    /// `n` strings, left in the file: the array records where each one starts (validated as
+    /// UTF-8 here, read in place later).
     fn strings(&mut self, n: usize) -> Result<StringArray> {
-        let mut probe = Cursor { bytes: self.bytes, pos: self.pos };
-        let mut total = 0usize;
+        let first = self.pos;
+        let mut offsets = Vec::with_capacity(n);
         for _ in 0..n {
-            total = total.saturating_add(probe.str("string")?.len());
+            let at = self.pos.saturating_sub(first);
+            offsets.push(u32::try_from(at).map_err(|_| Error::gguf(self.pos as u64, "a string array larger than 4 GiB"))?);
+            self.str("string")?;
         }
-        let mut a = StringArray::with_capacity(n, total);
-        for _ in 0..n {
-            a.push(self.str("string")?);
-        }
-        Ok(a)
+        Ok(StringArray::in_file(Arc::clone(self.storage), first, offsets))
     }
 
     fn value_type(&mut self, what: &str) -> Result<ValueType> {

@@ -1,5 +1,8 @@
 //! GGUF metadata values.
 
+use std::sync::Arc;
+
+use super::storage::Storage;
 use crate::error::{Error, Result};
 
 /// The type tag of a GGUF metadata value.
@@ -100,49 +103,105 @@ pub enum Value {
     F64(f64),
 }
 
-/// An array of strings held as one buffer of their bytes and where each ends: a 151k-token
-/// vocabulary costs its text plus 8 bytes a token, not a heap allocation per token.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// An array of strings. Read from a file, it stays in the file's bytes and records only where
+/// each string starts (4 bytes a string: a 151k-token vocabulary costs 0.6 MB, not a heap
+/// allocation per token); built in code, it holds one buffer of text and where each string ends.
+#[derive(Clone)]
 pub struct StringArray {
-    text: String,
-    ends: Vec<usize>,
+    repr: Repr,
+}
+
+#[derive(Clone)]
+enum Repr {
+    /// `text[ends[i-1]..ends[i]]`.
+    Owned { text: String, ends: Vec<usize> },
+    /// String `i` is the GGUF string (u64 length, bytes) at `first + offsets[i]` of the file.
+    InFile { storage: Arc<Storage>, first: usize, offsets: Vec<u32> },
 }
 
 impl StringArray {
     /// An empty array with room for `n` strings of `bytes` bytes in all.
     pub fn with_capacity(n: usize, bytes: usize) -> Self {
-        Self { text: String::with_capacity(bytes), ends: Vec::with_capacity(n) }
+        Self { repr: Repr::Owned { text: String::with_capacity(bytes), ends: Vec::with_capacity(n) } }
     }
 
-    /// Appends a string.
+    /// Strings read from a file (validated UTF-8 at `first + offsets[i]`).
+    pub(crate) fn in_file(storage: Arc<Storage>, first: usize, offsets: Vec<u32>) -> Self {
+        Self { repr: Repr::InFile { storage, first, offsets } }
+    }
+
+    /// Appends a string (an array read from a file is copied out first).
     pub fn push(&mut self, s: &str) {
-        self.text.push_str(s);
-        self.ends.push(self.text.len());
+        if let Repr::InFile { .. } = self.repr {
+            let mut owned = Self::with_capacity(self.len() + 1, 0);
+            for t in self.iter() {
+                owned.push(t);
+            }
+            *self = owned;
+        }
+        if let Repr::Owned { text, ends } = &mut self.repr {
+            text.push_str(s);
+            ends.push(text.len());
+        }
     }
 
     /// Number of strings.
     pub fn len(&self) -> usize {
-        self.ends.len()
+        match &self.repr {
+            Repr::Owned { ends, .. } => ends.len(),
+            Repr::InFile { offsets, .. } => offsets.len(),
+        }
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.len() == 0
     }
 
     /// String `i`, if in range.
     pub fn get(&self, i: usize) -> Option<&str> {
-        let end = *self.ends.get(i)?;
-        let start = match i {
-            0 => 0,
-            _ => *self.ends.get(i.checked_sub(1)?)?,
-        };
-        self.text.get(start..end)
+        match &self.repr {
+            Repr::Owned { text, ends } => {
+                let end = *ends.get(i)?;
+                let start = match i {
+                    0 => 0,
+                    _ => *ends.get(i.checked_sub(1)?)?,
+                };
+                text.get(start..end)
+            }
+            Repr::InFile { storage, first, offsets } => {
+                let at = first.checked_add(usize::try_from(*offsets.get(i)?).ok()?)?;
+                let bytes = storage.bytes();
+                let len = u64::from_le_bytes(*bytes.get(at..)?.first_chunk::<8>()?);
+                let start = at.checked_add(8)?;
+                let end = start.checked_add(usize::try_from(len).ok()?)?;
+                std::str::from_utf8(bytes.get(start..end)?).ok()
+            }
+        }
     }
 
     /// The strings in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
         (0..self.len()).map(|i| self.get(i).unwrap_or_default())
+    }
+}
+
+impl Default for StringArray {
+    fn default() -> Self {
+        Self::with_capacity(0, 0)
+    }
+}
+
+impl PartialEq for StringArray {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl std::fmt::Debug for StringArray {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter().take(8)).finish()?;
+        if self.len() > 8 { write!(f, " ({} strings)", self.len()) } else { Ok(()) }
     }
 }
 
