@@ -94,7 +94,11 @@ fn gguf_seeds(fixtures: &Path, out: &Path) -> Res<()> {
         let (w, _, full_cols) = tiny.dequantize(name)?;
         let v: Vec<f32> = (0..rows).flat_map(|r| w[r * full_cols..r * full_cols + cols].to_vec()).collect();
         let shape = if rows == 1 { vec![cols] } else { vec![rows, cols] };
-        Ok(WriterTensor { name: name.to_string(), shape, kind, data: quantize(kind, &v)? })
+        let data = match kind {
+            GgmlType::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            _ => quantize(kind, &v)?,
+        };
+        Ok(WriterTensor { name: name.to_string(), shape, kind, data })
     };
     let mut tensors = vec![slice("token_embd.weight", vocab, hid, GgmlType::Q8_0)?, slice("output_norm.weight", 1, hid, GgmlType::F32)?];
     for (n, rows, cols, kind) in [
@@ -118,7 +122,7 @@ fn gguf_seeds(fixtures: &Path, out: &Path) -> Res<()> {
 
 /// A 2-D slice `[r0..r1, c0..c1]` of a row-major tensor of `elem`-byte values.
 fn slice2(t: &TensorView<'_>, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) -> (Vec<u8>, Vec<usize>) {
-    let elem = t.dtype().size();
+    let elem = t.dtype().bitsize() / 8;
     let shape = t.shape();
     let full = if shape.len() == 2 { shape[1] } else { shape[0] };
     let (rows, shape) = if shape.len() == 2 { (rows, vec![0, cols.len()]) } else { (0..1, vec![cols.len()]) };
