@@ -2,7 +2,8 @@
 # Fuzzes burn-quant's entry points with cargo-fuzz (libFuzzer; works on stable Rust with
 # `-s none`, i.e. coverage instrumentation without a sanitizer; debug assertions and overflow
 # checks on). Usage:
-#   scripts/fuzz.sh SECONDS [TARGET...]     run each target for SECONDS (default: all targets)
+#   scripts/fuzz.sh SECONDS [TARGET...]     run each target for SECONDS (default: all targets);
+#                                           with RUNS=N, stop a target after N inputs if sooner
 #   scripts/fuzz.sh seeds                   regenerate fuzz/seeds/ from tests/fixtures
 # Each run starts from the committed seeds (fuzz/seeds/<target>) plus the corpus grown by
 # earlier runs (fuzz/corpus/<target>, ignored by git); a crash, a timeout (10 s per input) or an
@@ -26,11 +27,11 @@ for t in "${targets[@]}"; do
     echo "== $t: ${secs} s"
     rc=0
     cargo fuzz run -s none -a "$t" "corpus/$t" "seeds/$t" -- \
-        -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
+        -max_total_time="$secs" ${RUNS:+-runs=$RUNS} -timeout=10 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
         >"logs/$t.log" 2>&1 || rc=$?
     grep -E "^(stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb)" "logs/$t.log" || true
     if [ "$rc" -ne 0 ]; then
-        tail -40 "logs/$t.log" >&2
+        grep -E -m5 -A3 "panicked|ERROR|Failing input" "logs/$t.log" | cut -c1-300 >&2
         echo "$t: failed (rc $rc); the input is in fuzz/artifacts/$t/" >&2
         exit 1
     fi

@@ -124,6 +124,8 @@ fn gguf_model_errors_name_the_file_the_tensor_and_the_value() {
         m.push(("qwen3.block_count".into(), Value::U64(1 << 40)));
     });
     assert!(msg.contains("num_layers 1099511627776 exceeds"), "{msg}");
+    let (msg, _) = load_err("eps.gguf", |m, _| m.push(("qwen3.attention.layer_norm_rms_epsilon".into(), Value::F32(0.0))));
+    assert!(msg.contains("rms eps 0"), "{msg}");
     let (msg, _) = load_err("arch.gguf", |m, _| m[0].1 = Value::String("llama".into()));
     assert!(msg.contains("\"llama\"") && msg.contains("qwen3"), "{msg}");
 }

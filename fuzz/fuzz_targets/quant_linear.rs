@@ -94,8 +94,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                 mag += f64::from(val(o)).abs();
             }
             let got = f64::from(y[r * n + o]);
-            if !mag.is_finite() || !dot.is_finite() {
-                continue; // Inf/NaN scales: no finite reference to compare with
+            if !(mag <= f64::from(f32::MAX)) {
+                continue; // terms beyond f32's range: the f32 product may overflow, as it should
             }
             assert!((got - dot).abs() <= 1e-5 * mag + 1e-30, "y[{r},{o}] = {got}, reference {dot} (|w||x| = {mag})");
         }

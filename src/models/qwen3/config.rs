@@ -132,7 +132,7 @@ impl Qwen3Config {
         if self.head_dim % 2 != 0 {
             return Err(Error::UnsupportedModel(format!("head_dim {} is odd (RoPE rotates halves)", self.head_dim)));
         }
-        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0 && self.rms_norm_eps.is_finite() && self.rms_norm_eps >= 0.0) {
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0 && self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
             return Err(Error::UnsupportedModel(format!("rope θ {} / rms eps {}", self.rope_theta, self.rms_norm_eps)));
         }
         Ok(self)
