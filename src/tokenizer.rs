@@ -42,7 +42,7 @@ fn tok_err(e: impl std::fmt::Display) -> Error {
 
 fn strings<'a>(file: &'a GgufFile, key: &str) -> Result<&'a StringArray> {
     match file.get(key) {
-        Some(Value::Array(Array::String(v))) => Ok(v),
+        Some(Value::Array(Array::String(v))) => Ok(v.as_ref()),
         Some(other) => Err(Error::Tokenizer(format!("GGUF key {key} is {}, expected an array of strings", other.summary()))),
         None => Err(Error::NotFound(format!("GGUF key {key}"))),
     }

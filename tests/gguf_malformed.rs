@@ -74,7 +74,7 @@ fn valid_file() -> Vec<u8> {
         .metadata("a.u64", Value::U64(1 << 40))
         .metadata("a.i64", Value::I64(-(1 << 40)))
         .metadata("a.f64", Value::F64(-2.25))
-        .metadata("a.strings", Value::Array(Array::String(["x", "yz"].into_iter().collect())))
+        .metadata("a.strings", Value::Array(Array::String(Box::new(["x", "yz"].into_iter().collect()))))
         .metadata("a.nested", Value::Array(Array::Array(vec![Array::I32(vec![1, 2]), Array::Bool(vec![false])])))
         .tensor(WriterTensor { name: "w".into(), shape: vec![2, 64], kind: GgmlType::Q8_0, data: q })
         .unwrap()

@@ -34,7 +34,7 @@ fn trimmed(meta: &[(String, Value)], n: usize) -> Vec<(String, Value)> {
             Array::I32(v) => Array::I32(v.iter().take(n).cloned().collect()),
             Array::F32(v) => Array::F32(v.iter().take(n).cloned().collect()),
             Array::Bool(v) => Array::Bool(v.iter().take(n).cloned().collect()),
-            Array::String(v) => Array::String(v.iter().take(n).collect()),
+            Array::String(v) => Array::String(Box::new(v.iter().take(n).collect())),
             Array::Array(v) => Array::Array(v.iter().take(n).map(|a| cut(a, n)).collect()),
             Array::U64(v) => Array::U64(v.iter().take(n).cloned().collect()),
             Array::I64(v) => Array::I64(v.iter().take(n).cloned().collect()),

@@ -1,14 +1,14 @@
 //! The GGUF reader on arbitrary bytes: header, metadata, tensor infos, then every tensor decoded,
 //! the metadata read back, and — when the file declares a Qwen3 — the whole model loaded on the
-//! CPU. Nothing may panic or hang, and the peak of live heap bytes may not exceed twice the
-//! input plus the largest decoded tensor (f32) plus a fixed allowance.
+//! CPU. Nothing may panic or hang, and neither one allocation nor the live heap may exceed twice
+//! the input plus a fixed cost per parsed entry plus the largest decoded tensor (f32).
 
 #![no_main]
 
 use burn::tensor::Device;
 use burn_quant::gguf::GgufFile;
 use burn_quant::models::qwen3::{Qwen3, Qwen3Config};
-use burn_quant_fuzz::{PeakAlloc, PeakScope};
+use burn_quant_fuzz::{PeakAlloc, PeakScope, gguf_items};
 
 #[global_allocator]
 static ALLOC: PeakAlloc = PeakAlloc;
@@ -17,7 +17,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let device = Device::flex();
     let scope = PeakScope::start();
     let mut declared = 0usize;
+    let mut items = 0usize;
     if let Ok(file) = GgufFile::from_bytes(data.to_vec()) {
+        items = gguf_items(&file);
         for t in &file.tensors {
             let elems = usize::try_from(t.num_elements()).unwrap_or(usize::MAX);
             declared = declared.max(elems.saturating_mul(4));
@@ -37,5 +39,5 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             let _ = Qwen3::from_gguf(&file, &device);
         }
     }
-    scope.check(data.len(), declared);
+    scope.check(data.len(), items, declared);
 });

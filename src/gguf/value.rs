@@ -133,7 +133,7 @@ impl StringArray {
     /// Appends a string (an array read from a file is copied out first).
     pub fn push(&mut self, s: &str) {
         if let Repr::InFile { .. } = self.repr {
-            let mut owned = Self::with_capacity(self.len() + 1, 0);
+            let mut owned = Self::with_capacity(self.len().saturating_add(1), 0);
             for t in self.iter() {
                 owned.push(t);
             }
@@ -234,8 +234,8 @@ pub enum Array {
     F32(Vec<f32>),
     /// bool elements
     Bool(Vec<bool>),
-    /// string elements, stored compactly
-    String(StringArray),
+    /// string elements, stored compactly (boxed: it keeps every array value small)
+    String(Box<StringArray>),
     /// nested arrays
     Array(Vec<Array>),
     /// u64 elements
@@ -401,5 +401,17 @@ pub(crate) fn expect_u64(key: &str, v: Option<&Value>) -> Result<Option<u64>> {
             .as_u64()
             .map(Some)
             .ok_or_else(|| Error::Invalid(format!("metadata {key}: expected an unsigned integer, got {:?}", v.value_type()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parsed entries stay small: the reader's heap bound per metadata entry depends on it.
+    #[test]
+    fn values_are_small() {
+        assert!(std::mem::size_of::<Array>() <= 32, "{}", std::mem::size_of::<Array>());
+        assert!(std::mem::size_of::<Value>() <= 40, "{}", std::mem::size_of::<Value>());
     }
 }
