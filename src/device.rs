@@ -27,3 +27,10 @@ pub fn device_by_name(name: &str) -> Result<Device> {
         other => Err(Error::Invalid(format!("unknown backend {other:?} (one of {})", BACKENDS.join(", ")))),
     }
 }
+
+/// Whether `device` is a cube backend (CUDA, wgpu, …), which compiles a kernel for each new
+/// shape it sees — so callers keep shapes static there (see [`KvCache`](crate::models::qwen3::KvCache)).
+/// Read from the device's description, with or without `Autodiff` around it.
+pub fn compiles_kernels(device: &Device) -> bool {
+    format!("{device:?}").contains("Cube(")
+}

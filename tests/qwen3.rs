@@ -126,6 +126,33 @@ fn incremental_decoding_matches_full_forward(device: Device) {
     assert!(err <= 1e-5, "chunked vs full forward: rel. error {err}");
 }
 
+/// The KV cache keeps buffers of power-of-two capacity (256 first). Decoding a sequence that
+/// outgrows the first capacity, with attention over exactly the positions held and with static
+/// shapes (the whole buffer and a mask, as on the cube backends), gives the full forward's logits.
+fn decoding_across_cache_growth_matches_full_forward(device: Device) {
+    let model = Qwen3::from_gguf(file(), &device).expect("load");
+    let tokens: Vec<u32> = (0..262u32).map(|i| (i * 7919 + 13) % 150_000).collect();
+    let exact = model.cache().with_static_shapes(false);
+    let full = logits_to_vec(model.forward_tokens(&tokens, &mut { exact }, false).expect("full")).expect("logits");
+    for static_shapes in [false, true] {
+        let mut cache = model.cache().with_static_shapes(static_shapes);
+        let mut last = logits_to_vec(model.forward_tokens(&tokens[..250], &mut cache, false).expect("prefix")).expect("logits");
+        // 250 → 257 crosses 256 inside one chunk; then one token, then four.
+        for chunk in [&tokens[250..257], &tokens[257..258], &tokens[258..262]] {
+            last = logits_to_vec(model.forward_tokens(chunk, &mut cache, false).expect("step")).expect("logits");
+        }
+        assert_eq!(cache.len(), tokens.len());
+        let err = common::rel_err(&last, &full);
+        assert!(err <= 1e-5, "static shapes {static_shapes}: decoded across growth vs full forward: rel. error {err}");
+    }
+    // A short prompt with static shapes (240 of its 256 positions masked) equals the exact one.
+    let short = &tokens[..16];
+    let a = logits_to_vec(model.forward_tokens(short, &mut model.cache().with_static_shapes(false), true).expect("exact")).expect("logits");
+    let b = logits_to_vec(model.forward_tokens(short, &mut model.cache().with_static_shapes(true), true).expect("static")).expect("logits");
+    let err = common::rel_err(&b, &a);
+    assert!(err <= 1e-5, "static vs exact shapes on a 16-token prompt: rel. error {err}");
+}
+
 /// Bad token ids and non-Qwen3 files are typed errors.
 fn bad_inputs_are_errors(device: Device) {
     let model = Qwen3::from_gguf(file(), &device).expect("load");
@@ -143,5 +170,6 @@ backend_tests!(
     logits_match_f32_dequant_reference,
     greedy_tokens_match,
     incremental_decoding_matches_full_forward,
+    decoding_across_cache_growth_matches_full_forward,
     bad_inputs_are_errors,
 );

@@ -7,6 +7,7 @@ use burn::tensor::Tensor;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
+use super::cache::KvView;
 use super::rope;
 use crate::QuantLinear;
 
@@ -35,13 +36,14 @@ pub struct Qwen3Attention {
 
 impl Qwen3Attention {
     /// `x [batch, seq, hidden]` → `[batch, seq, hidden]`; `cos`/`sin` are the RoPE tables of
-    /// the new positions; `past` appends the new keys/values and returns all of them.
+    /// the new positions; `past` appends the new keys/values `[batch, kv_heads, seq, head_dim]`
+    /// and returns the cache's buffers and mask ([`KvCache::append_layer`](super::KvCache::append_layer)).
     pub fn forward(
         &self,
         x: Tensor<3>,
         cos: &Tensor<2>,
         sin: &Tensor<2>,
-        past: impl FnOnce(Tensor<4>, Tensor<4>) -> (Tensor<4>, Tensor<4>),
+        past: impl FnOnce(Tensor<4>, Tensor<4>) -> KvView,
     ) -> Tensor<3> {
         let [b, s, _] = x.dims();
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -51,10 +53,18 @@ impl Qwen3Attention {
         let v = qkv.narrow(2, (h + kvh) * d, kvh * d).reshape([b, s, kvh, d]);
         let q = rope::apply(self.q_norm.forward(q), cos, sin).swap_dims(1, 2);
         let k = rope::apply(self.k_norm.forward(k), cos, sin).swap_dims(1, 2);
-        let (k, v) = past(k, v.swap_dims(1, 2));
-        let (k, v) = (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh));
-        let options = AttentionModuleOptions { is_causal: true, ..Default::default() };
-        let y = attention(q, k, v, None, None, options);
+        let view = past(k, v.swap_dims(1, 2));
+        let (k, v) = (repeat_kv(view.k, h / kvh), repeat_kv(view.v, h / kvh));
+        // With a static-shape cache the buffers hold every position up to the capacity and the
+        // mask hides the future and the unwritten ones; otherwise attention is causal.
+        let t = k.dims()[2];
+        let y = match view.mask {
+            Some(mask) => {
+                let mask = mask.reshape([1, 1, s, t]).expand([b, h, s, t]);
+                attention(q, k, v, Some(mask), None, AttentionModuleOptions::default())
+            }
+            None => attention(q, k, v, None, None, AttentionModuleOptions { is_causal: true, ..Default::default() }),
+        };
         self.o.forward(y.swap_dims(1, 2).reshape([b, s, h * d]))
     }
 }

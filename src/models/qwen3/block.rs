@@ -27,7 +27,7 @@ impl Qwen3Block {
         x: Tensor<3>,
         cos: &Tensor<2>,
         sin: &Tensor<2>,
-        past: impl FnOnce(Tensor<4>, Tensor<4>) -> (Tensor<4>, Tensor<4>),
+        past: impl FnOnce(Tensor<4>, Tensor<4>) -> super::cache::KvView,
     ) -> Tensor<3> {
         let h = x.clone() + self.attn.forward(self.attn_norm.forward(x), cos, sin, past);
         h.clone() + self.mlp.forward(self.ffn_norm.forward(h))

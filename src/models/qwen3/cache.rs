@@ -1,18 +1,69 @@
 //! [`KvCache`]: keys and values of the positions already seen, for incremental decoding.
+//!
+//! Each layer's keys and values live in a buffer whose length (the capacity) only changes at
+//! powers of two; new positions are written into it in place. On backends that compile kernels
+//! for the shapes they see (CUDA, wgpu: [`KvCache::for_device`] picks this), attention runs over
+//! the whole buffer with a mask hiding the positions not written yet and the future ones, so from
+//! one token to the next every tensor keeps its shape and each kernel is compiled once per
+//! capacity instead of once per length. On the CPU backends attention sees exactly the positions
+//! held, with a causal mask.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Bool, Tensor, TensorData};
 
-/// Per-layer keys and values `[batch, kv_heads, seen, head_dim]` (after RoPE and `k_norm`).
+/// The smallest capacity a layer's buffer gets.
+pub const MIN_CAPACITY: usize = 256;
+
+/// What attention sees after a layer appended its new keys and values: `k`, `v`
+/// `[batch, kv_heads, t, head_dim]` and, for a static-shape cache, `mask` `[seq, t]` (`t` the
+/// capacity), true where query row `i` (absolute position `start + i`) may not look: unwritten or
+/// future positions. Without a mask, `t` is the positions held and attention is causal.
+#[derive(Clone, Debug)]
+pub struct KvView {
+    /// Keys.
+    pub k: Tensor<4>,
+    /// Values.
+    pub v: Tensor<4>,
+    /// `[seq, t]`, true = hidden; `None`: causal over exactly the positions held.
+    pub mask: Option<Tensor<2, Bool>>,
+}
+
+/// Per-layer keys and values `[batch, kv_heads, capacity, head_dim]` (after RoPE and `k_norm`).
 #[derive(Debug, Default)]
 pub struct KvCache {
     layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
     len: usize,
+    /// Attention over the whole buffer with a mask (static shapes) instead of the positions held.
+    static_shapes: bool,
+    /// The mask of the step in progress: (start, seq, capacity, mask), shared by all layers.
+    step_mask: Option<(usize, usize, usize, Tensor<2, Bool>)>,
+}
+
+/// The capacity that holds `n` positions: a power of two, at least [`MIN_CAPACITY`].
+pub fn capacity_for(n: usize) -> usize {
+    n.next_power_of_two().max(MIN_CAPACITY)
 }
 
 impl KvCache {
-    /// An empty cache for `num_layers` layers.
+    /// An empty cache for `num_layers` layers; attention sees exactly the positions held.
     pub fn new(num_layers: usize) -> Self {
-        Self { layers: (0..num_layers).map(|_| None).collect(), len: 0 }
+        Self { layers: (0..num_layers).map(|_| None).collect(), len: 0, static_shapes: false, step_mask: None }
+    }
+
+    /// An empty cache for a model on `device`: static shapes (whole buffer + mask) on the cube
+    /// backends, which compile kernels per shape; exact lengths on the CPU backends.
+    pub fn for_device(num_layers: usize, device: &burn::tensor::Device) -> Self {
+        Self { static_shapes: crate::device::compiles_kernels(device), ..Self::new(num_layers) }
+    }
+
+    /// Chooses static shapes (whole buffer + mask) or exact lengths, whatever the device.
+    pub fn with_static_shapes(mut self, on: bool) -> Self {
+        self.static_shapes = on;
+        self
+    }
+
+    /// Whether attention runs over the whole buffer with a mask.
+    pub fn has_static_shapes(&self) -> bool {
+        self.static_shapes
     }
 
     /// Positions held (the position the next token gets).
@@ -25,33 +76,64 @@ impl KvCache {
         self.len == 0
     }
 
-    /// Forgets every position.
+    /// Forgets every position (and frees the buffers).
     pub fn clear(&mut self) {
         self.layers.iter_mut().for_each(|l| *l = None);
         self.len = 0;
+        self.step_mask = None;
     }
 
-    /// Appends layer `layer`'s new keys and values and returns all of them (for driving blocks
+    /// Writes layer `layer`'s new keys and values `[batch, kv_heads, seq, head_dim]` after the
+    /// positions already held and returns the whole buffers with their mask (for driving blocks
     /// by hand; call [`advance`](Self::advance) once all layers have appended).
-    pub fn append_layer(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+    pub fn append_layer(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> KvView {
         self.append(layer, k, v)
     }
 
-    /// Appends layer `layer`'s new keys and values and returns all of them.
-    pub(crate) fn append(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+    /// See [`append_layer`](Self::append_layer).
+    pub(crate) fn append(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> KvView {
+        let [b, kvh, s, d] = k.dims();
+        let (start, end) = (self.len, self.len + s);
         if self.layers.len() <= layer {
             self.layers.resize_with(layer + 1, || None);
         }
-        let (k, v) = match self.layers[layer].take() {
-            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
-            None => (k, v),
+        let device = k.device();
+        let (kb, vb) = match self.layers[layer].take() {
+            Some((kb, vb)) if kb.dims()[2] >= end => (kb, vb),
+            Some((kb, vb)) => {
+                // Grow to the next power of two; the positions held keep their place.
+                let pad = capacity_for(end) - kb.dims()[2];
+                let zeros = Tensor::<4>::zeros([b, kvh, pad, d], &device);
+                (Tensor::cat(vec![kb, zeros.clone()], 2), Tensor::cat(vec![vb, zeros], 2))
+            }
+            None => {
+                let zeros = Tensor::<4>::zeros([b, kvh, capacity_for(end), d], &device);
+                (zeros.clone(), zeros)
+            }
         };
-        self.layers[layer] = Some((k.clone(), v.clone()));
-        (k, v)
+        let cap = kb.dims()[2];
+        let kb = kb.slice_assign([0..b, 0..kvh, start..end, 0..d], k);
+        let vb = vb.slice_assign([0..b, 0..kvh, start..end, 0..d], v);
+        self.layers[layer] = Some((kb.clone(), vb.clone()));
+        if !self.static_shapes {
+            return KvView { k: kb.narrow(2, 0, end), v: vb.narrow(2, 0, end), mask: None };
+        }
+        let mask = match &self.step_mask {
+            Some((st, sq, c, m)) if (*st, *sq, *c) == (start, s, cap) => m.clone(),
+            _ => {
+                // Row i is position start + i: it sees columns 0..=start + i.
+                let hidden: Vec<bool> = (0..s).flat_map(|i| (0..cap).map(move |j| j > start + i)).collect();
+                let m = Tensor::<2, Bool>::from_data(TensorData::new(hidden, [s, cap]), &device);
+                self.step_mask = Some((start, s, cap, m.clone()));
+                m
+            }
+        };
+        KvView { k: kb, v: vb, mask: Some(mask) }
     }
 
     /// Records that `n` positions were appended to every layer.
     pub fn advance(&mut self, n: usize) {
         self.len += n;
+        self.step_mask = None;
     }
 }

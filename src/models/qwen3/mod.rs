@@ -20,7 +20,7 @@ pub mod sampling;
 
 pub use attention::Qwen3Attention;
 pub use block::Qwen3Block;
-pub use cache::KvCache;
+pub use cache::{KvCache, KvView};
 pub use config::Qwen3Config;
 pub use generate::{Generation, logits_to_vec};
 pub use mlp::Qwen3Mlp;

@@ -31,7 +31,7 @@ pub struct Qwen3 {
 impl Qwen3 {
     /// A fresh KV cache for this model.
     pub fn cache(&self) -> KvCache {
-        KvCache::new(self.blocks.len())
+        KvCache::for_device(self.blocks.len(), &self.embed.weight.val().device())
     }
 
     /// Embeds token ids `[batch, seq]` → `[batch, seq, hidden]`; ids must be `< vocab_size`.
