@@ -174,3 +174,26 @@ fn many_tensor_infos() {
         n as usize,
     );
 }
+
+/// A count the file does not back with items (it claims as many entries as its bytes could
+/// hold, then stops being valid): the parse fails having reserved no more than the file's size.
+#[test]
+fn unbacked_counts_reserve_at_most_the_file() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut v = header(0, 0);
+    let body = 1_300_000usize;
+    v.truncate(16);
+    v.extend_from_slice(&((body / 13) as u64).to_le_bytes());
+    key(&mut v, "a");
+    v.extend_from_slice(&0u32.to_le_bytes());
+    v.push(1);
+    v.resize(24 + body, 0xFF); // then garbage: the second entry's key length is huge
+    let len = v.len();
+    let base = LIVE.load(Relaxed);
+    PEAK.store(base, Relaxed);
+    LARGEST.store(0, Relaxed);
+    assert!(GgufFile::from_bytes(v).is_err());
+    let (largest, peak) = (LARGEST.load(Relaxed), PEAK.load(Relaxed) - base);
+    println!("unbacked: {len} B file: largest allocation {largest} B, peak {peak} B");
+    assert!(largest <= len && peak <= 2 * len, "largest {largest} B, peak {peak} B for a {len} B file");
+}

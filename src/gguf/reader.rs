@@ -114,10 +114,11 @@ impl GgufFile {
         let n_tensors = c.count("tensor count", 24)?;
         let n_kv = c.count("metadata count", 13)?;
 
-        // Counts were checked against the bytes left (each item's smallest size in the file), so
-        // exact capacities cost at most a fixed number of bytes per item the file really holds.
-        let mut metadata = Vec::with_capacity(n_kv);
-        let mut seen = HashMap::with_capacity(n_kv);
+        // Counts were checked against the bytes left (each item's smallest size in the file); the
+        // space reserved up front is also capped by those bytes, so a count the file does not
+        // back with items costs at most the file's size. Past that, vectors grow with the items.
+        let mut metadata = Vec::with_capacity(capacity::<(String, Value)>(n_kv, c.remaining()));
+        let mut seen = HashMap::new(); // hash tables round their reservations up: grown by items
         for _ in 0..n_kv {
             let at = c.pos as u64;
             let key = c.string("metadata key")?;
@@ -135,8 +136,8 @@ impl GgufFile {
             Some((_, v)) => return Err(Error::gguf(0, format!("general.alignment must be a power-of-two u32, got {v:?}"))),
         };
 
-        let mut tensors = Vec::with_capacity(n_tensors);
-        let mut index = HashMap::with_capacity(n_tensors);
+        let mut tensors = Vec::with_capacity(capacity::<TensorInfo>(n_tensors, c.remaining()));
+        let mut index = HashMap::new();
         for i in 0..n_tensors {
             let at = c.pos as u64;
             let name = c.string("tensor name")?;
@@ -285,6 +286,12 @@ impl GgufFile {
         let data = crate::format::dequantize(t.kind, self.tensor_data(name)?, rows, cols)?;
         Ok((data, rows, cols))
     }
+}
+
+/// How many `T` to reserve up front for `n` items when `bytes` bytes of input remain: never more
+/// than those bytes could hold as `T`s.
+fn capacity<T>(n: usize, bytes: usize) -> usize {
+    n.min(bytes.checked_div(std::mem::size_of::<T>()).unwrap_or(bytes))
 }
 
 /// Bytes of a tensor of `dims` and `kind`, with overflow and block-alignment checks. The element
@@ -450,7 +457,7 @@ impl<'a> Cursor<'a> {
             }
             ValueType::String => Array::String(Box::new(self.strings(n)?)),
             ValueType::Array => {
-                let mut v = Vec::with_capacity(n);
+                let mut v = Vec::with_capacity(capacity::<Array>(n, self.remaining()));
                 for _ in 0..n {
                     v.push(self.array_value(depth.saturating_add(1))?);
                 }
