@@ -9,6 +9,7 @@
 // argument would be a panic (issue 6). Tests may unwrap.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod alloc_meter;
 pub mod device;
 pub mod error;
 pub mod format;

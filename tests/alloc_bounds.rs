@@ -6,61 +6,26 @@
 //! its smallest encoding in the file). Counts are checked against the bytes left before anything
 //! is reserved, so no number in the file can make the reader allocate for items it does not hold.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use burn_quant::GgmlType;
+use burn_quant::alloc_meter::{PeakAlloc, PeakScope};
 use burn_quant::gguf::GgufFile;
 
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
+#[global_allocator]
+static A: PeakAlloc = PeakAlloc;
+
 /// Tests in this file run one at a time so the counters see one parse.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn grew(n: usize) {
-    PEAK.fetch_max(LIVE.fetch_add(n, Relaxed) + n, Relaxed);
-    LARGEST.fetch_max(n, Relaxed);
-}
-
-// SAFETY: forwards to the system allocator, only counting.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(l) };
-        if !p.is_null() {
-            grew(l.size());
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) };
-        LIVE.fetch_sub(l.size(), Relaxed);
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        let q = unsafe { System.realloc(p, l, n) };
-        if !q.is_null() {
-            LIVE.fetch_sub(l.size(), Relaxed);
-            grew(n);
-        }
-        q
-    }
-}
-
-#[global_allocator]
-static A: Counting = Counting;
 
 /// Heap bytes a parsed metadata entry or tensor info may cost beyond twice its bytes in the file.
 const PER_ITEM: usize = 128;
 
 /// Parses `bytes` (moved in) and returns (largest allocation, peak live heap) of the parse.
 fn measure(bytes: Vec<u8>) -> (usize, usize, GgufFile) {
-    let base = LIVE.load(Relaxed);
-    PEAK.store(base, Relaxed);
-    LARGEST.store(0, Relaxed);
+    let scope = PeakScope::start();
     let file = GgufFile::from_bytes(bytes).expect("a valid file");
-    (LARGEST.load(Relaxed), PEAK.load(Relaxed) - base, file)
+    (scope.largest(), scope.peak(), file)
 }
 
 fn header(n_tensors: u64, n_kv: u64) -> Vec<u8> {
@@ -189,11 +154,9 @@ fn unbacked_counts_reserve_at_most_the_file() {
     v.push(1);
     v.resize(24 + body, 0xFF); // then garbage: the second entry's key length is huge
     let len = v.len();
-    let base = LIVE.load(Relaxed);
-    PEAK.store(base, Relaxed);
-    LARGEST.store(0, Relaxed);
+    let scope = PeakScope::start();
     assert!(GgufFile::from_bytes(v).is_err());
-    let (largest, peak) = (LARGEST.load(Relaxed), PEAK.load(Relaxed) - base);
+    let (largest, peak) = (scope.largest(), scope.peak());
     println!("unbacked: {len} B file: largest allocation {largest} B, peak {peak} B");
     assert!(largest <= len && peak <= 2 * len, "largest {largest} B, peak {peak} B for a {len} B file");
 }

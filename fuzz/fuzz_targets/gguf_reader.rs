@@ -8,7 +8,7 @@
 use burn::tensor::Device;
 use burn_quant::gguf::GgufFile;
 use burn_quant::models::qwen3::{Qwen3, Qwen3Config};
-use burn_quant_fuzz::{PeakAlloc, PeakScope, gguf_items};
+use burn_quant_fuzz::{PeakAlloc, PeakScope, check_bounds, gguf_items};
 
 #[global_allocator]
 static ALLOC: PeakAlloc = PeakAlloc;
@@ -41,5 +41,5 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             let _ = Qwen3::from_gguf(&file, &device);
         }
     }
-    scope.check(data.len(), items, declared);
+    check_bounds(&scope, data.len(), items, declared);
 });

@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor};
 use burn_quant::QuantLinear;
 use burn_quant::import::HfCheckpoint;
 use burn_quant::models::qwen3::Qwen3;
-use burn_quant_fuzz::{PeakAlloc, PeakScope, decode_hf};
+use burn_quant_fuzz::{PeakAlloc, PeakScope, check_bounds, decode_hf};
 
 #[global_allocator]
 static ALLOC: PeakAlloc = PeakAlloc;
@@ -44,5 +44,5 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             let _ = Qwen3::from_hf(&ckpt, &device);
         }
     }
-    scope.check(data.len(), items, declared);
+    check_bounds(&scope, data.len(), items, declared);
 });

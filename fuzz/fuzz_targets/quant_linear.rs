@@ -71,7 +71,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let m = if h.flags & FLAG_BATCH != 0 { 3 } else { 1 };
     let x: Vec<f32> = (0..m * k).map(|i| val(i * 7 + 3)).collect();
     let y = layer.try_forward(Tensor::<2>::from_data(TensorData::new(x.clone(), [m, k]), &device)).expect("input width matches");
-    let y: Vec<f32> = y.into_data().to_vec().expect("f32 output");
+    let y: Vec<f32> = y.into_data().try_to_vec::<f32>().expect("f32 output");
     // Reference: each part decoded by the format layer, the product in f64.
     let mut w = Vec::with_capacity(n * k);
     for &(kind, b, rows) in &parts {

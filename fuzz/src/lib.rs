@@ -2,92 +2,19 @@
 //! target can check that no input makes the library allocate more than its size allows), and
 //! the byte encodings of the targets' inputs (used by `make_seeds` to write the seed corpus).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+pub use burn_quant::alloc_meter::{PeakAlloc, PeakScope};
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-/// The system allocator, counting live bytes and their peak. Install it with
-/// `#[global_allocator]` in each target.
-pub struct PeakAlloc;
-
-fn grew(by: usize) {
-    let now = LIVE.fetch_add(by, Relaxed) + by;
-    PEAK.fetch_max(now, Relaxed);
-    LARGEST.fetch_max(by, Relaxed);
-}
-
-// SAFETY: every call is forwarded to `System` unchanged; only counters are updated.
-unsafe impl GlobalAlloc for PeakAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            LIVE.fetch_sub(layout.size(), Relaxed);
-            grew(new_size);
-        }
-        p
-    }
-}
-
-/// Measures the peak of live heap bytes above the level at which it was started.
-pub struct PeakScope {
-    base: usize,
-}
-
-impl PeakScope {
-    /// Starts measuring now.
-    pub fn start() -> Self {
-        let base = LIVE.load(Relaxed);
-        PEAK.store(base, Relaxed);
-        LARGEST.store(0, Relaxed);
-        Self { base }
-    }
-
-    /// The largest single allocation (or reallocation) since `start`.
-    pub fn largest(&self) -> usize {
-        LARGEST.load(Relaxed)
-    }
-
-    /// Checks the allocation bounds for an input of `input` bytes holding `items` entries
-    /// (metadata entries, tensor infos, nested arrays, safetensors tensors) whose tensors declare
-    /// `declared` bytes (decoded to f32): neither one allocation nor the live heap above
-    /// `2 × input + PER_ITEM × items + declared + FIXED_SLACK` (tests/alloc_bounds.rs measures
-    /// the per-item cost on the worst files).
-    pub fn check(&self, input: usize, items: usize, declared: usize) {
-        let limit = 2 * input + PER_ITEM * items + declared + FIXED_SLACK;
-        let largest = self.largest();
-        assert!(largest <= limit, "one allocation of {largest} B > {limit} B for a {input} B input of {items} items");
-        let peak = self.peak();
-        assert!(peak <= limit, "peak heap {peak} B > {limit} B for a {input} B input of {items} items");
-    }
-
-    /// The most bytes live at once since `start`, above the starting level.
-    pub fn peak(&self) -> usize {
-        PEAK.load(Relaxed).saturating_sub(self.base)
-    }
+/// Checks the allocation bounds of `scope` for an input of `input` bytes holding `items` entries
+/// (metadata entries, tensor infos, nested arrays, safetensors tensors) whose tensors declare
+/// `declared` bytes (decoded to f32): neither one allocation nor the live heap above
+/// `2 × input + PER_ITEM × items + declared + FIXED_SLACK` (tests/alloc_bounds.rs measures the
+/// per-item cost on the worst files).
+pub fn check_bounds(scope: &PeakScope, input: usize, items: usize, declared: usize) {
+    let limit = 2 * input + PER_ITEM * items + declared + FIXED_SLACK;
+    let largest = scope.largest();
+    assert!(largest <= limit, "one allocation of {largest} B > {limit} B for a {input} B input of {items} items");
+    let peak = scope.peak();
+    assert!(peak <= limit, "peak heap {peak} B > {limit} B for a {input} B input of {items} items");
 }
 
 /// Fixed allowance for what any call allocates whatever its input: error messages, a hash map's
