@@ -5,7 +5,8 @@
 #   scripts/fuzz.sh SECONDS [TARGET...]     run each target for SECONDS (default: all targets);
 #                                           with RUNS=N, stop a target after N inputs if sooner
 #   scripts/fuzz.sh seeds                   regenerate fuzz/seeds/ from tests/fixtures
-# Each run starts from the committed seeds (fuzz/seeds/<target>) plus the corpus grown by
+# Each run starts from the committed seeds (fuzz/seeds/<target>, generated), the inputs that once
+# failed (fuzz/regressions/<target>, kept by hand) and the corpus grown by
 # earlier runs (fuzz/corpus/<target>, ignored by git); a crash, a timeout (10 s per input) or an
 # RSS above 2 GiB fails the script, and libFuzzer leaves the input in fuzz/artifacts/<target>/.
 set -euo pipefail
@@ -26,7 +27,7 @@ for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
     echo "== $t: ${secs} s"
     rc=0
-    cargo fuzz run -s none -a "$t" "corpus/$t" "seeds/$t" -- \
+    cargo fuzz run -s none -a "$t" "corpus/$t" "seeds/$t" "regressions/$t" -- \
         -max_total_time="$secs" ${RUNS:+-runs=$RUNS} -timeout=10 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
         >"logs/$t.log" 2>&1 || rc=$?
     grep -E "^(stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb)" "logs/$t.log" || true

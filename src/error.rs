@@ -97,6 +97,11 @@ impl Error {
         Error::Gguf { offset, context: context.into() }
     }
 
+    /// This error wrapped in [`Error::Context`] with what it happened to.
+    pub fn within(self, what: String) -> Error {
+        Error::Context { what, source: Box::new(self) }
+    }
+
     /// The innermost error under any [`Error::Context`] layers.
     pub fn root(&self) -> &Error {
         match self {
@@ -114,7 +119,7 @@ pub trait ResultExt<T> {
 
 impl<T> ResultExt<T> for Result<T> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|e| Error::Context { what: what(), source: Box::new(e) })
+        self.map_err(|e| e.within(what()))
     }
 }
 

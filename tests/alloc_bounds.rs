@@ -18,8 +18,8 @@ static A: PeakAlloc = PeakAlloc;
 /// Tests in this file run one at a time so the counters see one parse.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Heap bytes a parsed metadata entry or tensor info may cost beyond twice its bytes in the file.
-const PER_ITEM: usize = 128;
+/// Heap bytes a parsed entry may cost beyond twice its bytes in the file: the reader's bound.
+const PER_ITEM: usize = burn_quant::gguf::HEAP_PER_ENTRY;
 
 /// Parses `bytes` (moved in) and returns (largest allocation, peak live heap) of the parse.
 fn measure(bytes: Vec<u8>) -> (usize, usize, GgufFile) {

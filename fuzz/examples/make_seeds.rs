@@ -120,17 +120,19 @@ fn gguf_seeds(fixtures: &Path, out: &Path) -> Res<()> {
     Ok(())
 }
 
-/// A 2-D slice `[r0..r1, c0..c1]` of a row-major tensor of `elem`-byte values.
+/// Rows `rows` × columns `cols` of a row-major 2-D tensor; a 1-D tensor is one row (`rows` is
+/// then ignored) and stays 1-D.
 fn slice2(t: &TensorView<'_>, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) -> (Vec<u8>, Vec<usize>) {
     let elem = t.dtype().bitsize() / 8;
-    let shape = t.shape();
-    let full = if shape.len() == 2 { shape[1] } else { shape[0] };
-    let (rows, shape) = if shape.len() == 2 { (rows, vec![0, cols.len()]) } else { (0..1, vec![cols.len()]) };
+    let (full, rows, two_d) = match t.shape() {
+        &[_, c] => (c, rows, true),
+        s => (s[0], 0..1, false),
+    };
     let mut out = Vec::new();
     for r in rows.clone() {
         out.extend_from_slice(&t.data()[(r * full + cols.start) * elem..(r * full + cols.end) * elem]);
     }
-    let shape = if shape.len() == 2 { vec![rows.len(), cols.len()] } else { shape };
+    let shape = if two_d { vec![rows.len(), cols.len()] } else { vec![cols.len()] };
     (out, shape)
 }
 

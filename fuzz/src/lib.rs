@@ -21,9 +21,9 @@ pub fn check_bounds(scope: &PeakScope, input: usize, items: usize, declared: usi
 /// first table, the thread-local buffers of the CPU kernel's first call on a thread.
 pub const FIXED_SLACK: usize = 64 * 1024;
 
-/// Heap bytes one parsed entry may cost beyond twice its bytes in the input (as in
-/// tests/alloc_bounds.rs).
-pub const PER_ITEM: usize = 128;
+/// Heap bytes one parsed entry may cost beyond twice its bytes in the input: the GGUF reader's
+/// bound, applied to the safetensors tensors of `hf_import` as well.
+pub const PER_ITEM: usize = burn_quant::gguf::HEAP_PER_ENTRY;
 
 /// Entries of a parsed GGUF file that cost heap beyond their bytes: metadata entries, tensor
 /// infos and the elements of nested arrays.

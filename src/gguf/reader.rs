@@ -103,7 +103,7 @@ impl GgufFile {
 
     fn parse(storage: Arc<Storage>) -> Result<Self> {
         let bytes: &[u8] = storage.bytes();
-        let mut c = Cursor { bytes, pos: 0, storage: &storage };
+        let mut c = Cursor { pos: 0, storage: &storage };
         if c.take(4, "magic")? != MAGIC {
             return Err(Error::gguf(0, "not a GGUF file (bad magic)"));
         }
@@ -225,43 +225,38 @@ impl GgufFile {
             .ok_or_else(|| Error::NotFound(format!("tensor {name}")))
     }
 
-    /// A tensor's raw bytes (the blocks as stored).
-    pub fn tensor_data(&self, name: &str) -> Result<&[u8]> {
+    /// Where tensor `name`'s bytes lie in the file.
+    fn tensor_range(&self, name: &str) -> Result<std::ops::Range<usize>> {
         let t = self.tensor(name)?;
         // Bounds were validated at parse time.
         let start = usize::try_from(self.data_offset.saturating_add(t.offset)).unwrap_or(usize::MAX);
         let end = usize::try_from(t.size).ok().and_then(|n| start.checked_add(n)).unwrap_or(usize::MAX);
-        self.bytes()
-            .get(start..end)
-            .ok_or_else(|| Error::gguf(start as u64, format!("tensor {name} out of range")))
-    }
-
-    /// Hints that tensor `name`'s bytes will not be read again soon. For a mapped file the pages
-    /// are dropped from the process's resident set (touching them again re-reads the file);
-    /// loaders call it once a tensor is copied into a layer, so loading never holds a model's
-    /// bytes twice. A no-op for files in memory and where the OS has no such hint.
-    pub fn release(&self, name: &str) {
-        if let Ok(t) = self.tensor(name) {
-            if let (Ok(start), Ok(len)) = (usize::try_from(self.data_offset.saturating_add(t.offset)), usize::try_from(t.size)) {
-                self.release_range(start, len);
-            }
+        match end <= self.bytes().len() {
+            true => Ok(start..end),
+            false => Err(Error::gguf(start as u64, format!("tensor {name} out of range"))),
         }
     }
 
-    /// Copies tensor `name`'s bytes into `dst` (exactly its size), releasing a mapped file's
-    /// pages chunk by chunk as they are copied (see [`release`](Self::release)): loading a large
-    /// tensor never holds both the file's pages and the copy.
+    /// A tensor's raw bytes (the blocks as stored).
+    pub fn tensor_data(&self, name: &str) -> Result<&[u8]> {
+        let range = self.tensor_range(name)?;
+        self.bytes().get(range).ok_or_else(|| Error::gguf(0, format!("tensor {name} out of range")))
+    }
+
+    /// Copies tensor `name`'s bytes into `dst` (exactly its size), telling the OS chunk by chunk
+    /// that a mapped file's copied pages are not needed again: they leave the process's resident
+    /// set (touching them later re-reads the file), so loading a large tensor never holds both
+    /// the file's pages and the copy.
     pub fn copy_tensor(&self, name: &str, dst: &mut [u8]) -> Result<()> {
         const CHUNK: usize = 1 << 20;
-        let src = self.tensor_data(name)?;
-        if src.len() != dst.len() {
-            return Err(Error::ByteLength { what: format!("tensor {name}"), expected: src.len(), got: dst.len() });
+        let range = self.tensor_range(name)?;
+        if range.len() != dst.len() {
+            return Err(Error::ByteLength { what: format!("tensor {name}"), expected: range.len(), got: dst.len() });
         }
-        let mut at = (src.as_ptr() as usize).saturating_sub(self.bytes().as_ptr() as usize);
-        for (s, d) in src.chunks(CHUNK).zip(dst.chunks_mut(CHUNK)) {
+        for (at, d) in range.step_by(CHUNK).zip(dst.chunks_mut(CHUNK)) {
+            let s = self.bytes().get(at..at.saturating_add(d.len())).unwrap_or_default();
             d.copy_from_slice(s);
-            self.release_range(at, s.len());
-            at = at.saturating_add(s.len());
+            self.release_range(at, d.len());
         }
         Ok(())
     }
@@ -321,14 +316,17 @@ fn tensor_size(name: &str, dims: &[u64], kind: GgmlType) -> std::result::Result<
 
 /// A bounds-checked reader over the file's bytes.
 struct Cursor<'a> {
-    bytes: &'a [u8],
     pos: usize,
     storage: &'a Arc<Storage>,
 }
 
 impl<'a> Cursor<'a> {
+    fn bytes(&self) -> &'a [u8] {
+        self.storage.bytes()
+    }
+
     fn remaining(&self) -> usize {
-        self.bytes.len().saturating_sub(self.pos)
+        self.bytes().len().saturating_sub(self.pos)
     }
 
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
@@ -339,7 +337,7 @@ impl<'a> Cursor<'a> {
             ));
         }
         let end = self.pos.saturating_add(n);
-        let s = self.bytes.get(self.pos..end).unwrap_or_default();
+        let s = self.bytes().get(self.pos..end).unwrap_or_default();
         self.pos = end;
         Ok(s)
     }

@@ -10,7 +10,7 @@ use crate::ops::{QuantLayout, QuantMatmulBackend};
 /// `e` wrapped with `name(i)` when there is one.
 fn named(name: &impl Fn(usize) -> Option<String>, i: usize, e: Error) -> Error {
     match name(i) {
-        Some(what) => Error::Context { what, source: Box::new(e) },
+        Some(what) => e.within(what),
         None => e,
     }
 }
@@ -98,16 +98,12 @@ impl QuantLinear {
         name: impl Fn(usize) -> Option<String>,
     ) -> Result<Self> {
         let spec: Vec<_> = parts.iter().map(|&(k, _, r)| (k, r)).collect();
-        for (i, &(kind, data, rows)) in parts.iter().enumerate() {
-            QuantLayout::new(in_features, &[(kind, rows)]).map_err(|e| named(&name, i, e))?;
-            let expected = kind.matrix_bytes(rows, in_features).map_err(|e| named(&name, i, e))?;
-            if data.len() != expected {
-                let e = Error::ByteLength { what: format!("{rows}x{in_features} {kind} weight"), expected, got: data.len() };
-                return Err(named(&name, i, e));
-            }
-        }
+        // `dst` is exactly the part's size, so a length mismatch is a bad byte count.
         Self::from_filled_parts(&spec, in_features, device, name, |i, dst| {
-            let src = parts.get(i).map(|p| p.1).unwrap_or_default();
+            let &(kind, src, rows) = parts.get(i).ok_or_else(|| Error::Invalid(format!("no part {i}")))?;
+            if src.len() != dst.len() {
+                return Err(Error::ByteLength { what: format!("{rows}x{in_features} {kind} weight"), expected: dst.len(), got: src.len() });
+            }
             dst.copy_from_slice(src);
             Ok(())
         })
@@ -123,6 +119,7 @@ impl QuantLinear {
         name: impl Fn(usize) -> Option<String>,
         mut fill: impl FnMut(usize, &mut [u8]) -> Result<()>,
     ) -> Result<Self> {
+        // Each part on its own first, so an error names the part it is about.
         for (i, &part) in spec.iter().enumerate() {
             QuantLayout::new(in_features, &[part]).map_err(|e| named(&name, i, e))?;
         }

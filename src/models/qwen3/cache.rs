@@ -84,14 +84,9 @@ impl KvCache {
     }
 
     /// Writes layer `layer`'s new keys and values `[batch, kv_heads, seq, head_dim]` after the
-    /// positions already held and returns the whole buffers with their mask (for driving blocks
-    /// by hand; call [`advance`](Self::advance) once all layers have appended).
+    /// positions already held and returns what attention sees (the model calls it for each
+    /// layer; call [`advance`](Self::advance) once all layers have appended).
     pub fn append_layer(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> KvView {
-        self.append(layer, k, v)
-    }
-
-    /// See [`append_layer`](Self::append_layer).
-    pub(crate) fn append(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> KvView {
         let [b, kvh, s, d] = k.dims();
         let (start, end) = (self.len, self.len + s);
         if self.layers.len() <= layer {

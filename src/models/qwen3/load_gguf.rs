@@ -15,21 +15,20 @@ use crate::error::{Error, Result, ResultExt};
 use crate::format::GgmlType;
 use crate::gguf::GgufFile;
 
-/// A weight matrix of the file, checked against the shape the config implies.
-fn matrix<'a>(file: &'a GgufFile, name: &str, rows: usize, cols: usize) -> Result<(GgmlType, &'a [u8], usize)> {
+/// The type and rows of a weight matrix of the file, checked against the shape the config implies.
+fn matrix(file: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<(GgmlType, usize)> {
     let info = file.tensor(name).context(|| file.describe(name))?;
     if info.matrix_shape() != (rows, cols) || info.dims.len() != 2 {
         let e = Error::Shape(format!("shape {:?}, the config implies [{rows}, {cols}]", info.shape()));
-        return Err(Error::Context { what: file.describe(name), source: Box::new(e) });
+        return Err(e.within(file.describe(name)));
     }
-    Ok((info.kind, file.tensor_data(name)?, rows))
+    Ok((info.kind, rows))
 }
 
 /// One [`QuantLinear`] from the tensors `names` (each `(name, rows)`) stacked along the output,
 /// all with `cols` columns; errors name the file and the tensor.
 fn linear(file: &GgufFile, names: &[(String, usize)], cols: usize, device: &Device) -> Result<QuantLinear> {
-    let parts = names.iter().map(|(n, rows)| matrix(file, n, *rows, cols)).collect::<Result<Vec<_>>>()?;
-    let spec: Vec<_> = parts.iter().map(|&(kind, _, rows)| (kind, rows)).collect();
+    let spec = names.iter().map(|(n, rows)| matrix(file, n, *rows, cols)).collect::<Result<Vec<_>>>()?;
     let name = |i: usize| names.get(i).map(|(n, _)| file.describe(n));
     // Streamed from the file into the layer, the file's pages released as they are copied.
     QuantLinear::from_filled_parts(&spec, cols, device, name, |i, dst| match names.get(i) {
@@ -43,7 +42,7 @@ fn norm(file: &GgufFile, name: &str, len: usize, eps: f64, device: &Device) -> R
     let (w, rows, cols) = file.dequantize(name).context(|| file.describe(name))?;
     if rows.checked_mul(cols) != Some(len) || w.iter().any(|v| !v.is_finite()) {
         let e = Error::Shape(format!("{rows}x{cols} values (finite ones expected), the config implies {len}"));
-        return Err(Error::Context { what: file.describe(name), source: Box::new(e) });
+        return Err(e.within(file.describe(name)));
     }
     Ok(super::rms_norm(w, eps, device))
 }
