@@ -4,6 +4,7 @@
 #   scripts/gpu-check.sh build     # here: cargo build --release --features cuda, strip + gzip into .gpu/,
 #                                  # and untrack the fixtures too big to travel (tree limit 64 MiB)
 #   (device) bash scripts/gpu-check.sh device [--bench]   # there: unpack and run; carry .gpu
+#   (device) bash scripts/gpu-check.sh profile [--types Q4_K --m 1,8]   # kernel device times
 #   scripts/gpu-check.sh restore   # here: track the fixtures again
 #
 # The GPU machine has CUDA but no Rust, and wgpu does not run there (Vulkan driver refused), so
@@ -33,6 +34,28 @@ device)
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     /tmp/gpu_check --backend cuda "$@" 2>&1 | tee "${OUT:-/tmp}/gpu_check.log"
     ;;
+profile)
+    # Kernel device times: CubeCL's own profiler (a device timer around every launch, each
+    # launch synchronised) over a benchmark run; prints the median per kernel.
+    shift
+    gunzip -c .gpu/gpu_check.gz > /tmp/gpu_check && chmod +x /tmp/gpu_check
+    LOG="${OUT:-/tmp}/cubecl.log"
+    CUBECL_DEBUG_LOG="$LOG" /tmp/gpu_check --backend cuda --bench-only "$@" > /dev/null 2>&1 || true
+    python3 - "$LOG" <<'PY'
+import re, sys, statistics, collections
+times = collections.OrderedDict()
+for line in open(sys.argv[1], errors="replace"):
+    m = re.match(r"\|\s*([0-9.]+)(ns|µs|us|ms|s)\s*\|\s*(.*)", line)
+    if not m:
+        continue
+    v = float(m.group(1)) * {"ns": 1e-3, "µs": 1, "us": 1, "ms": 1e3, "s": 1e6}[m.group(2)]
+    times.setdefault(m.group(3).strip()[:150], []).append(v)
+print(f"{'median µs':>10} {'min µs':>9} {'count':>6}  kernel")
+for name, v in times.items():
+    print(f"{statistics.median(v):>10.1f} {min(v):>9.1f} {len(v):>6}  {name}")
+PY
+    gzip -f "$LOG"
+    ;;
 restore)
     for p in "${BIG[@]}"; do
         sed -i "\#^/$p/\$#d" .git/info/exclude
@@ -41,7 +64,7 @@ restore)
     git status --short | head
     ;;
 *)
-    echo "usage: $0 build|device [--bench]|restore" >&2
+    echo "usage: $0 build|device [--bench]|profile [ARGS]|restore" >&2
     exit 2
     ;;
 esac

@@ -4,9 +4,11 @@
 //! - [`decode`]: the per-format element decoders (one place per block layout on the GPU, mirroring
 //!   `crate::format`, bit-exact with ggml's reference decode).
 //! - [`dequant`]: weight rows picked by id → f32 (the embedding lookup).
-//! - [`matvec`]: the decode path (1–8 token rows): four planes per weight row, one pass over the
-//!   weight for all token rows at once; Q4_K and Q6_K have their own kernels.
+//! - [`matvec`]: the generic decode path (1–8 token rows): one pass over the weight for all token
+//!   rows at once; [`matvec_q4k`] and [`matvec_q6k`] are the vectorised kernels of the two types
+//!   every Q4_K_M file is made of; [`reduce`] ends them.
 //! - [`tiled`]: the prefill path and the input gradient, weight tiles decoded into shared memory.
+//! - [`tiled_mma`]: the prefill path on matrix units (f16 tiles, f32 accumulation).
 
 // Cube functions assign defaults before comptime branches overwrite them.
 #![allow(unused_assignments)]
@@ -14,4 +16,8 @@
 pub mod decode;
 pub mod dequant;
 pub mod matvec;
+pub mod matvec_q4k;
+pub mod matvec_q6k;
+pub mod reduce;
 pub mod tiled;
+pub mod tiled_mma;

@@ -1,0 +1,114 @@
+//! The decode path for Q6_K (210-byte blocks: `ql[128]`, `qh[64]`, `scales[16]` as i8, `d`).
+//!
+//! Blocks are only 2-byte aligned, so the kernel reads 32-bit words (two halves where a word
+//! straddles). For each 128-weight half `h` of a block, ggml derives four weights from
+//! `ql[64h + l]`, `ql[64h + 32 + l]` and `qh[32h + l]` (`l` in 0..32); lane `c` of the 8 lanes
+//! of a half takes `l = 4c .. 4c + 4` — three words, 16 weights, decoded four at a time with
+//! byte-parallel masks (`q = (ql nibble) | (qh bits) << 4`, turned into a float through its bits).
+//! A plane covers two blocks per step; each thread handles `r` weight rows with the same input
+//! columns and all `m ≤ 8` token rows; `split` planes share a row group.
+
+use cubecl::prelude::*;
+
+use super::decode::{f16_to_f32, half_bits, word_at};
+use super::reduce::{PLANES, reduce_groups};
+
+/// Byte `e` of `word` (holding a 6-bit code) as the exact f32 `code − 32`.
+#[cube]
+fn code(word: u32, #[comptime] e: u32) -> f32 {
+    f32::reinterpret(((word >> (8 * e)) & 0xFF) | 0x4B00_0000u32) - 8388640.0
+}
+
+/// Signed scale byte `i` (0..8) of the two words `s0`, `s1`, as f32.
+#[cube]
+fn scale(s0: u32, s1: u32, i: u32) -> f32 {
+    let v = (select(i < 4, s0, s1) >> ((i % 4) * 8)) & 0xFF;
+    f32::cast_from(i32::cast_from(v) - i32::cast_from(v >> 7) * 256)
+}
+
+/// Decodes the four weights (bytes `0..4`) of `q` with scale `ds` into `out[o .. o + 4]`.
+#[cube]
+fn decode4(q: u32, ds: f32, out: &mut Array<f32>, o: usize) {
+    out[o] = ds * code(q, 0u32);
+    out[o + 1] = ds * code(q, 1u32);
+    out[o + 2] = ds * code(q, 2u32);
+    out[o + 3] = ds * code(q, 3u32);
+}
+
+/// `Σ` of 4 weights `wt[o..o + 4]` times the 4 lanes of `xv`.
+#[cube]
+fn dot4<N: Size>(wt: &Array<f32>, o: usize, xv: Vector<f32, N>) -> f32 {
+    wt[o] * xv.extract(0usize) + wt[o + 1] * xv.extract(1usize) + wt[o + 2] * xv.extract(2usize) + wt[o + 3] * xv.extract(3usize)
+}
+
+/// See the module docs. `x` is read in 16-byte vectors (`N` = 4); `off` is the part's byte
+/// offset and `row_bytes` its row length; `y` is `[m, n]`, this launch writing columns
+/// `col0..col0 + rows`.
+#[cube(launch_unchecked)]
+pub fn matvec_q6k<N: Size>(
+    w: &[u32],
+    x: &[Vector<f32, N>],
+    y: &mut [f32],
+    off: u32,
+    rows: u32,
+    k: u32,
+    row_bytes: u32,
+    n: u32,
+    col0: u32,
+    #[comptime] m: u32,
+    #[comptime] r: u32,
+    #[comptime] split: u32,
+    #[comptime] plane32: bool,
+) {
+    let lane = UNIT_POS_X;
+    let slot = UNIT_POS_Y;
+    let row0 = (CUBE_POS as u32 * (PLANES / split) + slot / split) * r;
+    let part = slot % split;
+    let blocks = k / 256;
+    let h = (lane / 8) % 2;
+    let c = lane % 8;
+    let mut acc = Array::<f32>::new((r * m) as usize);
+    #[unroll]
+    for o in 0..r * m {
+        acc[o as usize] = 0.0;
+    }
+    let mut wt = Array::<f32>::new((r * 16) as usize);
+    let mut g = part;
+    while g * 2 < blocks {
+        let b = g * 2 + lane / 16;
+        if b < blocks && row0 < rows {
+            #[unroll]
+            for i in 0..r {
+                // Rows past the end re-read the last row; their sums are never written.
+                let row = select(row0 + i < rows, row0 + i, rows - 1);
+                let blk = off + row * row_bytes + b * 210;
+                let d = f16_to_f32(half_bits(w, blk + 208));
+                let a = word_at(w, blk + 64 * h + 4 * c);
+                let cw = word_at(w, blk + 64 * h + 32 + 4 * c);
+                let hw = word_at(w, blk + 128 + 32 * h + 4 * c);
+                let s0 = word_at(w, blk + 192 + 8 * h);
+                let s1 = word_at(w, blk + 196 + 8 * h);
+                let is = c / 4;
+                let o = (i * 16) as usize;
+                decode4((a & 0x0F0F_0F0F) | ((hw << 4) & 0x3030_3030), d * scale(s0, s1, is), &mut wt, o);
+                decode4((cw & 0x0F0F_0F0F) | ((hw << 2) & 0x3030_3030), d * scale(s0, s1, is + 2), &mut wt, o + 4);
+                decode4(((a >> 4) & 0x0F0F_0F0F) | (hw & 0x3030_3030), d * scale(s0, s1, is + 4), &mut wt, o + 8);
+                decode4(((cw >> 4) & 0x0F0F_0F0F) | ((hw >> 2) & 0x3030_3030), d * scale(s0, s1, is + 6), &mut wt, o + 12);
+            }
+            #[unroll]
+            for t in 0..m {
+                let xb = (t * k + b * 256 + 128 * h + 4 * c) / 4;
+                #[unroll]
+                for s in 0..4u32 {
+                    let xv = x[(xb + 8 * s) as usize];
+                    #[unroll]
+                    for i in 0..r {
+                        acc[(i * m + t) as usize] += dot4(&wt, (i * 16 + s * 4) as usize, xv);
+                    }
+                }
+            }
+        }
+        g += split;
+    }
+    reduce_groups(&acc, y, rows, n, col0, m, r, split, plane32);
+}

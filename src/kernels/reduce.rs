@@ -1,0 +1,80 @@
+//! The end of the decode kernels: the per-thread partial sums of a row group, summed over the
+//! group's lanes and planes and written to `y`.
+
+use cubecl::prelude::*;
+
+/// Planes per cube of the decode kernels (the cube is `32 × PLANES` threads).
+pub const PLANES: u32 = 8;
+/// Lanes per plane the decode kernels are laid out for.
+pub const LANES: u32 = 32;
+/// Largest `r · m` (rows per thread × token rows) a decode kernel may accumulate.
+pub const MAX_ACC: u32 = 32;
+
+/// Sums `acc[i·m + t]` (row `i` of the thread's row group, token `t`) over the `LANES` lanes and the `split` planes
+/// of each row group and writes `y[t, col0 + row]` for rows below `rows`. With `plane32` (the
+/// device's planes are exactly `LANES` wide) the lanes are summed with `plane_sum`; otherwise
+/// everything goes through shared memory, with no assumption on the plane width.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub fn reduce_groups(
+    acc: &Array<f32>,
+    y: &mut [f32],
+    rows: u32,
+    n: u32,
+    col0: u32,
+    #[comptime] m: u32,
+    #[comptime] r: u32,
+    #[comptime] split: u32,
+    #[comptime] plane32: bool,
+) {
+    let lane = UNIT_POS_X;
+    let slot = UNIT_POS_Y;
+    let tid = slot * LANES + lane;
+    let outs = r * m;
+    // Outputs of the cube: (PLANES / split) groups × r rows × m tokens.
+    let total = (PLANES / split) * outs;
+    if plane32 {
+        let mut red = Shared::<[f32]>::new_slice((PLANES * MAX_ACC) as usize);
+        #[unroll]
+        for o in 0..outs {
+            let s = plane_sum(acc[o as usize]);
+            if lane == 0 {
+                red[(slot * outs + o) as usize] = s;
+            }
+        }
+        sync_cube();
+        if tid < total {
+            let grp = tid / outs;
+            let o = tid % outs;
+            let mut s = 0.0f32;
+            for p in 0..split {
+                s += red[((grp * split + p) * outs + o) as usize];
+            }
+            let row = (CUBE_POS as u32 * (PLANES / split) + grp) * r + o / m;
+            if row < rows {
+                y[((o % m) * n + col0 + row) as usize] = s;
+            }
+        }
+    } else {
+        let mut red = Shared::<[f32]>::new_slice((PLANES * LANES * outs) as usize);
+        #[unroll]
+        for o in 0..outs {
+            red[((slot * outs + o) * LANES + lane) as usize] = acc[o as usize];
+        }
+        sync_cube();
+        if tid < total {
+            let grp = tid / outs;
+            let o = tid % outs;
+            let mut s = 0.0f32;
+            for p in 0..split {
+                for l in 0..LANES {
+                    s += red[(((grp * split + p) * outs + o) * LANES + l) as usize];
+                }
+            }
+            let row = (CUBE_POS as u32 * (PLANES / split) + grp) * r + o / m;
+            if row < rows {
+                y[((o % m) * n + col0 + row) as usize] = s;
+            }
+        }
+    }
+}
