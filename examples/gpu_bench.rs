@@ -3,7 +3,7 @@
 //! Each figure is the median of `--runs` timed calls after warm-up, with device synchronisation
 //! around every call; GB/s counts the weight bytes read once per call.
 //!
-//! `cargo run --release --features cuda --example gpu_bench [-- --backend cuda --runs 50 --types Q4_K,Q6_K]`
+//! `cargo run --release --features cuda --example gpu_bench [-- --backend cuda --runs 50 --types Q4_K,Q6_K --m 1,8 --no-dense]`
 
 use std::time::Instant;
 
@@ -118,6 +118,9 @@ pub fn run() -> Result<()> {
             })?;
             println!("{:<8} {:>5} {:>10.1} {:>9.0} {:>10.1} {:>14.1}", kind.name(), m, us, mb * 1e6 / us / 1e3, mb, batched);
         }
+    }
+    if args.iter().any(|a| a == "--no-dense") {
+        return Ok(());
     }
     // Per-call cost floor: a 64 × 256 Q4_K layer (16 KiB of weight) at m = 1.
     let tiny = QuantLinear::from_gguf_bytes(GgmlType::Q4_K, &quantize(GgmlType::Q4_K, &w[..64 * 256])?, 64, 256, &device)?;

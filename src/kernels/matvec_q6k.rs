@@ -11,34 +11,46 @@
 use cubecl::prelude::*;
 
 use super::decode::{f16_to_f32, half_bits, word_at};
+use super::matvec_q4k::dot4;
 use super::reduce::{PLANES, reduce_groups};
 
 /// Byte `e` of `word` (holding a 6-bit code) as the exact f32 `code − 32`.
 #[cube]
-fn code(word: u32, #[comptime] e: u32) -> f32 {
+pub fn code(word: u32, #[comptime] e: u32) -> f32 {
     f32::reinterpret(((word >> (8 * e)) & 0xFF) | 0x4B00_0000u32) - 8388640.0
 }
 
 /// Signed scale byte `i` (0..8) of the two words `s0`, `s1`, as f32.
 #[cube]
-fn scale(s0: u32, s1: u32, i: u32) -> f32 {
+pub fn scale(s0: u32, s1: u32, i: u32) -> f32 {
     let v = (select(i < 4, s0, s1) >> ((i % 4) * 8)) & 0xFF;
     f32::cast_from(i32::cast_from(v) - i32::cast_from(v >> 7) * 256)
 }
 
 /// Decodes the four weights (bytes `0..4`) of `q` with scale `ds` into `out[o .. o + 4]`.
 #[cube]
-fn decode4(q: u32, ds: f32, out: &mut Array<f32>, o: usize) {
+pub fn decode4(q: u32, ds: f32, out: &mut Array<f32>, o: usize) {
     out[o] = ds * code(q, 0u32);
     out[o + 1] = ds * code(q, 1u32);
     out[o + 2] = ds * code(q, 2u32);
     out[o + 3] = ds * code(q, 3u32);
 }
 
-/// `Σ` of 4 weights `wt[o..o + 4]` times the 4 lanes of `xv`.
+/// Decodes the 16 weights of lanes `l = 4c .. 4c + 4` of half `h` of the block at byte `blk`:
+/// `out[o + 4s + e]` is element `128h + 32s + 4c + e`.
 #[cube]
-fn dot4<N: Size>(wt: &Array<f32>, o: usize, xv: Vector<f32, N>) -> f32 {
-    wt[o] * xv.extract(0usize) + wt[o + 1] * xv.extract(1usize) + wt[o + 2] * xv.extract(2usize) + wt[o + 3] * xv.extract(3usize)
+pub fn decode_unit(w: &[u32], blk: u32, h: u32, c: u32, out: &mut Array<f32>, o: usize) {
+    let d = f16_to_f32(half_bits(w, blk + 208));
+    let a = word_at(w, blk + 64 * h + 4 * c);
+    let cw = word_at(w, blk + 64 * h + 32 + 4 * c);
+    let hw = word_at(w, blk + 128 + 32 * h + 4 * c);
+    let s0 = word_at(w, blk + 192 + 8 * h);
+    let s1 = word_at(w, blk + 196 + 8 * h);
+    let is = c / 4;
+    decode4((a & 0x0F0F_0F0F) | ((hw << 4) & 0x3030_3030), d * scale(s0, s1, is), out, o);
+    decode4((cw & 0x0F0F_0F0F) | ((hw << 2) & 0x3030_3030), d * scale(s0, s1, is + 2), out, o + 4);
+    decode4(((a >> 4) & 0x0F0F_0F0F) | (hw & 0x3030_3030), d * scale(s0, s1, is + 4), out, o + 8);
+    decode4(((cw >> 4) & 0x0F0F_0F0F) | ((hw >> 2) & 0x3030_3030), d * scale(s0, s1, is + 6), out, o + 12);
 }
 
 /// See the module docs. `x` is read in 16-byte vectors (`N` = 4); `off` is the part's byte
@@ -82,18 +94,7 @@ pub fn matvec_q6k<N: Size>(
                 // Rows past the end re-read the last row; their sums are never written.
                 let row = select(row0 + i < rows, row0 + i, rows - 1);
                 let blk = off + row * row_bytes + b * 210;
-                let d = f16_to_f32(half_bits(w, blk + 208));
-                let a = word_at(w, blk + 64 * h + 4 * c);
-                let cw = word_at(w, blk + 64 * h + 32 + 4 * c);
-                let hw = word_at(w, blk + 128 + 32 * h + 4 * c);
-                let s0 = word_at(w, blk + 192 + 8 * h);
-                let s1 = word_at(w, blk + 196 + 8 * h);
-                let is = c / 4;
-                let o = (i * 16) as usize;
-                decode4((a & 0x0F0F_0F0F) | ((hw << 4) & 0x3030_3030), d * scale(s0, s1, is), &mut wt, o);
-                decode4((cw & 0x0F0F_0F0F) | ((hw << 2) & 0x3030_3030), d * scale(s0, s1, is + 2), &mut wt, o + 4);
-                decode4(((a >> 4) & 0x0F0F_0F0F) | (hw & 0x3030_3030), d * scale(s0, s1, is + 4), &mut wt, o + 8);
-                decode4(((cw >> 4) & 0x0F0F_0F0F) | ((hw >> 2) & 0x3030_3030), d * scale(s0, s1, is + 6), &mut wt, o + 12);
+                decode_unit(w, blk, h, c, &mut wt, (i * 16) as usize);
             }
             #[unroll]
             for t in 0..m {

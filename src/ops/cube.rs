@@ -16,7 +16,7 @@ use cubecl::prelude::*;
 
 use super::{QuantLayout, QuantMatmulBackend, QuantPart};
 use crate::kernels::decode::{block_bytes, block_elems};
-use crate::kernels::{dequant, matvec, matvec_q4k, matvec_q6k, reduce, tiled, tiled_mma};
+use crate::kernels::{dequant, matvec, matvec_i4, matvec_q4k, matvec_q6k, reduce, tiled, tiled_mma};
 
 /// Cubes the prefill path aims for (about 4 per SM of a large GPU).
 const SPLIT_K_TARGET: usize = 528;
@@ -57,11 +57,16 @@ fn grid_1d(cubes: usize) -> CubeCount {
     CubeCount::Static(x as u32, cubes.div_ceil(x.max(1)) as u32, 1)
 }
 
-/// Weight rows per thread in the vectorised decode kernels.
-const DECODE_ROWS_PER_THREAD: u32 = 2;
+/// Weight rows per thread in the vectorised decode kernels, for `m` token rows: with one, the
+/// Q4_K and int4 kernels keep the input in registers and take 4 rows (the input's reads are
+/// shared by more rows); with more, they keep decoded weights and take 2.
+fn rows_per_thread(m: usize) -> u32 {
+    if m == 1 { 4 } else { 2 }
+}
 
 /// Planes sharing a row group in the vectorised decode kernels, for rows of `steps` plane
-/// steps (a plane step covers 4 Q4_K blocks = 1024 columns): as many as there are steps, up to 4.
+/// steps (a plane step covers 1024 columns: 4 Q4_K blocks, or 1024 / G int4 groups; 512 for
+/// Q6_K): as many as there are steps, up to 4.
 fn decode_split(steps: usize) -> u32 {
     match steps {
         0..=1 => 1,
@@ -87,7 +92,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
         let code = kind_code(part);
         let count = grid_1d(part.rows.div_ceil(matvec::ROWS_PER_CUBE as usize));
         if part.kind == crate::GgmlType::Q4_K && part.byte_offset % 16 == 0 {
-            let (r, split) = (DECODE_ROWS_PER_THREAD, decode_split(k / 1024));
+            let (r, split) = (rows_per_thread(m), decode_split(k / 1024));
             let groups = (reduce::PLANES / split) as usize * r as usize;
             // SAFETY: the part starts on a 16-byte boundary and its rows are whole 144-byte
             // blocks, so every 16-byte read stays inside it; rows past `rows` are clamped in
@@ -115,8 +120,40 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
             col0 += part.rows;
             continue;
         }
+        if part.kind.is_internal() && part.byte_offset % 4 == 0 {
+            let group = part.kind.block_elems();
+            let (r, split) = (rows_per_thread(m), decode_split(k / 1024));
+            let groups = (reduce::PLANES / split) as usize * r as usize;
+            // SAFETY: the part starts on a word boundary and its rows are whole groups of
+            // `4 + G/2` bytes (a multiple of 4), so every word read is inside it; rows past
+            // `rows` are clamped in the kernel; `y` is `[m, n]`, the part writes columns
+            // `col0..col0 + rows`.
+            unsafe {
+                matvec_i4::matvec_i4::launch_unchecked(
+                    &client,
+                    grid_1d(part.rows.div_ceil(groups)),
+                    CubeDim::new_2d(reduce::LANES, reduce::PLANES),
+                    4,
+                    buffer(w, layout.total_words()),
+                    buffer(&x, m * k / 4),
+                    buffer(&y, m * n),
+                    (part.byte_offset / 4) as u32,
+                    part.rows as u32,
+                    k as u32,
+                    n as u32,
+                    col0 as u32,
+                    group as u32,
+                    m as u32,
+                    r,
+                    split,
+                    plane32,
+                )
+            };
+            col0 += part.rows;
+            continue;
+        }
         if part.kind == crate::GgmlType::Q6_K {
-            let (r, split) = (DECODE_ROWS_PER_THREAD, decode_split(k / 512));
+            let (r, split) = (2, decode_split(k / 512));
             let groups = (reduce::PLANES / split) as usize * r as usize;
             // SAFETY: every word read is inside a block of a row below `rows` (rows past it are
             // clamped in the kernel); `y` is `[m, n]` and the part writes columns
@@ -238,9 +275,119 @@ fn matmul_prefill_mma(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: us
     sum_slices(y, splits, m, n)
 }
 
+/// The prefill path as dequantize-then-matmul: the weight decoded into a transient f16 `[n, k]`
+/// buffer (dropped after the call), the input cast to f16, and Burn's own matmul (autotuned
+/// where the `autotune` feature is on) with f32 output.
+fn matmul_prefill_dequant(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout) -> CubeTensor {
+    let (k, n) = (layout.in_features, layout.out_features());
+    let client = x.client.clone();
+    let handle = client.empty(n * k * 2);
+    let w16 = CubeTensor::new_contiguous(client.clone(), x.device.clone(), Shape::new([n, k]), handle, DType::F16);
+    let dim = CubeDim::new_1d(256);
+    let mut row0 = 0;
+    for part in &layout.parts {
+        let code = kind_code(part);
+        let (words, out16) = (layout.total_words(), n * k);
+        let units = |per_unit: usize| calculate_cube_count_elemwise(&client, part.rows * k / per_unit, dim);
+        // SAFETY (the three specialised launches): one thread per unit of `per_unit` weights,
+        // threads past the part's units return; reads stay inside the part (Q4_K: 16-byte
+        // aligned, whole 144-byte blocks; int4: word aligned, whole groups); `w16` is `[n, k]`,
+        // written in 4-wide vectors at rows `row0..row0 + rows`.
+        if part.kind == crate::GgmlType::Q4_K && part.byte_offset % 16 == 0 {
+            unsafe {
+                dequant::dequant_q4k_f16::launch_unchecked(
+                    &client, units(32), dim, 4,
+                    buffer(w, words / 4), buffer(&w16, out16 / 4),
+                    (part.byte_offset / 16) as u32, row0 as u32, part.rows as u32, k as u32,
+                )
+            };
+            row0 += part.rows;
+            continue;
+        }
+        if part.kind == crate::GgmlType::Q6_K {
+            unsafe {
+                dequant::dequant_q6k_f16::launch_unchecked(
+                    &client, units(16), dim, 4,
+                    buffer(w, words), buffer(&w16, out16 / 4),
+                    part.byte_offset as u32, row0 as u32, part.rows as u32, k as u32, layout.row_bytes(part) as u32,
+                )
+            };
+            row0 += part.rows;
+            continue;
+        }
+        if part.kind.is_internal() && part.byte_offset % 4 == 0 {
+            unsafe {
+                dequant::dequant_i4_f16::launch_unchecked(
+                    &client, units(32), dim, 4,
+                    buffer(w, words), buffer(&w16, out16 / 4),
+                    (part.byte_offset / 4) as u32, row0 as u32, part.rows as u32, k as u32,
+                    part.kind.block_elems() as u32,
+                )
+            };
+            row0 += part.rows;
+            continue;
+        }
+        let count = calculate_cube_count_elemwise(&client, part.rows * k, dim);
+        // SAFETY: threads past `rows · k` return; reads stay inside the part; `w16` is `[n, k]`
+        // and this part writes rows `row0..row0 + rows`.
+        unsafe {
+            dequant::dequant_f16::launch_unchecked(
+                &client,
+                count,
+                dim,
+                buffer(w, layout.total_words()),
+                buffer(&w16, n * k),
+                part.byte_offset as u32,
+                row0 as u32,
+                part.rows as u32,
+                k as u32,
+                layout.row_bytes(part) as u32,
+                code,
+                block_elems(code),
+                block_bytes(code),
+            )
+        };
+        row0 += part.rows;
+    }
+    let x16 = CubeBackend::float_cast(x, FloatDType::F16);
+    let wt = CubeBackend::float_transpose(w16);
+    match burn_cubecl::kernel::matmul::matmul(x16.clone(), wt.clone(), None, Default::default(), DType::F32) {
+        Ok(y) => y,
+        // A runtime whose matmul declines f16 inputs with an f32 output: f16 out, then widen.
+        Err(_) => CubeBackend::float_cast(CubeBackend::float_matmul(x16, wt), FloatDType::F32),
+    }
+}
+
+/// Which prefill route the cube backends take (see [`matmul_prefill`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum PrefillRoute {
+    /// [`tiled_mma`]: weight tiles decoded into shared memory, f16 matrix units.
+    Mma,
+    /// [`matmul_prefill_dequant`]: transient f16 weight + Burn's matmul.
+    Dequant,
+    /// [`tiled`]: f32 multiply-adds (exact to f32 rounding).
+    F32,
+}
+
+/// The prefill route: `BURN_QUANT_PREFILL=mma|dequant|f32` picks one (for benchmarks and for
+/// f32-exact prefill on GPUs); by default the fastest measured where the device has f16 matrix
+/// units, the f32 tiled kernel elsewhere.
+fn prefill_route(x: &CubeTensor) -> PrefillRoute {
+    let mma = has_f16_mma(x) && planes_are_32(x);
+    match std::env::var("BURN_QUANT_PREFILL").as_deref() {
+        Ok("f32") => PrefillRoute::F32,
+        Ok("dequant") => PrefillRoute::Dequant,
+        Ok("mma") if mma => PrefillRoute::Mma,
+        _ if mma => PrefillRoute::Dequant,
+        _ => PrefillRoute::F32,
+    }
+}
+
 fn matmul_prefill(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) -> CubeTensor {
-    if has_f16_mma(&x) && planes_are_32(&x) {
-        return matmul_prefill_mma(x, w, layout, m);
+    match prefill_route(&x) {
+        PrefillRoute::Mma => return matmul_prefill_mma(x, w, layout, m),
+        PrefillRoute::Dequant => return matmul_prefill_dequant(x, w, layout),
+        PrefillRoute::F32 => {}
     }
     let (k, n) = (layout.in_features, layout.out_features());
     let b = tiled::B as usize;

@@ -1,0 +1,133 @@
+//! The decode path for burn-quant's int4 groups (`I4_<G>`, the layout GPTQ and AWQ checkpoints
+//! are repacked into: per group `d` f16, zero `z` u8, pad, `G/2` code bytes where byte `j` holds
+//! weight `j` in its low nibble and weight `j + G/2` in its high nibble).
+//!
+//! Lane unit: 4 code words (16 bytes) of one group, i.e. weights `16u .. 16u + 16` and
+//! `G/2 + 16u ..` — `G/32` lanes per group, so a plane reads `32 / (G/32)` whole groups per
+//! step. Each thread handles `r` weight rows with the same input columns and all `m ≤ 8` token
+//! rows; `split` planes share a row group. Weights are `d·q − d·z` (exact in f32, as
+//! `d·(q − z)`), the nibble turned into a float through its bits.
+
+use cubecl::prelude::*;
+
+use super::decode::f16_to_f32;
+use super::matvec_q4k::{decode_word, dot4, dot_word, hsum};
+use super::reduce::{PLANES, reduce_groups};
+
+/// Decodes the 32 weights of unit `u` of the group at word `blk`: `out[o + 8v .. + 4]` are
+/// weights `16u + 4v + 0..4`, `out[o + 8v + 4 .. + 8]` weights `G/2 + 16u + 4v + 0..4`.
+#[cube]
+pub fn decode_unit_i4(w: &[u32], blk: u32, u: u32, out: &mut Array<f32>, o: usize) {
+    let hd = w[blk as usize];
+    let d = f16_to_f32(hd & 0xFFFF);
+    let dz = d * f32::cast_from((hd >> 16) & 0xFF);
+    let q = blk + 1 + 4 * u;
+    decode_word(w[q as usize], out, o, d, dz, d, dz);
+    decode_word(w[(q + 1) as usize], out, o + 8, d, dz, d, dz);
+    decode_word(w[(q + 2) as usize], out, o + 16, d, dz, d, dz);
+    decode_word(w[(q + 3) as usize], out, o + 24, d, dz, d, dz);
+}
+
+/// See the module docs. `x` is read in 16-byte vectors (`N` = 4); `off` is the part's offset in
+/// words; `y` is `[m, n]`, this launch writing columns `col0..col0 + rows`.
+#[cube(launch_unchecked)]
+pub fn matvec_i4<N: Size>(
+    w: &[u32],
+    x: &[Vector<f32, N>],
+    y: &mut [f32],
+    off: u32,
+    rows: u32,
+    k: u32,
+    n: u32,
+    col0: u32,
+    #[comptime] group: u32,
+    #[comptime] m: u32,
+    #[comptime] r: u32,
+    #[comptime] split: u32,
+    #[comptime] plane32: bool,
+) {
+    let lane = UNIT_POS_X;
+    let slot = UNIT_POS_Y;
+    let row0 = (CUBE_POS as u32 * (PLANES / split) + slot / split) * r;
+    let part = slot % split;
+    let lpg = comptime!(group / 32);
+    let gps = comptime!(32 / (group / 32));
+    let words = comptime!((4 + group / 2) / 4);
+    let groups = k / group;
+    let u = lane % lpg;
+    let mut acc = Array::<f32>::new((r * m) as usize);
+    #[unroll]
+    for o in 0..r * m {
+        acc[o as usize] = 0.0;
+    }
+    let mut wt = Array::<f32>::new((r * 32) as usize);
+    let mut g = part;
+    while g * gps < groups {
+        let b = g * gps + lane / lpg;
+        if comptime!(m == 1) {
+            if b < groups && row0 < rows {
+                // One token row: the `r` rows' code words and scales are loaded first, then the
+                // input is read one 16-byte pair at a time and shared by the rows;
+                // `Σ d·(q − z)·x` is accumulated as `d·Σ q·x − d·z·Σ x`.
+                let mut qw = Array::<u32>::new((r * 4) as usize);
+                let mut sc = Array::<f32>::new((r * 2) as usize);
+                #[unroll]
+                for i in 0..r {
+                    let row = select(row0 + i < rows, row0 + i, rows - 1);
+                    let blk = off + (row * groups + b) * words;
+                    let hd = w[blk as usize];
+                    let q = blk + 1 + 4 * u;
+                    qw[(4 * i) as usize] = w[q as usize];
+                    qw[(4 * i + 1) as usize] = w[(q + 1) as usize];
+                    qw[(4 * i + 2) as usize] = w[(q + 2) as usize];
+                    qw[(4 * i + 3) as usize] = w[(q + 3) as usize];
+                    let d = f16_to_f32(hd & 0xFFFF);
+                    sc[(2 * i) as usize] = d;
+                    sc[(2 * i + 1) as usize] = d * f32::cast_from((hd >> 16) & 0xFF);
+                }
+                let xb = (b * group + 16 * u) / 4;
+                let mut sx = 0.0f32;
+                #[unroll]
+                for v in 0..4u32 {
+                    let xl = x[(xb + v) as usize];
+                    let xh = x[(xb + group / 8 + v) as usize];
+                    sx += hsum(xl) + hsum(xh);
+                    #[unroll]
+                    for i in 0..r {
+                        let d = sc[(2 * i) as usize];
+                        acc[i as usize] += dot_word(qw[(4 * i + v) as usize], xl, xh, d, d);
+                    }
+                }
+                #[unroll]
+                for i in 0..r {
+                    acc[i as usize] -= sc[(2 * i + 1) as usize] * sx;
+                }
+            }
+        } else {
+            if b < groups && row0 < rows {
+                #[unroll]
+                for i in 0..r {
+                    // Rows past the end re-read the last row; their sums are never written.
+                    let row = select(row0 + i < rows, row0 + i, rows - 1);
+                    decode_unit_i4(w, off + (row * groups + b) * words, u, &mut wt, (i * 32) as usize);
+                }
+                #[unroll]
+                for t in 0..m {
+                    let xb = (t * k + b * group + 16 * u) / 4;
+                    #[unroll]
+                    for v in 0..4u32 {
+                        let xl = x[(xb + v) as usize];
+                        let xh = x[(xb + group / 8 + v) as usize];
+                        #[unroll]
+                        for i in 0..r {
+                            let o = (i * 32 + v * 8) as usize;
+                            acc[(i * m + t) as usize] += dot4(&wt, o, xl) + dot4(&wt, o + 4, xh);
+                        }
+                    }
+                }
+            }
+        }
+        g += split;
+    }
+    reduce_groups(&acc, y, rows, n, col0, m, r, split, plane32);
+}
