@@ -29,7 +29,7 @@ pub fn decode_unit_i4(w: &[u32], blk: u32, u: u32, out: &mut Array<f32>, o: usiz
 }
 
 /// See the module docs. `x` is read in 16-byte vectors (`N` = 4); `off` is the part's offset in
-/// words; `y` is `[m, n]`, this launch writing columns `col0..col0 + rows`.
+/// words; `y` is `[m, ny]`, this launch writing columns `col0..col0 + rows`.
 #[cube(launch_unchecked)]
 pub fn matvec_i4<N: Size>(
     w: &[u32],
@@ -38,7 +38,7 @@ pub fn matvec_i4<N: Size>(
     off: u32,
     rows: u32,
     k: u32,
-    n: u32,
+    ny: u32,
     col0: u32,
     #[comptime] group: u32,
     #[comptime] m: u32,
@@ -129,5 +129,5 @@ pub fn matvec_i4<N: Size>(
         }
         g += split;
     }
-    reduce_groups(&acc, y, rows, n, col0, m, r, split, plane32);
+    reduce_groups(&acc, y, rows, ny, col0, m, r, split, plane32);
 }

@@ -101,7 +101,7 @@ pub fn hsum<N: Size>(v: Vector<f32, N>) -> f32 {
 }
 
 /// See the module docs. `w` and `x` are read in 16-byte vectors (`N` = 4); `off` is the part's
-/// offset in 16-byte units; `y` is `[m, n]`, this launch writing columns `col0..col0 + rows`.
+/// offset in 16-byte units; `y` is `[m, ny]`, this launch writing columns `col0..col0 + rows`.
 #[cube(launch_unchecked)]
 pub fn matvec_q4k<N: Size>(
     w: &[Vector<u32, N>],
@@ -110,7 +110,7 @@ pub fn matvec_q4k<N: Size>(
     off: u32,
     rows: u32,
     k: u32,
-    n: u32,
+    ny: u32,
     col0: u32,
     #[comptime] m: u32,
     #[comptime] r: u32,
@@ -211,5 +211,5 @@ pub fn matvec_q4k<N: Size>(
         }
         g += split;
     }
-    reduce_groups(&acc, y, rows, n, col0, m, r, split, plane32);
+    reduce_groups(&acc, y, rows, ny, col0, m, r, split, plane32);
 }

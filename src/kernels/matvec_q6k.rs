@@ -54,7 +54,7 @@ pub fn decode_unit(w: &[u32], blk: u32, h: u32, c: u32, out: &mut Array<f32>, o:
 }
 
 /// See the module docs. `x` is read in 16-byte vectors (`N` = 4); `off` is the part's byte
-/// offset and `row_bytes` its row length; `y` is `[m, n]`, this launch writing columns
+/// offset and `row_bytes` its row length; `y` is `[m, ny]`, this launch writing columns
 /// `col0..col0 + rows`.
 #[cube(launch_unchecked)]
 pub fn matvec_q6k<N: Size>(
@@ -65,7 +65,7 @@ pub fn matvec_q6k<N: Size>(
     rows: u32,
     k: u32,
     row_bytes: u32,
-    n: u32,
+    ny: u32,
     col0: u32,
     #[comptime] m: u32,
     #[comptime] r: u32,
@@ -111,5 +111,5 @@ pub fn matvec_q6k<N: Size>(
         }
         g += split;
     }
-    reduce_groups(&acc, y, rows, n, col0, m, r, split, plane32);
+    reduce_groups(&acc, y, rows, ny, col0, m, r, split, plane32);
 }
