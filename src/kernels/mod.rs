@@ -6,7 +6,8 @@
 //! - [`dequant`]: weight rows picked by id → f32 (the embedding lookup).
 //! - [`matvec`]: the generic decode path (1–8 token rows): one pass over the weight for all token
 //!   rows at once; [`matvec_q4k`] and [`matvec_q6k`] are the vectorised kernels of the two types
-//!   every Q4_K_M file is made of, [`matvec_i4`] that of the GPTQ/AWQ int4 groups; [`reduce`]
+//!   every Q4_K_M file is made of, [`matvec_q80`] Q8_0's, [`matvec_i4`] that of the GPTQ/AWQ int4
+//!   groups; [`reduce`]
 //!   ends them.
 //! - [`tiled`]: the prefill path and the input gradient, weight tiles decoded into shared memory.
 //! - [`tiled_mma`]: the prefill path on matrix units (f16 tiles, f32 accumulation).
@@ -20,6 +21,7 @@ pub mod matvec;
 pub mod matvec_i4;
 pub mod matvec_q4k;
 pub mod matvec_q6k;
+pub mod matvec_q80;
 pub mod reduce;
 pub mod tiled;
 pub mod tiled_mma;

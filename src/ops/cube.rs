@@ -16,7 +16,7 @@ use cubecl::prelude::*;
 
 use super::{QuantLayout, QuantMatmulBackend, QuantPart};
 use crate::kernels::decode::{block_bytes, block_elems};
-use crate::kernels::{dequant, matvec, matvec_i4, matvec_q4k, matvec_q6k, reduce, tiled, tiled_mma};
+use crate::kernels::{dequant, matvec, matvec_i4, matvec_q4k, matvec_q6k, matvec_q80, reduce, tiled, tiled_mma};
 
 /// Cubes the prefill path aims for (about 4 per SM of a large GPU).
 const SPLIT_K_TARGET: usize = 528;
@@ -66,7 +66,7 @@ fn rows_per_thread(m: usize) -> u32 {
 
 /// Planes sharing a row group in the vectorised decode kernels, for rows of `steps` plane
 /// steps (a plane step covers 1024 columns: 4 Q4_K blocks, or 1024 / G int4 groups; 512 for
-/// Q6_K): as many as there are steps, up to 4.
+/// Q6_K, 256 for Q8_0): as many as there are steps, up to 4.
 fn decode_split(steps: usize) -> u32 {
     match steps {
         0..=1 => 1,
@@ -143,6 +143,36 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
                     n as u32,
                     col0 as u32,
                     group as u32,
+                    m as u32,
+                    r,
+                    split,
+                    plane32,
+                )
+            };
+            col0 += part.rows;
+            continue;
+        }
+        if part.kind == crate::GgmlType::Q8_0 {
+            let (r, split) = (2, decode_split(k / 256));
+            let groups = (reduce::PLANES / split) as usize * r as usize;
+            // SAFETY: every word read is inside a block of a row below `rows` (rows past it are
+            // clamped in the kernel; a straddling read's second half is the same block's); `y`
+            // is `[m, n]` and the part writes columns `col0..col0 + rows`.
+            unsafe {
+                matvec_q80::matvec_q80::launch_unchecked(
+                    &client,
+                    grid_1d(part.rows.div_ceil(groups)),
+                    CubeDim::new_2d(reduce::LANES, reduce::PLANES),
+                    4,
+                    buffer(w, layout.total_words()),
+                    buffer(&x, m * k / 4),
+                    buffer(&y, m * n),
+                    part.byte_offset as u32,
+                    part.rows as u32,
+                    k as u32,
+                    layout.row_bytes(part) as u32,
+                    n as u32,
+                    col0 as u32,
                     m as u32,
                     r,
                     split,
