@@ -12,7 +12,7 @@ use cubecl::prelude::*;
 
 use super::decode::f16_to_f32;
 use super::matvec_q4k::{decode_word, dot4, dot_word, hsum};
-use super::reduce::{PLANES, reduce_groups};
+use super::reduce::{group_row0, reduce_groups};
 
 /// Decodes the 32 weights of unit `u` of the group at word `blk`: `out[o + 8v .. + 4]` are
 /// weights `16u + 4v + 0..4`, `out[o + 8v + 4 .. + 8]` weights `G/2 + 16u + 4v + 0..4`.
@@ -48,7 +48,7 @@ pub fn matvec_i4<N: Size>(
 ) {
     let lane = UNIT_POS_X;
     let slot = UNIT_POS_Y;
-    let row0 = (CUBE_POS as u32 * (PLANES / split) + slot / split) * r;
+    let row0 = group_row0(slot / split, r, split);
     let part = slot % split;
     let lpg = comptime!(group / 32);
     let gps = comptime!(32 / (group / 32));

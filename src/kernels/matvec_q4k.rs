@@ -17,7 +17,7 @@
 use cubecl::prelude::*;
 
 use super::decode::f16_to_f32;
-use super::reduce::{PLANES, reduce_groups};
+use super::reduce::{group_row0, reduce_groups};
 
 /// Byte `i` (0..12) of the three scale words of a Q4_K block.
 #[cube]
@@ -119,8 +119,7 @@ pub fn matvec_q4k<N: Size>(
 ) {
     let lane = UNIT_POS_X;
     let slot = UNIT_POS_Y;
-    let groups = PLANES / split;
-    let row0 = (CUBE_POS as u32 * groups + slot / split) * r;
+    let row0 = group_row0(slot / split, r, split);
     let part = slot % split;
     let blocks = k / 256;
     let u = lane % 8;

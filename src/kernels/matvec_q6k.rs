@@ -12,7 +12,7 @@ use cubecl::prelude::*;
 
 use super::decode::{f16_to_f32, half_bits, word_at};
 use super::matvec_q4k::dot4;
-use super::reduce::{PLANES, reduce_groups};
+use super::reduce::{group_row0, reduce_groups};
 
 /// Byte `e` of `word` (holding a 6-bit code) as the exact f32 `code − 32`.
 #[cube]
@@ -74,7 +74,7 @@ pub fn matvec_q6k<N: Size>(
 ) {
     let lane = UNIT_POS_X;
     let slot = UNIT_POS_Y;
-    let row0 = (CUBE_POS as u32 * (PLANES / split) + slot / split) * r;
+    let row0 = group_row0(slot / split, r, split);
     let part = slot % split;
     let blocks = k / 256;
     let h = (lane / 8) % 2;

@@ -10,6 +10,13 @@ pub const LANES: u32 = 32;
 /// Largest `r · m` (rows per thread × token rows) a decode kernel may accumulate.
 pub const MAX_ACC: u32 = 32;
 
+/// The first weight row of row group `grp` of this cube: a cube holds `PLANES / split` groups of
+/// `r` rows each.
+#[cube]
+pub fn group_row0(grp: u32, #[comptime] r: u32, #[comptime] split: u32) -> u32 {
+    (CUBE_POS as u32 * (PLANES / split) + grp) * r
+}
+
 /// Sums `acc[i·m + t]` (row `i` of the thread's row group, token `t`) over the `LANES` lanes and the `split` planes
 /// of each row group and writes `y[t, col0 + row]` for rows below `rows`. With `plane32` (the
 /// device's planes are exactly `LANES` wide) the lanes are summed with `plane_sum`; otherwise
@@ -50,7 +57,7 @@ pub fn reduce_groups(
             for p in 0..split {
                 s += red[((grp * split + p) * outs + o) as usize];
             }
-            let row = (CUBE_POS as u32 * (PLANES / split) + grp) * r + o / m;
+            let row = group_row0(grp, r, split) + o / m;
             if row < rows {
                 y[((o % m) * n + col0 + row) as usize] = s;
             }
@@ -71,7 +78,7 @@ pub fn reduce_groups(
                     s += red[(((grp * split + p) * outs + o) * LANES + l) as usize];
                 }
             }
-            let row = (CUBE_POS as u32 * (PLANES / split) + grp) * r + o / m;
+            let row = group_row0(grp, r, split) + o / m;
             if row < rows {
                 y[((o % m) * n + col0 + row) as usize] = s;
             }

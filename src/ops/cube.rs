@@ -89,8 +89,6 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
     let plane32 = planes_are_32(&x);
     let mut col0 = 0;
     for part in &layout.parts {
-        let code = kind_code(part);
-        let count = grid_1d(part.rows.div_ceil(matvec::ROWS_PER_CUBE as usize));
         if part.kind == crate::GgmlType::Q4_K && part.byte_offset % 16 == 0 {
             let (r, split) = (rows_per_thread(m), decode_split(k / 1024));
             let groups = (reduce::PLANES / split) as usize * r as usize;
@@ -212,6 +210,9 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
             col0 += part.rows;
             continue;
         }
+        // Every other type (or a misaligned part): the generic kernel.
+        let code = kind_code(part);
+        let count = grid_1d(part.rows.div_ceil(matvec::ROWS_PER_CUBE as usize));
         // SAFETY: rows past `rows` are masked in the kernel; reads stay inside the part; `y` is
         // `[m, n]` and the part writes columns `col0..col0 + rows`.
         unsafe {
@@ -403,11 +404,13 @@ enum PrefillRoute {
 /// f32-exact prefill on GPUs); by default the fastest measured where the device has f16 matrix
 /// units, the f32 tiled kernel elsewhere.
 fn prefill_route(x: &CubeTensor) -> PrefillRoute {
+    // The variable is read once per process, not on every matmul.
+    static CHOICE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let mma = has_f16_mma(x) && planes_are_32(x);
-    match std::env::var("BURN_QUANT_PREFILL").as_deref() {
-        Ok("f32") => PrefillRoute::F32,
-        Ok("dequant") => PrefillRoute::Dequant,
-        Ok("mma") if mma => PrefillRoute::Mma,
+    match CHOICE.get_or_init(|| std::env::var("BURN_QUANT_PREFILL").ok()).as_deref() {
+        Some("f32") => PrefillRoute::F32,
+        Some("dequant") => PrefillRoute::Dequant,
+        Some("mma") if mma => PrefillRoute::Mma,
         _ if mma => PrefillRoute::Dequant,
         _ => PrefillRoute::F32,
     }
