@@ -39,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("QuantLinear on {backend}: y = x · Wᵀ, x {m}x512, W 64x512\n");
     println!("{:<8} {:>10} {:>12} {:>14} {:>10}", "type", "bytes", "f32 bytes", "rel. error", "µs");
-    for t in &file.tensors {
+    for t in file.tensors() {
         let (rows, cols) = t.matrix_shape();
         let layer = QuantLinear::from_gguf_bytes(t.kind, file.tensor_data(&t.name)?, rows, cols, &device)?;
         let start = Instant::now();

@@ -40,9 +40,9 @@ fn tok_err(e: impl std::fmt::Display) -> Error {
     Error::Tokenizer(e.to_string())
 }
 
-fn strings<'a>(file: &'a GgufFile, key: &str) -> Result<&'a StringArray> {
+fn strings(file: &GgufFile, key: &str) -> Result<StringArray> {
     match file.get(key) {
-        Some(Value::Array(Array::String(v))) => Ok(v.as_ref()),
+        Some(Value::Array(Array::String(v))) => Ok(*v),
         Some(other) => Err(Error::Tokenizer(format!("GGUF key {key} is {}, expected an array of strings", other.summary()))),
         None => Err(Error::NotFound(format!("GGUF key {key}"))),
     }
@@ -58,13 +58,13 @@ impl Tokenizer {
         if model != "gpt2" {
             return Err(Error::Tokenizer(format!("tokenizer.ggml.model {model:?} is not supported (only gpt2 byte-level BPE)")));
         }
-        let pre = file.get("tokenizer.ggml.pre").and_then(|v| v.as_str()).unwrap_or("default");
+        let pre = file.get_str("tokenizer.ggml.pre").unwrap_or("default");
         if !matches!(pre, "qwen2" | "default") {
             return Err(Error::Tokenizer(format!("tokenizer.ggml.pre {pre:?} is not supported (qwen2)")));
         }
         let tokens = strings(file, "tokenizer.ggml.tokens")?;
         let merges = strings(file, "tokenizer.ggml.merges")?;
-        let types: Vec<i64> = match file.get("tokenizer.ggml.token_type").and_then(|v| v.as_array()) {
+        let types: Vec<i64> = match file.get("tokenizer.ggml.token_type").as_ref().and_then(|v| v.as_array()) {
             Some(a) => (0..a.len()).map(|i| a.get_i64(i).unwrap_or(1)).collect(),
             None => vec![1; tokens.len()],
         };

@@ -222,4 +222,26 @@ fn checkpoint_errors_name_the_file_the_tensor_and_the_value() {
     let mut st = tiny_gptq(|_| {});
     st.truncate(40);
     assert!(hf_err(GPTQ_CONFIG, st).contains("<memory>/model.safetensors"));
+    // Headers whose entries disagree with themselves or the file.
+    let header = |json: &str, data: usize| {
+        let mut v = (json.len() as u64).to_le_bytes().to_vec();
+        v.extend_from_slice(json.as_bytes());
+        v.resize(v.len() + data, 0);
+        v
+    };
+    let msg = hf_err(GPTQ_CONFIG, header(r#"{"l.qweight":{"dtype":"I32","shape":[8,8],"data_offsets":[0,255]}}"#, 256));
+    assert!(msg.contains("tensor l.qweight: data_offsets [0, 255] do not hold the 256 bytes of I32 [8, 8]"), "{msg}");
+    let msg = hf_err(GPTQ_CONFIG, header(r#"{"l.qweight":{"dtype":"I32","shape":[8,8],"data_offsets":[0,256]}}"#, 255));
+    assert!(msg.contains("tensor l.qweight: data_offsets end 256 lies past the 255 bytes of data"), "{msg}");
+    let msg = hf_err(GPTQ_CONFIG, header(r#"{"t":{"dtype":"U8","shape":[1,1,1,1,1,1,1,1,1],"data_offsets":[0,1]}}"#, 1));
+    assert!(msg.contains("shape of more than 8 dimensions"), "{msg}");
+    let msg = hf_err(GPTQ_CONFIG, header(r#"{"t":{"dtype":"U8","shape":[4294967296,4294967296],"data_offsets":[0,1]}}"#, 1));
+    assert!(msg.contains("tensor t: shape [4294967296, 4294967296] of U8 overflows"), "{msg}");
+    let msg = hf_err(GPTQ_CONFIG, header(r#"{"t":{"dtype":"Q9","shape":[1],"data_offsets":[0,1]}}"#, 1));
+    assert!(msg.contains("<memory>/model.safetensors: header: unknown variant `Q9`"), "{msg}");
+    // The same tensor in two shards.
+    let st = || header(r#"{"t":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#, 1);
+    let r = HfCheckpoint::from_memory(GPTQ_CONFIG, None, vec![("a.safetensors".into(), st()), ("b.safetensors".into(), st())]);
+    let msg = r.map(|_| ()).unwrap_err().to_string();
+    assert!(msg.contains("<memory>/a.safetensors, <memory>/b.safetensors: tensor t is declared twice"), "{msg}");
 }

@@ -19,10 +19,10 @@ fn blocks() -> (GgufFile, Ref) {
 fn reader_sees_the_fixture_metadata_and_tensors() {
     let (g, _) = blocks();
     assert_eq!(g.version, 3);
-    assert_eq!(g.get("general.architecture").and_then(|v| v.as_str()), Some("quant-blocks"));
+    assert_eq!(g.get_str("general.architecture"), Some("quant-blocks"));
     assert_eq!(g.get_u64("fixture.rows").unwrap(), Some(64));
     assert_eq!(g.get_u64("fixture.cols").unwrap(), Some(512));
-    assert_eq!(g.tensors.len(), 13);
+    assert_eq!(g.tensor_count(), 13);
     for name in NAMES {
         let t = g.tensor(&format!("w.{name}")).unwrap();
         assert_eq!(t.shape(), vec![64, 512]);

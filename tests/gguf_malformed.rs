@@ -75,7 +75,7 @@ fn valid_file() -> Vec<u8> {
         .metadata("a.i64", Value::I64(-(1 << 40)))
         .metadata("a.f64", Value::F64(-2.25))
         .metadata("a.strings", Value::Array(Array::String(Box::new(["x", "yz"].into_iter().collect()))))
-        .metadata("a.nested", Value::Array(Array::Array(vec![Array::I32(vec![1, 2]), Array::Bool(vec![false])])))
+        .metadata("a.nested", Value::Array(nested()))
         .tensor(WriterTensor { name: "w".into(), shape: vec![2, 64], kind: GgmlType::Q8_0, data: q })
         .unwrap()
         .tensor(WriterTensor { name: "b".into(), shape: vec![3], kind: GgmlType::F32, data: vec![0; 12] })
@@ -84,13 +84,41 @@ fn valid_file() -> Vec<u8> {
         .unwrap()
 }
 
+/// Arrays of arrays, three deep, of mixed element types.
+fn nested() -> Array {
+    let inner = vec![Array::String(Box::new(["deep"].into_iter().collect())), Array::U8(vec![])];
+    Array::Array(Box::new(vec![Array::I32(vec![1, 2]), Array::Bool(vec![false]), Array::Array(Box::new(inner.into()))].into()))
+}
+
 #[test]
 fn writer_output_reads_back_with_every_value_type() {
     let g = GgufFile::from_bytes(valid_file()).unwrap();
-    assert_eq!(g.metadata.len(), 14);
-    assert_eq!(g.get("a.i16"), Some(&Value::I16(-700)));
-    assert_eq!(g.get("a.f64"), Some(&Value::F64(-2.25)));
-    assert_eq!(g.get("a.nested"), Some(&Value::Array(Array::Array(vec![Array::I32(vec![1, 2]), Array::Bool(vec![false])]))));
+    assert_eq!(g.metadata_len(), 14);
+    assert_eq!(g.get("a.i16"), Some(Value::I16(-700)));
+    assert_eq!(g.get("a.f64"), Some(Value::F64(-2.25)));
+    assert_eq!(g.get_f64("a.f64"), Some(-2.25));
+    assert_eq!(g.get_str("general.architecture"), Some("test"));
+    assert_eq!(g.get_str("a.u8"), None);
+    assert_eq!(g.get("missing"), None);
+    // Every entry reads back as written, in file order (values are built from the file on access).
+    let keys: Vec<&str> = g.metadata().map(|(k, _)| k).collect();
+    assert_eq!(keys.first(), Some(&"general.architecture"));
+    assert_eq!(keys.last(), Some(&"a.nested"));
+    for (k, v) in g.metadata() {
+        assert_eq!(g.get(k).as_ref(), Some(&v), "{k}");
+    }
+    let strings = g.get("a.strings").unwrap();
+    let Some(Array::String(s)) = strings.as_array() else { panic!("{strings:?}") };
+    assert_eq!(s.iter().collect::<Vec<_>>(), ["x", "yz"]);
+    // Nested arrays stay in the file; each level is read when reached.
+    let nested_back = g.get("a.nested").unwrap();
+    assert_eq!(nested_back, Value::Array(nested()));
+    let Some(Array::Array(list)) = nested_back.as_array() else { panic!() };
+    assert_eq!(list.len(), 3);
+    assert_eq!(list.get(1), Some(Array::Bool(vec![false])));
+    assert_eq!(list.get(3), None);
+    let Some(Array::Array(inner)) = list.get(2) else { panic!() };
+    assert_eq!(inner.iter().collect::<Vec<_>>(), [Array::String(Box::new(["deep"].into_iter().collect())), Array::U8(vec![])]);
     assert_eq!(g.tensor("w").unwrap().shape(), vec![2, 64]);
     assert_eq!(g.tensor("b").unwrap().offset % 32, 0);
     let (w, rows, cols) = g.dequantize("w").unwrap();
@@ -106,7 +134,7 @@ fn every_truncation_is_an_error() {
         match GgufFile::from_bytes(full[..cut].to_vec()) {
             Err(Error::Gguf { .. }) => {}
             Ok(g) => {
-                let end = g.data_offset + g.tensors.iter().map(|t| t.offset + t.size).max().unwrap_or(0);
+                let end = g.data_offset + g.tensors().map(|t| t.offset + t.size).max().unwrap_or(0);
                 assert!(cut as u64 >= end, "cut at {cut} parsed although tensor data ends at {end}");
             }
             Err(e) => panic!("cut at {cut}: unexpected error kind {e}"),

@@ -40,7 +40,7 @@ fn corrupted_files_never_panic() {
         }
         let result = std::panic::catch_unwind(|| match GgufFile::from_bytes(b) {
             Ok(f) => {
-                for t in &f.tensors {
+                for t in f.tensors() {
                     if let Ok(data) = f.tensor_data(&t.name) {
                         let (rows, cols) = t.matrix_shape();
                         let _ = dequantize(t.kind, data, rows, cols);

@@ -2,7 +2,8 @@
 //! types, with an optional bias and input permutation read from the input — then multiplied on
 //! the CPU and checked against the reference decode (`format::dequantize`) in f64, and its rows
 //! looked up. Construction must return an error, never panic, for any input; a layer that builds
-//! must give the reference's product.
+//! must give the reference's product. Building it may not allocate more than twice the input:
+//! the weight stays in its blocks.
 
 #![no_main]
 
@@ -40,7 +41,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     } else {
         vec![(k1, bytes, rows_of(k1, bytes, k))]
     };
+    let scope = PeakScope::start();
     let Ok(mut layer) = QuantLinear::from_gguf_fused(&parts, k, &device) else { return };
+    check_bounds(&scope, data.len(), 0);
+    drop(scope);
     let n: usize = parts.iter().map(|p| p.2).sum();
     assert_eq!((layer.out_features(), layer.in_features()), (n, k));
     // Values from the input itself, finite and small: x[j] in [-1, 1).

@@ -162,14 +162,14 @@ fn inspect(path: &str) -> Result<()> {
         return inspect_dir(path);
     }
     let g = open(path)?;
-    let _ = writeln!(o, "{path}: GGUF v{}, {} metadata keys, {} tensors, alignment {}", g.version, g.metadata.len(), g.tensors.len(), g.alignment);
+    let _ = writeln!(o, "{path}: GGUF v{}, {} metadata keys, {} tensors, alignment {}", g.version, g.metadata_len(), g.tensor_count(), g.alignment);
     let _ = writeln!(o, "\nmetadata:");
-    for (k, v) in &g.metadata {
+    for (k, v) in g.metadata() {
         let _ = writeln!(o, "  {k:<44} {}", v.summary());
     }
     let _ = writeln!(o, "\n{:<40} {:>8} {:>24} {:>14}", "tensor", "type", "shape", "bytes");
     let mut total = 0u64;
-    for t in &g.tensors {
+    for t in g.tensors() {
         total += t.size;
         let _ = writeln!(o, "{:<40} {:>8} {:>24} {:>14}", t.name, t.kind.name(), format!("{:?}", t.shape()), t.size);
     }

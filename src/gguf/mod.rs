@@ -7,13 +7,14 @@
 
 #![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
+mod cursor;
 mod reader;
 mod storage;
 mod value;
 mod writer;
 
 pub use reader::{GgufFile, TensorInfo};
-pub use value::{Array, StringArray, Value, ValueType};
+pub use value::{Array, ArrayList, StringArray, Value, ValueType};
 pub use writer::{GgufWriter, WriterTensor};
 
 /// The four magic bytes at the start of every GGUF file.
@@ -22,9 +23,5 @@ pub const MAGIC: [u8; 4] = *b"GGUF";
 pub const DEFAULT_ALIGNMENT: u64 = 32;
 /// Most dimensions a tensor may have (ggml's `GGML_MAX_DIMS`).
 pub const MAX_DIMS: usize = 4;
-/// The most heap bytes one parsed metadata entry, tensor info or nested array costs beyond twice
-/// its bytes in the file (tests/alloc_bounds.rs measures it on the worst files; the fuzz targets
-/// assert it). Space reserved for a count is capped by the bytes left, so counts alone cost nothing.
-pub const HEAP_PER_ENTRY: usize = 128;
 /// Deepest nesting of arrays the reader accepts.
 pub const MAX_ARRAY_DEPTH: usize = 8;

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::cursor::Cursor;
 use super::storage::Storage;
 use crate::error::{Error, Result};
 
@@ -215,6 +216,78 @@ impl<S: AsRef<str>> FromIterator<S> for StringArray {
     }
 }
 
+/// An array of arrays. Read from a file, it stays in the file's bytes (it records only where its
+/// first element starts, and each element is built when asked for, so even a file of a million
+/// empty nested arrays costs no heap until read); built in code, it holds its elements.
+#[derive(Clone)]
+pub struct ArrayList {
+    list: List,
+}
+
+#[derive(Clone)]
+enum List {
+    Owned(Vec<Array>),
+    /// `len` arrays (validated when the file was parsed), the first at `first`, nested `depth` deep.
+    InFile { storage: Arc<Storage>, first: usize, len: usize, depth: usize },
+}
+
+impl ArrayList {
+    /// Arrays read from a file (validated, `len` of them from `first`, each `depth` deep).
+    pub(crate) fn in_file(storage: Arc<Storage>, first: usize, len: usize, depth: usize) -> Self {
+        Self { list: List::InFile { storage, first, len, depth } }
+    }
+
+    /// Number of arrays.
+    pub fn len(&self) -> usize {
+        match &self.list {
+            List::Owned(v) => v.len(),
+            List::InFile { len, .. } => *len,
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The arrays in order (read from the file one at a time, for one read from a file).
+    pub fn iter(&self) -> impl Iterator<Item = Array> + '_ {
+        let mut file = match &self.list {
+            List::InFile { storage, first, depth, .. } => Some((Cursor::at(storage, *first), *depth)),
+            List::Owned(_) => None,
+        };
+        (0..self.len()).map_while(move |i| match (&self.list, &mut file) {
+            (List::Owned(v), _) => v.get(i).cloned(),
+            (_, Some((c, depth))) => c.array_value(*depth).ok(),
+            _ => None,
+        })
+    }
+
+    /// Array `i`, if in range (a file's list is walked up to it).
+    pub fn get(&self, i: usize) -> Option<Array> {
+        self.iter().nth(i)
+    }
+}
+
+impl From<Vec<Array>> for ArrayList {
+    fn from(v: Vec<Array>) -> Self {
+        Self { list: List::Owned(v) }
+    }
+}
+
+impl PartialEq for ArrayList {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl std::fmt::Debug for ArrayList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter().take(8)).finish()?;
+        if self.len() > 8 { write!(f, " ({} arrays)", self.len()) } else { Ok(()) }
+    }
+}
+
 /// A typed GGUF array.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Array {
@@ -236,8 +309,8 @@ pub enum Array {
     Bool(Vec<bool>),
     /// string elements, stored compactly (boxed: it keeps every array value small)
     String(Box<StringArray>),
-    /// nested arrays
-    Array(Vec<Array>),
+    /// nested arrays (boxed, as strings are)
+    Array(Box<ArrayList>),
     /// u64 elements
     U64(Vec<u64>),
     /// i64 elements
@@ -408,7 +481,7 @@ pub(crate) fn expect_u64(key: &str, v: Option<&Value>) -> Result<Option<u64>> {
 mod tests {
     use super::*;
 
-    /// Parsed entries stay small: the reader's heap bound per metadata entry depends on it.
+    /// Values stay small: arrays of strings and of arrays are boxed.
     #[test]
     fn values_are_small() {
         assert!(std::mem::size_of::<Array>() <= 32, "{}", std::mem::size_of::<Array>());

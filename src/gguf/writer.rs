@@ -142,7 +142,7 @@ fn write_array(out: &mut Vec<u8>, a: &Array) {
         Array::F32(v) => each!(v, |o: &mut Vec<u8>, x: &f32| o.extend_from_slice(&x.to_le_bytes())),
         Array::Bool(v) => each!(v, |o: &mut Vec<u8>, x: &bool| o.push(*x as u8)),
         Array::String(v) => each!(v.iter(), |o: &mut Vec<u8>, x: &str| write_str(o, x)),
-        Array::Array(v) => each!(v, |o: &mut Vec<u8>, x: &Array| write_array(o, x)),
+        Array::Array(v) => each!(v.iter(), |o: &mut Vec<u8>, x: Array| write_array(o, &x)),
         Array::U64(v) => each!(v, |o: &mut Vec<u8>, x: &u64| o.extend_from_slice(&x.to_le_bytes())),
         Array::I64(v) => each!(v, |o: &mut Vec<u8>, x: &i64| o.extend_from_slice(&x.to_le_bytes())),
         Array::F64(v) => each!(v, |o: &mut Vec<u8>, x: &f64| o.extend_from_slice(&x.to_le_bytes())),

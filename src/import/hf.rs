@@ -3,7 +3,6 @@
 //! `qweight/qzeros/scales/g_idx`, AWQ GEMM `qweight/qzeros/scales`) are looked up by prefix and
 //! repacked into burn-quant's int4 blocks; dense f16/bf16/f32 tensors are read as they are.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
@@ -14,6 +13,9 @@ use crate::error::{Error, Result};
 use crate::format::GgmlType;
 use crate::format::awq::{self, AwqTensors};
 use crate::format::gptq::{self, GptqTensors, GptqZeros};
+
+use super::config_json;
+use super::safetensors_header::{self, Entry};
 
 /// The quantization a checkpoint declares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,8 +76,8 @@ pub struct HfCheckpoint {
     config_text: String,
     quant: Option<QuantMethod>,
     shards: Vec<Shard>,
-    /// tensor name → (shard, dtype, shape, byte range inside the shard's data).
-    index: HashMap<String, (usize, Dtype, Vec<usize>, (usize, usize))>,
+    /// Every tensor of every shard, sorted by name.
+    index: Vec<Entry>,
 }
 
 impl std::fmt::Debug for HfCheckpoint {
@@ -151,8 +153,8 @@ impl std::ops::Deref for ShardBytes {
     }
 }
 
-fn parse_json(text: &str, what: &Path) -> Result<serde_json::Value> {
-    serde_json::from_str(text).map_err(|e| Error::Invalid(format!("{}: {e}", what.display())))
+fn json_err(what: &Path) -> impl Fn(serde_json::Error) -> Error + '_ {
+    move |e| Error::Invalid(format!("{}: {e}", what.display()))
 }
 
 impl HfCheckpoint {
@@ -191,32 +193,33 @@ impl HfCheckpoint {
     }
 
     fn build(dir: PathBuf, config_text: String, quantize_config: Option<&str>, files: Vec<(PathBuf, ShardBytes)>) -> Result<Self> {
-        let config = parse_json(&config_text, &dir.join("config.json"))?;
+        let config = config_json::parse_config(&config_text).map_err(json_err(&dir.join("config.json")))?;
         let quant = match (config.get("quantization_config"), quantize_config) {
             (Some(q), _) => Some(parse_quant_config(q)?),
-            (None, Some(t)) => Some(parse_quant_config(&parse_json(t, &dir.join("quantize_config.json"))?)?),
+            (None, Some(t)) => {
+                let path = dir.join("quantize_config.json");
+                Some(parse_quant_config(&config_json::parse_quantize_config(t).map_err(json_err(&path))?)?)
+            }
             (None, None) => None,
         };
         if files.is_empty() {
             return Err(Error::NotFound(format!("{}: no *.safetensors file", dir.display())));
         }
         let mut shards = Vec::with_capacity(files.len());
-        let mut index = HashMap::new();
+        let mut index = Vec::new();
         for (path, map) in files {
-            let (n, meta) = safetensors::SafeTensors::read_metadata(&map)
-                .map_err(|e| Error::SafeTensors(format!("{}: {e}", path.display())))?;
-            let data_start = 8usize.checked_add(n).filter(|&s| s <= map.len()).ok_or_else(|| {
-                Error::SafeTensors(format!("{}: header of {n} bytes exceeds the file", path.display()))
-            })?;
-            let data_len = map.len().saturating_sub(data_start);
-            for (name, info) in meta.tensors() {
-                let (a, b) = info.data_offsets;
-                if a > b || b > data_len {
-                    return Err(Error::SafeTensors(format!("{}: tensor {name} lies outside the file", path.display())));
-                }
-                index.insert(name, (shards.len(), info.dtype, info.shape.clone(), (a, b)));
-            }
+            let shard = u32::try_from(shards.len()).map_err(|_| Error::Invalid(format!("{}: too many shards", dir.display())))?;
+            let data_start = safetensors_header::read(&map, shard, &mut index, &path.display())?;
             shards.push(Shard { path, map, data_start });
+        }
+        index.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        for w in index.windows(2) {
+            if let [a, b] = w
+                && a.name == b.name
+            {
+                let file = |e: &Entry| shards.get(e.shard as usize).map(|s| s.path.display().to_string()).unwrap_or_default();
+                return Err(Error::SafeTensors(format!("{}, {}: tensor {} is declared twice", file(a), file(b), a.name)));
+            }
         }
         Ok(Self { dir, config, config_text, quant, shards, index })
     }
@@ -231,7 +234,7 @@ impl HfCheckpoint {
         &self.config_text
     }
 
-    /// `config.json` parsed.
+    /// `config.json` parsed, reduced to the keys burn-quant reads (see [`parse_config_json`](super::parse_config_json)).
     pub fn config(&self) -> &serde_json::Value {
         &self.config
     }
@@ -242,35 +245,36 @@ impl HfCheckpoint {
     }
 
     /// Every tensor: name, dtype, shape (sorted by name).
-    pub fn tensors(&self) -> Vec<(&str, Dtype, &[usize])> {
-        let mut v: Vec<_> = self.index.iter().map(|(n, (_, d, s, _))| (n.as_str(), *d, s.as_slice())).collect();
-        v.sort_by_key(|t| t.0);
-        v
+    pub fn tensors(&self) -> impl ExactSizeIterator<Item = (&str, Dtype, &[usize])> + '_ {
+        self.index.iter().map(|e| (&*e.name, e.dtype, &*e.shape))
     }
 
     /// Prefixes of the quantized linears (`<prefix>.qweight`), sorted.
-    pub fn quantized_linears(&self) -> Vec<&str> {
-        let mut v: Vec<&str> = self.index.keys().filter_map(|n| n.strip_suffix(".qweight")).collect();
-        v.sort();
-        v
+    pub fn quantized_linears(&self) -> impl Iterator<Item = &str> + '_ {
+        self.index.iter().filter_map(|e| e.name.strip_suffix(".qweight"))
+    }
+
+    fn entry(&self, name: &str) -> Option<&Entry> {
+        let i = self.index.binary_search_by(|e| (*e.name).cmp(name)).ok()?;
+        self.index.get(i)
     }
 
     /// Whether the checkpoint has tensor `name`.
     pub fn contains(&self, name: &str) -> bool {
-        self.index.contains_key(name)
+        self.entry(name).is_some()
     }
 
     /// A tensor's dtype, shape and bytes.
     pub fn raw(&self, name: &str) -> Result<(Dtype, &[usize], &[u8])> {
-        let (shard, dtype, shape, (a, b)) =
-            self.index.get(name).ok_or_else(|| Error::NotFound(format!("{}: tensor {name}", self.dir.display())))?;
-        let bytes = self.shards.get(*shard).and_then(|s| s.map.get(s.data_start.checked_add(*a)?..s.data_start.checked_add(*b)?));
+        let e = self.entry(name).ok_or_else(|| Error::NotFound(format!("{}: tensor {name}", self.dir.display())))?;
+        let bytes =
+            self.shards.get(e.shard as usize).and_then(|s| s.map.get(s.data_start.checked_add(e.start)?..s.data_start.checked_add(e.end)?));
         let bytes = bytes.ok_or_else(|| Error::SafeTensors(format!("{}: tensor {name} lies outside its file", self.dir.display())))?;
-        Ok((*dtype, shape, bytes))
+        Ok((e.dtype, &e.shape, bytes))
     }
 
     fn shape_err(&self, name: &str, what: String) -> Error {
-        let file = self.index.get(name).and_then(|t| self.shards.get(t.0)).map(|s| s.path.display().to_string()).unwrap_or_default();
+        let file = self.entry(name).and_then(|e| self.shards.get(e.shard as usize)).map(|s| s.path.display().to_string()).unwrap_or_default();
         Error::Shape(format!("{file}: tensor {name}: {what}"))
     }
 

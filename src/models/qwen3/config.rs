@@ -38,7 +38,7 @@ impl Qwen3Config {
     /// Reads the `qwen3.*` keys of a GGUF file; the architecture must be `qwen3`. The LM head is
     /// tied when the file has no `output.weight`.
     pub fn from_gguf(file: &GgufFile) -> Result<Self> {
-        let arch = file.get("general.architecture").and_then(|v| v.as_str()).unwrap_or("");
+        let arch = file.get_str("general.architecture").unwrap_or("");
         if arch != "qwen3" {
             return Err(Error::UnsupportedModel(format!("general.architecture is {arch:?}, expected \"qwen3\"")));
         }
@@ -48,7 +48,7 @@ impl Qwen3Config {
             usize::try_from(v).map_err(|_| Error::Invalid(format!("GGUF key {k} = {v} does not fit in usize")))
         };
         let float = |key: &str, default: f64| -> f64 {
-            file.get(&format!("qwen3.{key}")).and_then(|v| v.as_f64()).unwrap_or(default)
+            file.get_f64(&format!("qwen3.{key}")).unwrap_or(default)
         };
         let hidden_size = int("embedding_length")?;
         let num_heads = int("attention.head_count")?;
@@ -76,7 +76,12 @@ impl Qwen3Config {
 
     /// Reads a Hugging Face `config.json` (`model_type` qwen3).
     pub fn from_hf_json(json: &str) -> Result<Self> {
-        let v: serde_json::Value = serde_json::from_str(json).map_err(|e| Error::Invalid(format!("config.json: {e}")))?;
+        let v = crate::import::parse_config_json(json).map_err(|e| Error::Invalid(format!("config.json: {e}")))?;
+        Self::from_hf_config(&v)
+    }
+
+    /// Reads a parsed Hugging Face config (as [`HfCheckpoint::config`](crate::import::HfCheckpoint::config) holds it).
+    pub fn from_hf_config(v: &serde_json::Value) -> Result<Self> {
         let model_type = v.get("model_type").and_then(|t| t.as_str()).unwrap_or("");
         if model_type != "qwen3" {
             return Err(Error::UnsupportedModel(format!("config.json model_type is {model_type:?}, expected \"qwen3\"")));

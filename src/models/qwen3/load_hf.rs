@@ -90,7 +90,7 @@ impl Qwen3 {
     /// Loads a Qwen3 from a Hugging Face checkpoint directory (config.json `model_type` qwen3;
     /// GPTQ / AWQ 4-bit linears or dense ones), with a progress bar on a terminal.
     pub fn from_hf(ckpt: &HfCheckpoint, device: &Device) -> Result<Self> {
-        let c = Qwen3Config::from_hf_json(ckpt.config_json())?;
+        let c = Qwen3Config::from_hf_config(ckpt.config())?;
         let hid = c.hidden_size;
         let progress = ProgressBar::new(c.num_layers as u64 + 2);
         if let Ok(style) = ProgressStyle::with_template("loading {bar:30} {pos}/{len} {msg}") {
