@@ -304,9 +304,19 @@ impl GgufFile {
         for (at, d) in range.step_by(CHUNK).zip(dst.chunks_mut(CHUNK)) {
             let s = self.bytes().get(at..at.saturating_add(d.len())).unwrap_or_default();
             d.copy_from_slice(s);
-            self.release_range(at, d.len());
+            self.release_read(at, d.len());
         }
         Ok(())
+    }
+
+    /// Releases the pages of `start..start + len` after a read, with the pages around it that
+    /// the kernel maps on a fault ("fault-around", 64 KiB by default): without the margin, each
+    /// tensor read leaves up to 128 KiB of its neighbours resident.
+    fn release_read(&self, start: usize, len: usize) {
+        const FAULT_AROUND: usize = 64 << 10;
+        let lo = start.saturating_sub(FAULT_AROUND);
+        let hi = start.saturating_add(len).saturating_add(FAULT_AROUND).min(self.bytes().len());
+        self.release_range(lo, hi.saturating_sub(lo));
     }
 
     fn release_range(&self, start: usize, len: usize) {
@@ -322,11 +332,14 @@ impl GgufFile {
         let _ = (start, len);
     }
 
-    /// A tensor dequantized to row-major f32, with its matrix shape `(rows, cols)`.
+    /// A tensor dequantized to row-major f32, with its matrix shape `(rows, cols)`. The file's
+    /// pages it read are released, as [`copy_tensor`](Self::copy_tensor)'s are.
     pub fn dequantize(&self, name: &str) -> Result<(Vec<f32>, usize, usize)> {
         let t = self.tensor(name)?;
         let (rows, cols) = t.matrix_shape();
-        let data = crate::format::dequantize(t.kind, self.tensor_data(name)?, rows, cols)?;
+        let range = self.tensor_range(name)?;
+        let data = crate::format::dequantize(t.kind, self.bytes().get(range.clone()).unwrap_or_default(), rows, cols)?;
+        self.release_read(range.start, range.len());
         Ok((data, rows, cols))
     }
 }
