@@ -82,131 +82,85 @@ fn planes_are_32(t: &CubeTensor) -> bool {
     hw.plane_size_min == reduce::LANES && hw.plane_size_max == reduce::LANES
 }
 
+/// Launches one of the vectorised decode kernels over a layout part: the grid of row groups
+/// (`r` rows per thread, `split` planes per row group), the cube of `LANES × PLANES` threads,
+/// 16-byte input loads, the weight (as `w_words` words), the input and the output, then the
+/// kernel's own arguments; the kernels take `m, r, split, plane32` last.
+macro_rules! launch_decode {
+    ($kernel:path, $client:expr, $part:expr, ($r:expr, $split:expr), $w:expr, $w_words:expr, $x:expr, $y:expr,
+     ($m:expr, $k:expr, $n:expr), $plane32:expr; $($arg:expr),* $(,)?) => {{
+        let (r, split) = ($r, $split);
+        let groups = (reduce::PLANES / split) as usize * r as usize;
+        $kernel(
+            &$client,
+            grid_1d($part.rows.div_ceil(groups)),
+            CubeDim::new_2d(reduce::LANES, reduce::PLANES),
+            4,
+            buffer($w, $w_words),
+            buffer(&$x, $m * $k / 4),
+            buffer(&$y, $m * $n),
+            $($arg,)*
+            $m as u32,
+            r,
+            split,
+            $plane32,
+        )
+    }};
+}
+
 fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) -> CubeTensor {
     let (k, n) = (layout.in_features, layout.out_features());
     let y = empty_f32(&x, vec![m, n]);
     let client = x.client.clone();
     let plane32 = planes_are_32(&x);
+    let words = layout.total_words();
     let mut col0 = 0;
     for part in &layout.parts {
-        if part.kind == crate::GgmlType::Q4_K && part.byte_offset % 16 == 0 {
-            let (r, split) = (rows_per_thread(m), decode_split(k / 1024));
-            let groups = (reduce::PLANES / split) as usize * r as usize;
+        let (rows, at) = (part.rows as u32, part.byte_offset);
+        let launched = if part.kind == crate::GgmlType::Q4_K && at % 16 == 0 {
             // SAFETY: the part starts on a 16-byte boundary and its rows are whole 144-byte
             // blocks, so every 16-byte read stays inside it; rows past `rows` are clamped in
             // the kernel; `y` is `[m, n]` and the part writes columns `col0..col0 + rows`.
             unsafe {
-                matvec_q4k::matvec_q4k::launch_unchecked(
-                    &client,
-                    grid_1d(part.rows.div_ceil(groups)),
-                    CubeDim::new_2d(reduce::LANES, reduce::PLANES),
-                    4,
-                    buffer(w, layout.total_words() / 4),
-                    buffer(&x, m * k / 4),
-                    buffer(&y, m * n),
-                    (part.byte_offset / 16) as u32,
-                    part.rows as u32,
-                    k as u32,
-                    n as u32,
-                    col0 as u32,
-                    m as u32,
-                    r,
-                    split,
-                    plane32,
-                )
+                launch_decode!(matvec_q4k::matvec_q4k::launch_unchecked, client, part, (rows_per_thread(m), decode_split(k / 1024)),
+                    w, words / 4, x, y, (m, k, n), plane32; (at / 16) as u32, rows, k as u32, n as u32, col0 as u32)
             };
-            col0 += part.rows;
-            continue;
-        }
-        if part.kind.is_internal() && part.byte_offset % 4 == 0 {
-            let group = part.kind.block_elems();
-            let (r, split) = (rows_per_thread(m), decode_split(k / 1024));
-            let groups = (reduce::PLANES / split) as usize * r as usize;
+            true
+        } else if part.kind.is_internal() && at % 4 == 0 {
             // SAFETY: the part starts on a word boundary and its rows are whole groups of
             // `4 + G/2` bytes (a multiple of 4), so every word read is inside it; rows past
             // `rows` are clamped in the kernel; `y` is `[m, n]`, the part writes columns
             // `col0..col0 + rows`.
             unsafe {
-                matvec_i4::matvec_i4::launch_unchecked(
-                    &client,
-                    grid_1d(part.rows.div_ceil(groups)),
-                    CubeDim::new_2d(reduce::LANES, reduce::PLANES),
-                    4,
-                    buffer(w, layout.total_words()),
-                    buffer(&x, m * k / 4),
-                    buffer(&y, m * n),
-                    (part.byte_offset / 4) as u32,
-                    part.rows as u32,
-                    k as u32,
-                    n as u32,
-                    col0 as u32,
-                    group as u32,
-                    m as u32,
-                    r,
-                    split,
-                    plane32,
-                )
+                launch_decode!(matvec_i4::matvec_i4::launch_unchecked, client, part, (rows_per_thread(m), decode_split(k / 1024)),
+                    w, words, x, y, (m, k, n), plane32;
+                    (at / 4) as u32, rows, k as u32, n as u32, col0 as u32, part.kind.block_elems() as u32)
             };
-            col0 += part.rows;
-            continue;
-        }
-        if part.kind == crate::GgmlType::Q8_0 {
-            let (r, split) = (2, decode_split(k / 256));
-            let groups = (reduce::PLANES / split) as usize * r as usize;
+            true
+        } else if part.kind == crate::GgmlType::Q8_0 {
             // SAFETY: every word read is inside a block of a row below `rows` (rows past it are
             // clamped in the kernel; a straddling read's second half is the same block's); `y`
             // is `[m, n]` and the part writes columns `col0..col0 + rows`.
             unsafe {
-                matvec_q80::matvec_q80::launch_unchecked(
-                    &client,
-                    grid_1d(part.rows.div_ceil(groups)),
-                    CubeDim::new_2d(reduce::LANES, reduce::PLANES),
-                    4,
-                    buffer(w, layout.total_words()),
-                    buffer(&x, m * k / 4),
-                    buffer(&y, m * n),
-                    part.byte_offset as u32,
-                    part.rows as u32,
-                    k as u32,
-                    layout.row_bytes(part) as u32,
-                    n as u32,
-                    col0 as u32,
-                    m as u32,
-                    r,
-                    split,
-                    plane32,
-                )
+                launch_decode!(matvec_q80::matvec_q80::launch_unchecked, client, part, (2, decode_split(k / 256)),
+                    w, words, x, y, (m, k, n), plane32;
+                    at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32)
             };
-            col0 += part.rows;
-            continue;
-        }
-        if part.kind == crate::GgmlType::Q6_K {
-            let (r, split) = (2, decode_split(k / 512));
-            let groups = (reduce::PLANES / split) as usize * r as usize;
+            true
+        } else if part.kind == crate::GgmlType::Q6_K {
             // SAFETY: every word read is inside a block of a row below `rows` (rows past it are
             // clamped in the kernel); `y` is `[m, n]` and the part writes columns
             // `col0..col0 + rows`.
             unsafe {
-                matvec_q6k::matvec_q6k::launch_unchecked(
-                    &client,
-                    grid_1d(part.rows.div_ceil(groups)),
-                    CubeDim::new_2d(reduce::LANES, reduce::PLANES),
-                    4,
-                    buffer(w, layout.total_words()),
-                    buffer(&x, m * k / 4),
-                    buffer(&y, m * n),
-                    part.byte_offset as u32,
-                    part.rows as u32,
-                    k as u32,
-                    layout.row_bytes(part) as u32,
-                    n as u32,
-                    col0 as u32,
-                    m as u32,
-                    r,
-                    split,
-                    plane32,
-                )
+                launch_decode!(matvec_q6k::matvec_q6k::launch_unchecked, client, part, (2, decode_split(k / 512)),
+                    w, words, x, y, (m, k, n), plane32;
+                    at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32)
             };
+            true
+        } else {
+            false
+        };
+        if launched {
             col0 += part.rows;
             continue;
         }
