@@ -275,13 +275,16 @@ impl GgufFile {
 
     /// Where tensor `name`'s bytes lie in the file.
     fn tensor_range(&self, name: &str) -> Result<std::ops::Range<usize>> {
-        let t = self.info(name)?;
-        // Bounds were validated at parse time.
+        self.range_of(&self.info(name)?)
+    }
+
+    /// Where a tensor's bytes lie in the file (bounds were validated at parse time).
+    fn range_of(&self, t: &InfoRef<'_>) -> Result<std::ops::Range<usize>> {
         let start = usize::try_from(self.data_offset.saturating_add(t.offset)).unwrap_or(usize::MAX);
         let end = usize::try_from(t.size).ok().and_then(|n| start.checked_add(n)).unwrap_or(usize::MAX);
         match end <= self.bytes().len() {
             true => Ok(start..end),
-            false => Err(Error::gguf(start as u64, format!("tensor {name} out of range"))),
+            false => Err(Error::gguf(start as u64, format!("tensor {} out of range", t.name))),
         }
     }
 
@@ -335,15 +338,15 @@ impl GgufFile {
     /// A tensor dequantized to row-major f32, with its matrix shape `(rows, cols)`. The file's
     /// pages it read are released, as [`copy_tensor`](Self::copy_tensor)'s are.
     pub fn dequantize(&self, name: &str) -> Result<(Vec<f32>, usize, usize)> {
-        let t = self.tensor(name)?;
+        let info = self.info(name)?;
+        let range = self.range_of(&info)?;
+        let t = TensorInfo::from(info);
         let (rows, cols) = t.matrix_shape();
-        let range = self.tensor_range(name)?;
         let data = crate::format::dequantize(t.kind, self.bytes().get(range.clone()).unwrap_or_default(), rows, cols)?;
         self.release_read(range.start, range.len());
         Ok((data, rows, cols))
     }
 }
-
 
 /// The key of the metadata entry at `at` (validated by the parse).
 fn entry_key(storage: &Arc<Storage>, at: usize) -> &str {

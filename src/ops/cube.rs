@@ -220,44 +220,54 @@ fn sum_slices(y: CubeTensor, splits: usize, m: usize, n: usize) -> CubeTensor {
     }
 }
 
+/// Runs one of the split-K prefill kernels (`tiled_mma::matmul_mma`, `tiled::matmul_tiled`;
+/// they take the same arguments) over every layout part: output tiles of `bm × bn`, the reduction
+/// split into slices of whole `bk` chunks ([`split_k`]), the slices summed at the end.
+macro_rules! split_k_prefill {
+    ($kernel:path, $x:expr, $w:expr, $layout:expr, $m:expr, $tile:expr, $cube:expr) => {{
+        let (x, w, layout, m) = ($x, $w, $layout, $m);
+        let (k, n) = (layout.in_features, layout.out_features());
+        let (bm, bn, bk): (usize, usize, usize) = $tile;
+        let (splits, kslice) = split_k(k, n.div_ceil(bn) * m.div_ceil(bm), bk);
+        let y = empty_f32(&x, vec![splits, m, n]);
+        let client = x.client.clone();
+        let mut col0 = 0;
+        for part in &layout.parts {
+            let code = kind_code(part);
+            let count = CubeCount::Static(part.rows.div_ceil(bn) as u32, m.div_ceil(bm) as u32, splits as u32);
+            // SAFETY: out-of-range rows/columns are masked in the kernel; weight reads stay inside
+            // the part; `y` is `[splits, m, n]` and this part writes columns `col0..col0 + rows`.
+            unsafe {
+                $kernel(
+                    &client,
+                    count,
+                    $cube,
+                    buffer(w, layout.total_words()),
+                    buffer(&x, m * k),
+                    buffer(&y, splits * m * n),
+                    part.byte_offset as u32,
+                    part.rows as u32,
+                    m as u32,
+                    k as u32,
+                    layout.row_bytes(part) as u32,
+                    n as u32,
+                    col0 as u32,
+                    kslice as u32,
+                    code,
+                    block_elems(code),
+                    block_bytes(code),
+                )
+            };
+            col0 += part.rows;
+        }
+        sum_slices(y, splits, m, n)
+    }};
+}
+
 /// The prefill path on matrix units: f16 tiles, f32 accumulation ([`tiled_mma`]).
 fn matmul_prefill_mma(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) -> CubeTensor {
-    let (k, n) = (layout.in_features, layout.out_features());
-    let (bm, bn) = (tiled_mma::BM as usize, tiled_mma::BN as usize);
-    let tiles = n.div_ceil(bn) * m.div_ceil(bm);
-    let (splits, kslice) = split_k(k, tiles, tiled_mma::BK as usize);
-    let y = empty_f32(&x, vec![splits, m, n]);
-    let client = x.client.clone();
-    let mut col0 = 0;
-    for part in &layout.parts {
-        let code = kind_code(part);
-        let count = CubeCount::Static(part.rows.div_ceil(bn) as u32, m.div_ceil(bm) as u32, splits as u32);
-        // SAFETY: out-of-range rows/columns are masked in the kernel; weight reads stay inside
-        // the part; `y` is `[splits, m, n]` and this part writes columns `col0..col0 + rows`.
-        unsafe {
-            tiled_mma::matmul_mma::launch_unchecked(
-                &client,
-                count,
-                CubeDim::new_2d(tiled_mma::LANES, tiled_mma::PLANES),
-                buffer(w, layout.total_words()),
-                buffer(&x, m * k),
-                buffer(&y, splits * m * n),
-                part.byte_offset as u32,
-                part.rows as u32,
-                m as u32,
-                k as u32,
-                layout.row_bytes(part) as u32,
-                n as u32,
-                col0 as u32,
-                kslice as u32,
-                code,
-                block_elems(code),
-                block_bytes(code),
-            )
-        };
-        col0 += part.rows;
-    }
-    sum_slices(y, splits, m, n)
+    let tile = (tiled_mma::BM as usize, tiled_mma::BN as usize, tiled_mma::BK as usize);
+    split_k_prefill!(tiled_mma::matmul_mma::launch_unchecked, x, w, layout, m, tile, CubeDim::new_2d(tiled_mma::LANES, tiled_mma::PLANES))
 }
 
 /// The prefill path as dequantize-then-matmul: the weight decoded into a transient f16 `[n, k]`
@@ -376,44 +386,8 @@ fn matmul_prefill(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize)
         PrefillRoute::Dequant => return matmul_prefill_dequant(x, w, layout),
         PrefillRoute::F32 => {}
     }
-    let (k, n) = (layout.in_features, layout.out_features());
-    let b = tiled::B as usize;
-    let bk = tiled::BK as usize;
-    // Split the reduction until there are about 4 cubes per SM-sized slot (a few token rows give
-    // few output tiles), keeping each slice at least 8 chunks long.
-    let (splits, kslice) = split_k(k, n.div_ceil(b) * m.div_ceil(b), bk);
-    let y = empty_f32(&x, vec![splits, m, n]);
-    let client = x.client.clone();
-    let mut col0 = 0;
-    for part in &layout.parts {
-        let code = kind_code(part);
-        let count = CubeCount::Static(part.rows.div_ceil(b) as u32, m.div_ceil(b) as u32, splits as u32);
-        // SAFETY: out-of-range rows/columns are masked in the kernel; weight reads stay inside
-        // the part; `y` is `[splits, m, n]` and this part writes columns `col0..col0 + rows`.
-        unsafe {
-            tiled::matmul_tiled::launch_unchecked(
-                &client,
-                count,
-                CubeDim::new_2d(tiled::T, tiled::T),
-                buffer(w, layout.total_words()),
-                buffer(&x, m * k),
-                buffer(&y, splits * m * n),
-                part.byte_offset as u32,
-                part.rows as u32,
-                m as u32,
-                k as u32,
-                layout.row_bytes(part) as u32,
-                n as u32,
-                col0 as u32,
-                kslice as u32,
-                code,
-                block_elems(code),
-                block_bytes(code),
-            )
-        };
-        col0 += part.rows;
-    }
-    sum_slices(y, splits, m, n)
+    let tile = (tiled::B as usize, tiled::B as usize, tiled::BK as usize);
+    split_k_prefill!(tiled::matmul_tiled::launch_unchecked, x, w, layout, m, tile, CubeDim::new_2d(tiled::T, tiled::T))
 }
 
 fn matmul_transposed_tiled(g: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) -> CubeTensor {
