@@ -124,9 +124,14 @@ fn run() -> Result<()> {
         Ok(true)
     })?;
     println!();
-    let gen_tokens = out.tokens.len().saturating_sub(1);
+    let gen_tokens = out.timed_steps;
+    let recorded = if out.record_time.is_zero() {
+        String::new()
+    } else {
+        format!(" (after recording the decode graph: {:.1} ms)", out.record_time.as_secs_f64() * 1e3)
+    };
     eprintln!(
-        "prompt: {} tokens in {:.1} ms ({:.1} tokens/s); generation: {} tokens in {:.1} ms ({:.1} tokens/s)",
+        "prompt: {} tokens in {:.1} ms ({:.1} tokens/s); generation: {} tokens in {:.1} ms ({:.1} tokens/s){recorded}",
         prompt.len(),
         out.prompt_time.as_secs_f64() * 1e3,
         prompt.len() as f64 / out.prompt_time.as_secs_f64(),

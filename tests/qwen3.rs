@@ -153,6 +153,34 @@ fn decoding_across_cache_growth_matches_full_forward(device: Device) {
     assert!(err <= 1e-5, "static vs exact shapes on a 16-token prompt: rel. error {err}");
 }
 
+/// Decoding through a [`DecodeGraph`] (recorded and replayed on the cube backends, whose graphs
+/// replay at any position since the position lives on the device; eager steps on the CPU ones)
+/// gives the logits of eager steps through a static-shape cache, token after token.
+fn decode_graph_matches_eager_steps(device: Device) {
+    let model = Qwen3::from_gguf(file(), &device).expect("load");
+    let tokens = prompt(1);
+    let (head, tail) = tokens.split_at(4);
+    assert!(tail.len() >= 4, "the prompt has {} tokens", tokens.len());
+    let mut eager = model.cache().with_static_shapes(true);
+    let mut graphed = model.cache().with_static_shapes(true);
+    model.forward_tokens(head, &mut eager, false).expect("prompt");
+    model.forward_tokens(head, &mut graphed, false).expect("prompt");
+    let mut graph = model.decode_graph(graphed, tokens.len()).expect("graph");
+    assert!(graph.capacity() >= tokens.len());
+    for (i, &t) in tail.iter().enumerate() {
+        let want = logits_to_vec(model.forward_tokens(&[t], &mut eager, false).expect("eager step")).expect("logits");
+        let got = logits_to_vec(graph.step(t).expect("graph step")).expect("logits");
+        let err = common::rel_err(&got, &want);
+        assert!(err <= 1e-5, "step {i} (position {}): graph vs eager rel. error {err}", head.len() + i);
+    }
+    assert_eq!(graph.len(), tokens.len());
+    assert_eq!(graph.is_recorded(), burn_quant::device::compiles_kernels(&device));
+    assert!(matches!(graph.step(151_936), Err(Error::Invalid(_))));
+    // A graph needs a prompt in a static-shape cache.
+    assert!(model.decode_graph(model.cache().with_static_shapes(true), 8).is_err());
+    assert!(model.decode_graph(model.cache().with_static_shapes(false), 8).is_err());
+}
+
 /// Bad token ids and non-Qwen3 files are typed errors.
 fn bad_inputs_are_errors(device: Device) {
     let model = Qwen3::from_gguf(file(), &device).expect("load");
@@ -171,5 +199,6 @@ backend_tests!(
     greedy_tokens_match,
     incremental_decoding_matches_full_forward,
     decoding_across_cache_growth_matches_full_forward,
+    decode_graph_matches_eager_steps,
     bad_inputs_are_errors,
 );

@@ -8,7 +8,8 @@
 //! capacity instead of once per length. On the CPU backends attention sees exactly the positions
 //! held, with a causal mask.
 
-use burn::tensor::{Bool, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::IndexingUpdateOp;
 
 /// The smallest capacity a layer's buffer gets.
 pub const MIN_CAPACITY: usize = 256;
@@ -89,23 +90,8 @@ impl KvCache {
     pub fn append_layer(&mut self, layer: usize, k: Tensor<4>, v: Tensor<4>) -> KvView {
         let [b, kvh, s, d] = k.dims();
         let (start, end) = (self.len, self.len + s);
-        if self.layers.len() <= layer {
-            self.layers.resize_with(layer + 1, || None);
-        }
         let device = k.device();
-        let (kb, vb) = match self.layers[layer].take() {
-            Some((kb, vb)) if kb.dims()[2] >= end => (kb, vb),
-            Some((kb, vb)) => {
-                // Grow to the next power of two; the positions held keep their place.
-                let pad = capacity_for(end) - kb.dims()[2];
-                let zeros = Tensor::<4>::zeros([b, kvh, pad, d], &device);
-                (Tensor::cat(vec![kb, zeros.clone()], 2), Tensor::cat(vec![vb, zeros], 2))
-            }
-            None => {
-                let zeros = Tensor::<4>::zeros([b, kvh, capacity_for(end), d], &device);
-                (zeros.clone(), zeros)
-            }
-        };
+        let (kb, vb) = self.take_with_capacity(layer, [b, kvh, end, d], &device);
         let cap = kb.dims()[2];
         let kb = kb.slice_assign([0..b, 0..kvh, start..end, 0..d], k);
         let vb = vb.slice_assign([0..b, 0..kvh, start..end, 0..d], v);
@@ -124,6 +110,52 @@ impl KvCache {
             }
         };
         KvView { k: kb, v: vb, mask: Some(mask) }
+    }
+
+    /// Takes layer `layer`'s buffers out, grown (the positions held keep their place) or created
+    /// so that they hold `end` positions of `[b, kv_heads, _, d]`.
+    fn take_with_capacity(&mut self, layer: usize, [b, kvh, end, d]: [usize; 4], device: &Device) -> (Tensor<4>, Tensor<4>) {
+        if self.layers.len() <= layer {
+            self.layers.resize_with(layer + 1, || None);
+        }
+        match self.layers[layer].take() {
+            Some((kb, vb)) if kb.dims()[2] >= end => (kb, vb),
+            Some((kb, vb)) => {
+                // Grow to the next power of two; the positions held keep their place.
+                let pad = capacity_for(end) - kb.dims()[2];
+                let zeros = Tensor::<4>::zeros([b, kvh, pad, d], device);
+                (Tensor::cat(vec![kb, zeros.clone()], 2), Tensor::cat(vec![vb, zeros], 2))
+            }
+            None => {
+                let zeros = Tensor::<4>::zeros([b, kvh, capacity_for(end), d], device);
+                (zeros.clone(), zeros)
+            }
+        }
+    }
+
+    /// Grows every layer's buffers (shaped `[b, kv_heads, _, d]`) to hold `n` positions, so that
+    /// steps up to there keep every shape (a captured [`DecodeGraph`](super::DecodeGraph) needs
+    /// that); returns the capacity.
+    pub fn reserve(&mut self, n: usize, [b, kvh, d]: [usize; 3], device: &Device) -> usize {
+        for layer in 0..self.layers.len() {
+            let kv = self.take_with_capacity(layer, [b, kvh, n, d], device);
+            self.layers[layer] = Some(kv);
+        }
+        self.layers.iter().flatten().map(|(k, _)| k.dims()[2]).min().unwrap_or(0)
+    }
+
+    /// Writes layer `layer`'s keys and values `[batch, kv_heads, 1, head_dim]` of one token at
+    /// the position held on the device in `pos` (`[1]`), in place, and returns the whole buffers
+    /// with `mask` (`[1, capacity]`). The position never comes to the host, so a recorded step
+    /// replays at any position; the buffers must already be [reserved](Self::reserve) past it.
+    /// Call [`advance`](Self::advance) once all layers are written.
+    pub fn write_at(&mut self, layer: usize, pos: &Tensor<1, Int>, mask: &Tensor<2, Bool>, k: Tensor<4>, v: Tensor<4>) -> KvView {
+        let [b, kvh, _, d] = k.dims();
+        let (kb, vb) = self.take_with_capacity(layer, [b, kvh, 1, d], &k.device());
+        let kb = kb.select_assign(2, pos.clone(), k, IndexingUpdateOp::Assign);
+        let vb = vb.select_assign(2, pos.clone(), v, IndexingUpdateOp::Assign);
+        self.layers[layer] = Some((kb.clone(), vb.clone()));
+        KvView { k: kb, v: vb, mask: Some(mask.clone()) }
     }
 
     /// Records that `n` positions were appended to every layer.

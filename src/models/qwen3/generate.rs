@@ -4,6 +4,8 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::Tensor;
 
+use super::cache::KvCache;
+use super::graph::DecodeGraph;
 use super::model::Qwen3;
 use super::sampling::Sampler;
 use crate::error::{Error, Result};
@@ -15,8 +17,19 @@ pub struct Generation {
     pub tokens: Vec<u32>,
     /// Time of the prompt's forward pass (up to the first sampled token).
     pub prompt_time: Duration,
-    /// Time of the forwards after the first sampled token.
+    /// Time of the forwards after the first sampled token, less `record_time`.
     pub generation_time: Duration,
+    /// Time spent recording the decode graph (its warm-up runs and the recorded step) on the
+    /// cube backends, once per call; zero where steps run eagerly.
+    pub record_time: Duration,
+    /// The one-token forwards `generation_time` covers (the recorded step is not one of them).
+    pub timed_steps: usize,
+}
+
+/// Whether [`Qwen3::generate`] decodes through a [`DecodeGraph`](super::DecodeGraph) on the cube
+/// backends: yes unless the environment sets `BURN_QUANT_GRAPH=0` (for comparisons).
+pub fn decode_graphs_enabled() -> bool {
+    std::env::var("BURN_QUANT_GRAPH").map_or(true, |v| v != "0")
 }
 
 /// A logits tensor `[rows, vocab]` on the host, row-major.
@@ -45,18 +58,37 @@ impl Qwen3 {
         let mut logits = logits_to_vec(self.forward_tokens(prompt, &mut cache, false)?)?;
         out.prompt_time = start.elapsed();
         let start = Instant::now();
+        // Positions the whole generation may need: the graph's cache is reserved for them.
+        let positions = (prompt.len() + max_new).min(self.config.max_context);
+        let mut graph = None;
+        let mut cache = Some(cache);
         loop {
             let next = sampler.sample(&logits);
             out.tokens.push(next);
             if !on_token(next)? || stop.contains(&next) || out.tokens.len() >= max_new {
                 break;
             }
-            if cache.len() + 1 > self.config.max_context {
+            let held = graph.as_ref().map_or_else(|| cache.as_ref().map_or(0, KvCache::len), DecodeGraph::len);
+            if held + 1 > self.config.max_context {
                 break;
             }
-            logits = logits_to_vec(self.forward_tokens(&[next], &mut cache, false)?)?;
+            if let Some(c) = cache.take_if(|c| c.has_static_shapes() && decode_graphs_enabled()) {
+                let begin = Instant::now();
+                let mut g = self.decode_graph(c, positions)?;
+                logits = logits_to_vec(g.step(next)?)?;
+                out.record_time = begin.elapsed();
+                graph = Some(g);
+                continue;
+            }
+            let step = match (&mut graph, &mut cache) {
+                (Some(g), _) => g.step(next)?,
+                (None, Some(c)) => self.forward_tokens(&[next], c, false)?,
+                (None, None) => return Err(Error::Invalid("generation lost its cache".into())),
+            };
+            logits = logits_to_vec(step)?;
+            out.timed_steps += 1;
         }
-        out.generation_time = start.elapsed();
+        out.generation_time = start.elapsed().saturating_sub(out.record_time);
         Ok(out)
     }
 }

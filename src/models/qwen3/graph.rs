@@ -1,0 +1,209 @@
+//! [`DecodeGraph`]: the one-token decode step recorded once as a device graph and replayed for
+//! every later token (CUDA graphs on CUDA, a recorded dispatch list on wgpu; through Burn's
+//! `graph_*` backend calls).
+//!
+//! A decode step is a few hundred small kernels (~60 a layer: norms, RoPE, the cache write,
+//! attention, SwiGLU, residuals, the quantized matvecs), and Burn's host-side work per operation
+//! (~25 µs) made decode launch-bound (BENCHMARKS.md). A replay launches all of them at once.
+//!
+//! A graph replays against the buffers it was recorded with, so everything that changes from one
+//! token to the next lives on the device in buffers written in place between replays: the token
+//! id, its position (which selects the RoPE rows and the KV-cache slot and sets the attention
+//! mask, all on the device) and the KV cache, reserved at its final capacity before recording.
+
+use burn::backend::{Backend, Dispatch, DispatchGraph};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+
+use super::cache::KvCache;
+use super::model::Qwen3;
+use super::rope;
+use crate::error::{Error, Result};
+
+/// Warm-up runs before recording: the first runs build and autotune Burn's fused kernels and
+/// allocate every buffer the recorded run will reuse (nothing may be allocated while recording).
+const WARMUP_RUNS: usize = 3;
+
+/// What the recorded step reads and writes, all on the device and all written in place.
+struct StepState {
+    /// The token id of the step, `[1]`.
+    token: Tensor<1, Int>,
+    /// Its position, `[1]`.
+    pos: Tensor<1, Int>,
+    /// The keys and values, reserved at the graph's capacity.
+    cache: KvCache,
+    /// RoPE tables of every position below the capacity, `[capacity, head_dim / 2]`.
+    cos: Tensor<2>,
+    /// See `cos`.
+    sin: Tensor<2>,
+    /// `0..capacity`, compared with `pos` for the attention mask.
+    columns: Tensor<1, Int>,
+}
+
+/// One-token decode steps of a [`Qwen3`] as a replayed device graph. Made by
+/// [`Qwen3::decode_graph`] from the cache a prompt filled; each [`step`](Self::step) appends one
+/// token. The first step records (a few eager runs, then the recorded one); later steps write the
+/// token and its position into their device buffers and replay. Where the backend has no graph
+/// support every step runs eagerly, with the same results.
+pub struct DecodeGraph<'m> {
+    model: &'m Qwen3,
+    state: StepState,
+    /// Positions held (the next token's position).
+    len: usize,
+    capacity: usize,
+    device: Device,
+    /// `None` before the first step; then `Some(Some(graph))` when recorded, `Some(None)` when
+    /// steps run eagerly.
+    graph: Option<Option<DispatchGraph>>,
+    /// The logits buffer the recorded step writes, `[1, vocab]`.
+    output: Option<Tensor<2>>,
+}
+
+impl Qwen3 {
+    /// Decode steps after the positions in `cache` (filled by a prompt's
+    /// [`forward_tokens`](Qwen3::forward_tokens) with static shapes, as
+    /// [`cache`](Qwen3::cache) makes on the cube backends), for up to `max_positions` positions
+    /// in all.
+    pub fn decode_graph(&self, mut cache: KvCache, max_positions: usize) -> Result<DecodeGraph<'_>> {
+        let c = &self.config;
+        if !cache.has_static_shapes() {
+            return Err(Error::Invalid("a decode graph needs a cache with static shapes".into()));
+        }
+        if cache.is_empty() || cache.len() >= max_positions {
+            return Err(Error::Invalid(format!("a decode graph starts after a prompt: {} positions held of {max_positions}", cache.len())));
+        }
+        let device = self.embed.weight.val().device();
+        let capacity = cache.reserve(max_positions, [1, c.num_kv_heads, c.head_dim], &device);
+        if capacity < max_positions {
+            return Err(Error::Invalid(format!("the cache holds {capacity} positions, not {max_positions}")));
+        }
+        let (cos, sin) = rope::tables(0, capacity, c.head_dim, c.rope_theta, &device);
+        let state = StepState {
+            token: Tensor::zeros([1], &device),
+            pos: Tensor::zeros([1], &device),
+            cache,
+            cos,
+            sin,
+            columns: Tensor::arange(0..capacity as i64, &device),
+        };
+        let len = state.cache.len();
+        Ok(DecodeGraph { model: self, state, len, capacity, device, graph: None, output: None })
+    }
+
+    /// One token at the device-held position: logits `[1, vocab]`.
+    fn step_on_device(&self, s: &mut StepState) -> Tensor<2> {
+        let StepState { token, pos, cache, cos, sin, columns } = s;
+        let c = &self.config;
+        let capacity = columns.dims()[0];
+        let x = self.embed.rows(token.clone()).reshape([1, 1, c.hidden_size]);
+        let cos = cos.clone().select(0, pos.clone());
+        let sin = sin.clone().select(0, pos.clone());
+        // Hidden: the columns after the position (the future, and what is not written yet).
+        let mask: Tensor<2, Bool> = columns.clone().greater(pos.clone().expand([capacity])).reshape([1, capacity]);
+        let mut h = x;
+        for (i, block) in self.blocks.iter().enumerate() {
+            h = block.forward(h, &cos, &sin, |k, v| cache.write_at(i, pos, &mask, k, v));
+        }
+        self.logits(self.norm.forward(h)).reshape([1, c.vocab_size])
+    }
+}
+
+impl DecodeGraph<'_> {
+    /// Positions held: the position the next token gets.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no position is held (never: a decode graph starts after a prompt).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Positions the reserved cache holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Whether steps replay a recorded graph (known after the first step).
+    pub fn is_recorded(&self) -> bool {
+        matches!(self.graph, Some(Some(_)))
+    }
+
+    /// Appends `token` and returns the logits `[1, vocab]` of its position.
+    pub fn step(&mut self, token: u32) -> Result<Tensor<2>> {
+        let c = &self.model.config;
+        if token as usize >= c.vocab_size {
+            return Err(Error::Invalid(format!("token id {token} is out of range for a vocabulary of {}", c.vocab_size)));
+        }
+        if self.len >= self.capacity {
+            return Err(Error::Invalid(format!("the decode graph's cache is full ({} positions)", self.capacity)));
+        }
+        self.write_inputs(token, self.len);
+        let logits = match &self.graph {
+            None => self.record()?,
+            Some(Some(graph)) => {
+                // SAFETY (Burn's replay contract): every tensor the recorded step touched is
+                // alive: the weights are borrowed from the model for this graph's lifetime, the
+                // token, position, tables and cache are owned by `state` and the output by
+                // `self`, and nothing else holds them; the inputs were written
+                // just above by this thread's client, on the stream the graph was recorded on,
+                // and the output is read after the replay on that stream too.
+                unsafe { <Dispatch as Backend>::graph_replay(self.device.as_dispatch(), graph) }
+                    .map_err(|e| Error::Invalid(format!("decode graph replay: {e:?}")))?;
+                self.output.clone().ok_or_else(|| Error::Invalid("decode graph has no output".into()))?
+            }
+            Some(None) => self.model.step_on_device(&mut self.state),
+        };
+        self.len += 1;
+        self.state.cache.advance(1);
+        Ok(logits)
+    }
+
+    /// Writes the token id and its position into their device buffers, in place.
+    fn write_inputs(&mut self, token: u32, pos: usize) {
+        let s = &mut self.state;
+        let device = &self.device;
+        for (buf, value) in [(&mut s.token, i64::from(token)), (&mut s.pos, pos as i64)] {
+            buf.inplace(|b| b.slice_assign([0..1], Tensor::<1, Int>::from_data(TensorData::new(vec![value], [1]), device)));
+        }
+    }
+
+    /// The first step: warm-up runs, then the recorded one, then its replay. Falls back to eager
+    /// steps where the backend cannot record.
+    fn record(&mut self) -> Result<Tensor<2>> {
+        let device = self.device.as_dispatch();
+        let failed = |e| Error::Invalid(format!("decode graph warm-up: {e:?}"));
+        <Dispatch as Backend>::graph_prepare(device).map_err(failed)?;
+        for _ in 0..WARMUP_RUNS {
+            // Kept until the sync: Burn's fusion skips work whose result is dropped unread.
+            let out = self.model.step_on_device(&mut self.state);
+            <Dispatch as Backend>::sync(device).map_err(failed)?;
+            drop(out);
+        }
+        // A backend without graph support refuses to start; then every step runs eagerly.
+        let recorded = match <Dispatch as Backend>::graph_start_capture(device) {
+            Ok(()) => {
+                let out = self.model.step_on_device(&mut self.state);
+                // A refused recording leaves the buffers it would have written marked failed
+                // (the cache among them), so it is an error rather than a silent fallback.
+                let graph = <Dispatch as Backend>::graph_stop_capture(device)
+                    .map_err(|e| Error::Invalid(format!("recording the decode graph: {e:?}")))?;
+                Some((graph, out))
+            }
+            Err(_) => None,
+        };
+        match recorded {
+            Some((graph, out)) => {
+                // SAFETY: as in `step`; the recording ran none of its launches, the replay does.
+                unsafe { <Dispatch as Backend>::graph_replay(device, &graph) }
+                    .map_err(|e| Error::Invalid(format!("decode graph replay: {e:?}")))?;
+                self.graph = Some(Some(graph));
+                self.output = Some(out.clone());
+                Ok(out)
+            }
+            None => {
+                self.graph = Some(None);
+                Ok(self.model.step_on_device(&mut self.state))
+            }
+        }
+    }
+}
