@@ -8,7 +8,8 @@ use std::time::Instant;
 use burn::tensor::{Int, Tensor, TensorData};
 use burn_quant::device::device_by_name;
 use burn_quant::gguf::GgufFile;
-use burn_quant::models::qwen3::{KvCache, Qwen3Block, Qwen3Config, rope};
+use burn_quant::models::qwen3::rope::{self, RopeAt};
+use burn_quant::models::qwen3::{KvCache, Qwen3Block, Qwen3Config};
 use burn_quant::tokenizer::Tokenizer;
 use burn_quant::{Error, QuantLinear, Result};
 
@@ -43,7 +44,7 @@ fn run() -> Result<()> {
 
     let once = || {
         let mut cache = KvCache::new(1);
-        block.forward(x.clone(), &cos, &sin, |k, v| cache.append_layer(0, k, v))
+        block.forward(x.clone(), RopeAt::Rows(&cos, &sin), |k, v| cache.append_layer(0, k, v))
     };
     let y = once().into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::Invalid(format!("{e:?}")))?;
     let mut times: Vec<f64> = (0..runs.max(1))

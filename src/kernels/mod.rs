@@ -11,10 +11,13 @@
 //!   ends them.
 //! - [`tiled`]: the prefill path and the input gradient, weight tiles decoded into shared memory.
 //! - [`tiled_mma`]: the prefill path on matrix units (f16 tiles, f32 accumulation).
+//! - [`norm`] and [`attention`]: the fused ops of a decode step (RMSNorm, q/k norm + RoPE, one
+//!   token's attention over the KV cache).
 
 // Cube functions assign defaults before comptime branches overwrite them.
 #![allow(unused_assignments)]
 
+pub mod attention;
 pub mod decode;
 pub mod dequant;
 pub mod matvec;
@@ -22,6 +25,7 @@ pub mod matvec_i4;
 pub mod matvec_q4k;
 pub mod matvec_q6k;
 pub mod matvec_q80;
+pub mod norm;
 pub mod reduce;
 pub mod tiled;
 pub mod tiled_mma;

@@ -61,3 +61,6 @@ impl<B: QuantMatmulBackend, C: CheckpointStrategy> QuantMatmulBackend for Autodi
         <Self as burn::backend::AutodiffBackend>::from_inner(B::quant_rows(ids, weight, layout))
     }
 }
+
+/// The default bodies: Burn's differentiable primitives, so gradients flow through them.
+impl<B: super::DecodeOpsBackend, C: CheckpointStrategy> super::DecodeOpsBackend for Autodiff<B, C> {}

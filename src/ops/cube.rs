@@ -21,7 +21,7 @@ use crate::kernels::{dequant, matvec, matvec_i4, matvec_q4k, matvec_q6k, matvec_
 /// Cubes the prefill path aims for (about 4 per SM of a large GPU).
 const SPLIT_K_TARGET: usize = 528;
 
-fn f32_contiguous(x: CubeTensor) -> CubeTensor {
+pub(super) fn f32_contiguous(x: CubeTensor) -> CubeTensor {
     let x = if x.dtype == DType::F32 { x } else { CubeBackend::float_cast(x, FloatDType::F32) };
     into_contiguous(x)
 }
@@ -36,7 +36,7 @@ fn restore_dtype(y: CubeTensor, dtype: DType) -> CubeTensor {
     }
 }
 
-fn empty_f32(like: &CubeTensor, shape: Vec<usize>) -> CubeTensor {
+pub(super) fn empty_f32(like: &CubeTensor, shape: Vec<usize>) -> CubeTensor {
     let n: usize = shape.iter().product();
     let handle = like.client.empty(n.max(1) * 4);
     CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), Shape::from(shape), handle, DType::F32)
@@ -46,13 +46,13 @@ fn kind_code(p: &QuantPart) -> u32 {
     p.kind.id()
 }
 
-fn buffer(t: &CubeTensor, elems: usize) -> BufferArg {
+pub(super) fn buffer(t: &CubeTensor, elems: usize) -> BufferArg {
     // SAFETY: `t` is contiguous and holds at least `elems` elements of the kernel's type.
     unsafe { BufferArg::from_raw_parts(t.handle.clone(), elems) }
 }
 
 /// `cubes` cubes as a grid of at most 65535 per dimension (kernels use the flat `CUBE_POS`).
-fn grid_1d(cubes: usize) -> CubeCount {
+pub(super) fn grid_1d(cubes: usize) -> CubeCount {
     let x = cubes.min(65535);
     CubeCount::Static(x as u32, cubes.div_ceil(x.max(1)) as u32, 1)
 }

@@ -12,9 +12,13 @@ mod autodiff;
 mod cpu;
 #[cfg(feature = "cube")]
 mod cube;
+#[cfg(feature = "cube")]
+mod cube_decode;
+mod decode;
 mod layout;
 
 pub use cpu::kernel as cpu_kernel;
+pub use decode::{DecodeOpsBackend, attention_decode, norm_rope, rms_norm};
 pub use layout::{QuantLayout, QuantPart};
 
 use burn::backend::backend_extension;

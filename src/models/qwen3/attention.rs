@@ -8,7 +8,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
 use super::cache::KvView;
-use super::rope;
+use super::rope::{self, RopeAt};
 use crate::QuantLinear;
 
 /// One attention layer.
@@ -35,14 +35,13 @@ pub struct Qwen3Attention {
 }
 
 impl Qwen3Attention {
-    /// `x [batch, seq, hidden]` → `[batch, seq, hidden]`; `cos`/`sin` are the RoPE tables of
-    /// the new positions; `past` appends the new keys/values `[batch, kv_heads, seq, head_dim]`
+    /// `x [batch, seq, hidden]` → `[batch, seq, hidden]`; `rope` says where the rotation of the
+    /// new positions comes from ([`RopeAt`]); `past` appends the new keys/values `[batch, kv_heads, seq, head_dim]`
     /// and returns the cache's buffers and mask ([`KvCache::append_layer`](super::KvCache::append_layer)).
     pub fn forward(
         &self,
         x: Tensor<3>,
-        cos: &Tensor<2>,
-        sin: &Tensor<2>,
+        rope: RopeAt<'_>,
         past: impl FnOnce(Tensor<4>, Tensor<4>) -> KvView,
     ) -> Tensor<3> {
         let [b, s, _] = x.dims();
@@ -51,10 +50,23 @@ impl Qwen3Attention {
         let q = qkv.clone().narrow(2, 0, h * d).reshape([b, s, h, d]);
         let k = qkv.clone().narrow(2, h * d, kvh * d).reshape([b, s, kvh, d]);
         let v = qkv.narrow(2, (h + kvh) * d, kvh * d).reshape([b, s, kvh, d]);
-        let q = rope::apply(self.q_norm.forward(q), cos, sin).swap_dims(1, 2);
-        let k = rope::apply(self.k_norm.forward(k), cos, sin).swap_dims(1, 2);
+        let (q, k) = match rope {
+            RopeAt::Rows(cos, sin) => (rope::apply(self.q_norm.forward(q), cos, sin), rope::apply(self.k_norm.forward(k), cos, sin)),
+            RopeAt::Device { cos, sin, pos } => {
+                let fused = |x, n: &RmsNorm| crate::ops::norm_rope(x, n.gamma.val(), cos.clone(), sin.clone(), pos.clone(), n.epsilon);
+                (fused(q, &self.q_norm), fused(k, &self.k_norm))
+            }
+        };
+        let (q, k) = (q.swap_dims(1, 2), k.swap_dims(1, 2));
         let view = past(k, v.swap_dims(1, 2));
         let g = h / kvh;
+        if let Some(pos) = view.pos {
+            // One token at a device-held position: the fused decode attention over the positions
+            // up to it (the `g` query heads of a KV head as its rows).
+            let q = q.reshape([b, kvh, g * s, d]);
+            let y = crate::ops::attention_decode(q, view.k, view.v, pos, 1.0 / (d as f32).sqrt()).reshape([b, h, s, d]);
+            return self.o.forward(y.swap_dims(1, 2).reshape([b, s, h * d]));
+        }
         let y = match view.mask {
             // A static-shape cache: attention over the whole buffer, the mask hiding the future
             // and the unwritten positions. The `g` query heads that share a KV head are read as

@@ -6,6 +6,8 @@ use burn::tensor::Tensor;
 
 use super::attention::Qwen3Attention;
 use super::mlp::Qwen3Mlp;
+use super::norm;
+use super::rope::RopeAt;
 
 /// A decoder block.
 #[derive(Module, Debug)]
@@ -25,11 +27,11 @@ impl Qwen3Block {
     pub fn forward(
         &self,
         x: Tensor<3>,
-        cos: &Tensor<2>,
-        sin: &Tensor<2>,
+        rope: RopeAt<'_>,
         past: impl FnOnce(Tensor<4>, Tensor<4>) -> super::cache::KvView,
     ) -> Tensor<3> {
-        let h = x.clone() + self.attn.forward(self.attn_norm.forward(x), cos, sin, past);
-        h.clone() + self.mlp.forward(self.ffn_norm.forward(h))
+        let fused = rope.is_fused();
+        let h = x.clone() + self.attn.forward(norm(&self.attn_norm, x, fused), rope, past);
+        h.clone() + self.mlp.forward(norm(&self.ffn_norm, h, fused))
     }
 }

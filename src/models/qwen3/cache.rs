@@ -24,8 +24,11 @@ pub struct KvView {
     pub k: Tensor<4>,
     /// Values.
     pub v: Tensor<4>,
-    /// `[seq, t]`, true = hidden; `None`: causal over exactly the positions held.
+    /// `[seq, t]`, true = hidden; `None`: causal over exactly the positions held, or see `pos`.
     pub mask: Option<Tensor<2, Bool>>,
+    /// For one token written at a device-held position ([`KvCache::write_at`]): that position
+    /// `[1]`; attention sees the positions up to it (and `mask` is `None`).
+    pub pos: Option<Tensor<1, Int>>,
 }
 
 /// Per-layer keys and values `[batch, kv_heads, capacity, head_dim]` (after RoPE and `k_norm`).
@@ -97,7 +100,7 @@ impl KvCache {
         let vb = vb.slice_assign([0..b, 0..kvh, start..end, 0..d], v);
         self.layers[layer] = Some((kb.clone(), vb.clone()));
         if !self.static_shapes {
-            return KvView { k: kb.narrow(2, 0, end), v: vb.narrow(2, 0, end), mask: None };
+            return KvView { k: kb.narrow(2, 0, end), v: vb.narrow(2, 0, end), mask: None, pos: None };
         }
         let mask = match &self.step_mask {
             Some((st, sq, c, m)) if (*st, *sq, *c) == (start, s, cap) => m.clone(),
@@ -109,7 +112,7 @@ impl KvCache {
                 m
             }
         };
-        KvView { k: kb, v: vb, mask: Some(mask) }
+        KvView { k: kb, v: vb, mask: Some(mask), pos: None }
     }
 
     /// Takes layer `layer`'s buffers out, grown (the positions held keep their place) or created
@@ -146,16 +149,16 @@ impl KvCache {
 
     /// Writes layer `layer`'s keys and values `[batch, kv_heads, 1, head_dim]` of one token at
     /// the position held on the device in `pos` (`[1]`), in place, and returns the whole buffers
-    /// with `mask` (`[1, capacity]`). The position never comes to the host, so a recorded step
-    /// replays at any position; the buffers must already be [reserved](Self::reserve) past it.
-    /// Call [`advance`](Self::advance) once all layers are written.
-    pub fn write_at(&mut self, layer: usize, pos: &Tensor<1, Int>, mask: &Tensor<2, Bool>, k: Tensor<4>, v: Tensor<4>) -> KvView {
+    /// with that position. The position never comes to the host, so a recorded step replays at
+    /// any position; the buffers must already be [reserved](Self::reserve) past it. Call
+    /// [`advance`](Self::advance) once all layers are written.
+    pub fn write_at(&mut self, layer: usize, pos: &Tensor<1, Int>, k: Tensor<4>, v: Tensor<4>) -> KvView {
         let [b, kvh, _, d] = k.dims();
         let (kb, vb) = self.take_with_capacity(layer, [b, kvh, 1, d], &k.device());
         let kb = kb.select_assign(2, pos.clone(), k, IndexingUpdateOp::Assign);
         let vb = vb.select_assign(2, pos.clone(), v, IndexingUpdateOp::Assign);
         self.layers[layer] = Some((kb.clone(), vb.clone()));
-        KvView { k: kb, v: vb, mask: Some(mask.clone()) }
+        KvView { k: kb, v: vb, mask: None, pos: Some(pos.clone()) }
     }
 
     /// Records that `n` positions were appended to every layer.

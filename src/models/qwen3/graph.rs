@@ -8,15 +8,18 @@
 //!
 //! A graph replays against the buffers it was recorded with, so everything that changes from one
 //! token to the next lives on the device in buffers written in place between replays: the token
-//! id, its position (which selects the RoPE rows and the KV-cache slot and sets the attention
-//! mask, all on the device) and the KV cache, reserved at its final capacity before recording.
+//! id, its position (which the fused ops read on the device: the RoPE rows, the KV-cache slot,
+//! the positions attention sees) and the KV cache, reserved at its final capacity before
+//! recording. The step runs the fused ops of [`crate::ops::DecodeOpsBackend`] (one kernel each
+//! for the norms, the q/k norm + RoPE and the attention), which a recording can replay at any
+//! position.
 
 use burn::backend::{Backend, Dispatch, DispatchGraph};
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::cache::KvCache;
 use super::model::Qwen3;
-use super::rope;
+use super::rope::{self, RopeAt};
 use crate::error::{Error, Result};
 
 /// Warm-up runs before recording: the first runs build and autotune Burn's fused kernels and
@@ -35,8 +38,6 @@ struct StepState {
     cos: Tensor<2>,
     /// See `cos`.
     sin: Tensor<2>,
-    /// `0..capacity`, compared with `pos` for the attention mask.
-    columns: Tensor<1, Int>,
 }
 
 /// One-token decode steps of a [`Qwen3`] as a replayed device graph. Made by
@@ -83,7 +84,6 @@ impl Qwen3 {
             cache,
             cos,
             sin,
-            columns: Tensor::arange(0..capacity as i64, &device),
         };
         let len = state.cache.len();
         Ok(DecodeGraph { model: self, state, len, capacity, device, graph: None, output: None })
@@ -91,19 +91,15 @@ impl Qwen3 {
 
     /// One token at the device-held position: logits `[1, vocab]`.
     fn step_on_device(&self, s: &mut StepState) -> Tensor<2> {
-        let StepState { token, pos, cache, cos, sin, columns } = s;
+        let StepState { token, pos, cache, cos, sin } = s;
         let c = &self.config;
-        let capacity = columns.dims()[0];
         let x = self.embed.rows(token.clone()).reshape([1, 1, c.hidden_size]);
-        let cos = cos.clone().select(0, pos.clone());
-        let sin = sin.clone().select(0, pos.clone());
-        // Hidden: the columns after the position (the future, and what is not written yet).
-        let mask: Tensor<2, Bool> = columns.clone().greater(pos.clone().expand([capacity])).reshape([1, capacity]);
+        let rope = RopeAt::Device { cos, sin, pos };
         let mut h = x;
         for (i, block) in self.blocks.iter().enumerate() {
-            h = block.forward(h, &cos, &sin, |k, v| cache.write_at(i, pos, &mask, k, v));
+            h = block.forward(h, rope, |k, v| cache.write_at(i, pos, k, v));
         }
-        self.logits(self.norm.forward(h)).reshape([1, c.vocab_size])
+        self.logits(crate::ops::rms_norm(h, self.norm.gamma.val(), self.norm.epsilon)).reshape([1, c.vocab_size])
     }
 }
 

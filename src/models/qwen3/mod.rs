@@ -38,6 +38,11 @@ fn forward_concat(layers: &[crate::QuantLinear], x: burn::tensor::Tensor<3>) -> 
     }
 }
 
+/// `n` on `x`: Burn's module, or the fused op of a decode step ([`rope::RopeAt::is_fused`]).
+fn norm<const D: usize>(n: &burn::nn::RmsNorm, x: burn::tensor::Tensor<D>, fused: bool) -> burn::tensor::Tensor<D> {
+    if fused { crate::ops::rms_norm(x, n.gamma.val(), n.epsilon) } else { n.forward(x) }
+}
+
 /// An RMSNorm over `weight.len()` features whose scale is `weight`.
 fn rms_norm(weight: Vec<f32>, eps: f64, device: &burn::tensor::Device) -> burn::nn::RmsNorm {
     let len = weight.len();

@@ -61,6 +61,9 @@ mod flex {
         FlexTensor::from_data(TensorData::new(y, shape))
     }
 
+    /// The default bodies: Burn's own primitives.
+    impl crate::ops::DecodeOpsBackend for Flex {}
+
     impl QuantMatmulBackend for Flex {
         fn quant_matmul(x: FlexTensor, weight: FlexTensor, layout: QuantLayout) -> FlexTensor {
             apply(x, weight, &layout, layout.in_features, layout.out_features(), kernel::matmul)
@@ -119,6 +122,9 @@ mod ndarray {
         let y = run(|| f(&xs, xs.len() / k.max(1), bytemuck::cast_slice(&w), layout));
         NdArrayTensor::from_data(TensorData::new(y, shape))
     }
+
+    /// The default bodies: Burn's own primitives.
+    impl crate::ops::DecodeOpsBackend for NdArray {}
 
     impl QuantMatmulBackend for NdArray {
         fn quant_matmul(x: NdArrayTensor, weight: NdArrayTensor, layout: QuantLayout) -> NdArrayTensor {

@@ -1,0 +1,100 @@
+//! RMSNorm over rows, and Qwen3's per-head RMSNorm + NEOX RoPE of q and k: one cube per row
+//! (per token and head for the second), [`THREADS`] threads striding over it. Written for the
+//! decode step, where each is one launch instead of Burn's several.
+
+use cubecl::prelude::*;
+
+/// Threads per cube of the kernels of this module and of [`attention`](super::attention).
+pub const THREADS: u32 = 128;
+/// `log2(THREADS)`: the levels of the reduction trees.
+const LEVELS: u32 = 7;
+
+/// The sum of `v` over the cube's [`THREADS`] threads (a shared-memory tree; no assumption on
+/// the plane width), returned to every thread.
+#[cube]
+pub fn cube_sum(v: f32) -> f32 {
+    let tid = UNIT_POS;
+    let mut red = Shared::<[f32]>::new_slice(THREADS as usize);
+    red[tid as usize] = v;
+    sync_cube();
+    #[unroll]
+    for level in 1..LEVELS + 1 {
+        let stride = THREADS >> level;
+        if tid < stride {
+            red[tid as usize] = red[tid as usize] + red[(tid + stride) as usize];
+        }
+        sync_cube();
+    }
+    let s = red[0];
+    sync_cube();
+    s
+}
+
+/// The maximum of `v` over the cube's [`THREADS`] threads, returned to every thread.
+#[cube]
+pub fn cube_max(v: f32) -> f32 {
+    let tid = UNIT_POS;
+    let mut red = Shared::<[f32]>::new_slice(THREADS as usize);
+    red[tid as usize] = v;
+    sync_cube();
+    #[unroll]
+    for level in 1..LEVELS + 1 {
+        let stride = THREADS >> level;
+        if tid < stride {
+            red[tid as usize] = f32::max(red[tid as usize], red[(tid + stride) as usize]);
+        }
+        sync_cube();
+    }
+    let s = red[0];
+    sync_cube();
+    s
+}
+
+/// `1 / √(mean(x[base .. base + n]²) + eps)` over the cube.
+#[cube]
+fn inv_rms(x: &[f32], base: u32, n: u32, eps: f32) -> f32 {
+    let mut s = 0.0f32;
+    let mut i = UNIT_POS;
+    while i < n {
+        let v = x[(base + i) as usize];
+        s += v * v;
+        i += THREADS;
+    }
+    let total = cube_sum(s);
+    1.0f32 / f32::sqrt(total / f32::cast_from(n) + eps)
+}
+
+/// `y = x / √(mean(x²) + eps) · gamma` for each row of `n` (one cube per row).
+#[cube(launch_unchecked)]
+pub fn rms_norm(x: &[f32], gamma: &[f32], y: &mut [f32], n: u32, eps: f32) {
+    let base = CUBE_POS as u32 * n;
+    let inv = inv_rms(x, base, n, eps);
+    let mut i = UNIT_POS;
+    while i < n {
+        y[(base + i) as usize] = x[(base + i) as usize] * inv * gamma[i as usize];
+        i += THREADS;
+    }
+}
+
+/// Per-head RMSNorm over `d` then NEOX RoPE, for `x [tokens, heads, d]` (one cube per token and
+/// head): pair `(j, j + d/2)` of token `t` is rotated by row `pos[t]` of `cos`/`sin`
+/// `[positions, d/2]`.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn norm_rope(x: &[f32], gamma: &[f32], cos: &[f32], sin: &[f32], pos: &[u32], y: &mut [f32], heads: u32, d: u32, eps: f32) {
+    let row = CUBE_POS as u32;
+    let base = row * d;
+    let half = d / 2;
+    let inv = inv_rms(x, base, d, eps);
+    let p = pos[(row / heads) as usize];
+    let mut j = UNIT_POS;
+    while j < half {
+        let a = x[(base + j) as usize] * inv * gamma[j as usize];
+        let b = x[(base + half + j) as usize] * inv * gamma[(half + j) as usize];
+        let c = cos[(p * half + j) as usize];
+        let s = sin[(p * half + j) as usize];
+        y[(base + j) as usize] = a * c - b * s;
+        y[(base + half + j) as usize] = b * c + a * s;
+        j += THREADS;
+    }
+}

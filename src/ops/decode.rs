@@ -1,0 +1,112 @@
+//! Fused ops of a decode step (Burn's `#[backend_extension]`, like [`QuantMatmulBackend`](super::QuantMatmulBackend)):
+//! RMSNorm, Qwen3's per-head RMSNorm + NEOX RoPE, and one token's attention over a KV cache.
+//!
+//! Each is one kernel on the cube backends (`crate::kernels::norm`, `crate::kernels::attention`)
+//! where Burn runs several (its attention alone is ~20 launches a layer at decode), which is
+//! what a decode step is made of. Elsewhere (the CPU backends, `Autodiff`) the default bodies
+//! compose Burn's own primitives: the same results, differentiable under `Autodiff`.
+
+use burn::backend::Backend;
+use burn::backend::backend_extension;
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{Scalar, Slice, TensorMetadata, get_or_init_device_settings};
+use burn::backend::Dispatch;
+use burn::tensor::{Int, Shape, Tensor};
+
+/// Fused decode-step ops.
+#[backend_extension(
+    Flex: cfg(feature = "flex"),
+    NdArray: cfg(feature = "ndarray"),
+    Cube: cfg(feature = "cube"),
+    Fusion: cfg(feature = "cube"),
+    Autodiff
+)]
+pub trait DecodeOpsBackend: Backend {
+    /// RMSNorm over the last dim: `x / √(mean(x²) + eps) · gamma`, `gamma` of the last dim's
+    /// length.
+    #[fusion(dtype = x, shape = x)]
+    fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, eps: f32) -> FloatTensor<Self> {
+        let shape = x.shape();
+        let last = shape.num_dims() - 1;
+        let mut gshape = vec![1; shape.num_dims()];
+        gshape[last] = shape[last];
+        let ms = Self::float_mean_dim(Self::float_mul(x.clone(), x.clone()), last);
+        let rms = Self::float_sqrt(Self::float_add_scalar(ms, Scalar::from(eps)));
+        Self::float_mul(Self::float_div(x, rms), Self::float_reshape(gamma, Shape::from(gshape)))
+    }
+
+    /// Qwen3's q/k prologue on `x [.., tokens, heads, d]`: RMSNorm of each head over `d` (scale
+    /// `gamma [d]`), then NEOX RoPE (pairs `(j, j + d/2)`) with row `pos[t]` of the tables
+    /// `cos`/`sin` `[positions, d/2]` for token `t` (`pos` `[tokens]`, on the device).
+    #[fusion(dtype = x, shape = x)]
+    fn norm_rope(x: FloatTensor<Self>, gamma: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>, pos: IntTensor<Self>, eps: f32) -> FloatTensor<Self> {
+        let x = Self::rms_norm(x, gamma, eps);
+        let shape = x.shape();
+        let r = shape.num_dims();
+        let (tokens, d) = (shape[r - 3], shape[r - 1]);
+        let half = d / 2;
+        let mut tshape = vec![1; r];
+        tshape[r - 3] = tokens;
+        tshape[r - 1] = half;
+        let table = |t: FloatTensor<Self>| Self::float_reshape(Self::float_select(t, 0, pos.clone()), Shape::from(tshape.clone()));
+        let (cos, sin) = (table(cos), table(sin));
+        let half_of = |x: FloatTensor<Self>, from: usize| {
+            let mut s: Vec<Slice> = shape.iter().map(|&n| Slice::from(0..n)).collect();
+            s[r - 1] = Slice::from(from..from + half);
+            Self::float_slice(x, &s)
+        };
+        let (x1, x2) = (half_of(x.clone(), 0), half_of(x, half));
+        let a = Self::float_sub(Self::float_mul(x1.clone(), cos.clone()), Self::float_mul(x2.clone(), sin.clone()));
+        let b = Self::float_add(Self::float_mul(x2, cos), Self::float_mul(x1, sin));
+        Self::float_cat(vec![a, b], r - 1)
+    }
+
+    /// One token's attention over a KV cache: `q [b, kv_heads, g, d]` (the `g` query heads that
+    /// share a KV head), `k`/`v` `[b, kv_heads, capacity, d]`; each query row attends the
+    /// positions `0..=pos[0]` (`pos` `[1]`, on the device) with scores `scale · q·k`. Returns
+    /// `[b, kv_heads, g, d]`.
+    #[fusion(dtype = q, shape = q)]
+    fn attention_decode(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, pos: IntTensor<Self>, scale: f32) -> FloatTensor<Self> {
+        let [b, kvh, g, _] = q.shape().dims::<4>();
+        let cap = k.shape()[2];
+        let device = q.device();
+        let settings = get_or_init_device_settings::<Self>(&device);
+        let scores = Self::float_mul_scalar(Self::float_matmul(q, Self::float_swap_dims(k, 2, 3)), Scalar::from(scale));
+        let full = Shape::new([b, kvh, g, cap]);
+        let cols = Self::int_expand(Self::int_reshape(Self::int_arange(0..cap as i64, &device, settings.int_dtype), Shape::new([1, 1, 1, cap])), full.clone());
+        let pos = Self::int_expand(Self::int_reshape(Self::int_cast(pos, settings.int_dtype), Shape::new([1, 1, 1, 1])), full);
+        let hidden = Self::int_greater(cols, pos, settings.bool_dtype);
+        let scores = Self::float_mask_fill(scores, hidden, Scalar::from(f32::NEG_INFINITY));
+        let e = Self::float_exp(Self::float_sub(scores.clone(), Self::float_max_dim(scores, 3)));
+        let p = Self::float_div(e.clone(), Self::float_sum_dim(e, 3));
+        Self::float_matmul(p, v)
+    }
+}
+
+/// [`DecodeOpsBackend::rms_norm`] on tensors of any device.
+pub fn rms_norm<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, eps: f64) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as DecodeOpsBackend>::rms_norm(x.into_dispatch(), gamma.into_dispatch(), eps as f32))
+}
+
+/// [`DecodeOpsBackend::norm_rope`] on tensors of any device: `x [b, tokens, heads, d]`.
+pub fn norm_rope(x: Tensor<4>, gamma: Tensor<1>, cos: Tensor<2>, sin: Tensor<2>, pos: Tensor<1, Int>, eps: f64) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as DecodeOpsBackend>::norm_rope(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        cos.into_dispatch(),
+        sin.into_dispatch(),
+        pos.into_dispatch(),
+        eps as f32,
+    ))
+}
+
+/// [`DecodeOpsBackend::attention_decode`] on tensors of any device.
+pub fn attention_decode(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, pos: Tensor<1, Int>, scale: f32) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as DecodeOpsBackend>::attention_decode(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        pos.into_dispatch(),
+        scale,
+    ))
+}
