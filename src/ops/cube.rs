@@ -115,7 +115,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
     let plane32 = planes_are_32(&x);
     let words = layout.total_words();
     let mut col0 = 0;
-    for part in &layout.parts {
+    for part in &layout.merged_parts() {
         let (rows, at) = (part.rows as u32, part.byte_offset);
         let launched = if part.kind == crate::GgmlType::Q4_K && at % 16 == 0 {
             // SAFETY: the part starts on a 16-byte boundary and its rows are whole 144-byte

@@ -64,6 +64,20 @@ impl QuantLayout {
         part.kind.row_bytes(self.in_features).unwrap_or(0)
     }
 
+    /// The parts with each run of adjacent parts of one type (the next starting where the
+    /// previous ends, e.g. the Q4_K q and k of a fused q/k/v) merged into one, so that a kernel
+    /// covers the run in one launch.
+    pub fn merged_parts(&self) -> Vec<QuantPart> {
+        let mut out: Vec<QuantPart> = Vec::with_capacity(self.parts.len());
+        for p in &self.parts {
+            match out.last_mut() {
+                Some(last) if last.kind == p.kind && last.byte_offset + last.rows * self.row_bytes(last) == p.byte_offset => last.rows += p.rows,
+                _ => out.push(*p),
+            }
+        }
+        out
+    }
+
     /// Total bytes of the packed buffer, padded to whole u32 words.
     pub fn total_bytes(&self) -> usize {
         self.parts
@@ -86,5 +100,21 @@ impl QuantLayout {
             row -= p.rows;
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// q and k (Q4_K) of a fused q/k/v are one run; v (Q6_K) and a later Q4_K part are not.
+    #[test]
+    fn adjacent_parts_of_one_type_merge() -> Result<()> {
+        let l = QuantLayout::new(256, &[(GgmlType::Q4_K, 16), (GgmlType::Q4_K, 8), (GgmlType::Q6_K, 8), (GgmlType::Q4_K, 4)])?;
+        let m = l.merged_parts();
+        let rows: Vec<(GgmlType, usize, usize)> = m.iter().map(|p| (p.kind, p.rows, p.byte_offset)).collect();
+        assert_eq!(rows, vec![(GgmlType::Q4_K, 24, 0), (GgmlType::Q6_K, 8, 24 * 144), (GgmlType::Q4_K, 4, 24 * 144 + 8 * 210)]);
+        assert_eq!(m.iter().map(|p| p.rows).sum::<usize>(), l.out_features());
+        Ok(())
     }
 }
