@@ -166,6 +166,25 @@ fn int4(device: &Device, rep: &mut Report, dir: &str) -> Result<()> {
     let greedy: Vec<u32> = r.i32("greedy_tokens")?.iter().map(|&t| t as u32).collect();
     let out = model.generate(&tokens, greedy.len(), &mut Sampler::new(Sampling::Greedy, 0), &[], |_| Ok(true))?;
     rep.check(format!("{dir}: Qwen3 greedy tokens"), out.tokens == greedy, format!("{:?}", out.tokens));
+    // The recorded decode step (CUDA graph, fused norm/RoPE/attention kernels, device-held
+    // position) against eager steps through the same cache, token after token. The eager steps'
+    // attention is Burn's (TF32 matmuls on CUDA), hence the model-level 1e-3 bound.
+    let (head, tail) = tokens.split_at(4);
+    let mut eager = model.cache();
+    model.forward_tokens(head, &mut eager, false)?;
+    let mut graphed = model.cache();
+    model.forward_tokens(head, &mut graphed, false)?;
+    let mut graph = model.decode_graph(graphed, tokens.len())?;
+    let mut worst = 0f64;
+    for &t in tail {
+        let want = logits_to_vec(model.forward_tokens(&[t], &mut eager, false)?)?;
+        worst = worst.max(rel_err(&logits_to_vec(graph.step(t)?)?, &want));
+    }
+    rep.check(
+        format!("{dir}: Qwen3 decode graph vs eager steps"),
+        graph.is_recorded() && worst <= 1e-3,
+        format!("{} steps, recorded {}, max rel. error {worst:.2e}", tail.len(), graph.is_recorded()),
+    );
     Ok(())
 }
 
