@@ -2,7 +2,7 @@
 //! `crate::kernels::attention`). Inputs are made contiguous f32 first; the output is f32.
 
 use burn::backend::ops::IntTensorOps;
-use burn::tensor::IntDType;
+use burn::tensor::{DType, IntDType};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
@@ -12,8 +12,15 @@ use super::DecodeOpsBackend;
 use super::cube::{buffer, empty_f32, f32_contiguous, grid_1d};
 use crate::kernels::{attention, norm};
 
+/// Positions as 4-byte words the kernels read as `u32`: an `I32` or `U32` tensor as it is (a
+/// position is never negative, so its bits are the same), any other dtype cast (one launch more
+/// per op; Burn's cube backends default to `I32`).
 fn positions(pos: CubeTensor) -> CubeTensor {
-    into_contiguous(CubeBackend::int_cast(pos, IntDType::U32))
+    let pos = match pos.dtype {
+        DType::I32 | DType::U32 => pos,
+        _ => CubeBackend::int_cast(pos, IntDType::U32),
+    };
+    into_contiguous(pos)
 }
 
 impl DecodeOpsBackend for CubeBackend {
