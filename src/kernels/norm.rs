@@ -9,10 +9,10 @@ pub const THREADS: u32 = 128;
 /// `log2(THREADS)`: the levels of the reduction trees.
 const LEVELS: u32 = 7;
 
-/// The sum of `v` over the cube's [`THREADS`] threads (a shared-memory tree; no assumption on
-/// the plane width), returned to every thread.
+/// The sum (or, with `max`, the maximum) of `v` over the cube's [`THREADS`] threads, returned to
+/// every thread: a shared-memory tree, no assumption on the plane width.
 #[cube]
-pub fn cube_sum(v: f32) -> f32 {
+fn cube_reduce(v: f32, #[comptime] max: bool) -> f32 {
     let tid = UNIT_POS;
     let mut red = Shared::<[f32]>::new_slice(THREADS as usize);
     red[tid as usize] = v;
@@ -21,7 +21,8 @@ pub fn cube_sum(v: f32) -> f32 {
     for level in 1..LEVELS + 1 {
         let stride = THREADS >> level;
         if tid < stride {
-            red[tid as usize] = red[tid as usize] + red[(tid + stride) as usize];
+            let (a, b) = (red[tid as usize], red[(tid + stride) as usize]);
+            red[tid as usize] = if comptime!(max) { f32::max(a, b) } else { a + b };
         }
         sync_cube();
     }
@@ -30,24 +31,16 @@ pub fn cube_sum(v: f32) -> f32 {
     s
 }
 
+/// The sum of `v` over the cube's [`THREADS`] threads, returned to every thread.
+#[cube]
+pub fn cube_sum(v: f32) -> f32 {
+    cube_reduce(v, false)
+}
+
 /// The maximum of `v` over the cube's [`THREADS`] threads, returned to every thread.
 #[cube]
 pub fn cube_max(v: f32) -> f32 {
-    let tid = UNIT_POS;
-    let mut red = Shared::<[f32]>::new_slice(THREADS as usize);
-    red[tid as usize] = v;
-    sync_cube();
-    #[unroll]
-    for level in 1..LEVELS + 1 {
-        let stride = THREADS >> level;
-        if tid < stride {
-            red[tid as usize] = f32::max(red[tid as usize], red[(tid + stride) as usize]);
-        }
-        sync_cube();
-    }
-    let s = red[0];
-    sync_cube();
-    s
+    cube_reduce(v, true)
 }
 
 /// `1 / √(mean(x[base .. base + n]²) + eps)` over the cube.

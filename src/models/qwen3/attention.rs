@@ -60,34 +60,33 @@ impl Qwen3Attention {
         let (q, k) = (q.swap_dims(1, 2), k.swap_dims(1, 2));
         let view = past(k, v.swap_dims(1, 2));
         let g = h / kvh;
-        if let Some(pos) = view.pos {
+        let y = match (view.pos, view.mask) {
             // One token at a device-held position: the fused decode attention over the positions
             // up to it (the `g` query heads of a KV head as its rows).
-            let q = q.reshape([b, kvh, g * s, d]);
-            let y = crate::ops::attention_decode(q, view.k, view.v, pos, 1.0 / (d as f32).sqrt()).reshape([b, h, s, d]);
-            return self.o.forward(y.swap_dims(1, 2).reshape([b, s, h * d]));
-        }
-        let y = match view.mask {
+            (Some(pos), _) => {
+                let q = q.reshape([b, kvh, g * s, d]);
+                crate::ops::attention_decode(q, view.k, view.v, pos, 1.0 / (d as f32).sqrt()).reshape([b, h, s, d])
+            }
             // A static-shape cache: attention over the whole buffer, the mask hiding the future
             // and the unwritten positions. The `g` query heads that share a KV head are read as
             // `g · s` rows of one head, so the cache is attended as it is, not copied per head.
             // Measured on the H100 (BENCHMARKS.md): faster up to 1024 rows (decode, and the 0.6B
             // shape's 512-token prompt), 3.5x slower at 2048 (the 8B shape's prompt, 4 groups),
             // where the copy of the cache per head is cheap against the prompt anyway.
-            Some(mask) if g * s <= GROUPED_ROWS_MAX => {
+            (None, Some(mask)) if g * s <= GROUPED_ROWS_MAX => {
                 let t = view.k.dims()[2];
                 let q = q.reshape([b, kvh, g * s, d]);
                 let mask = mask.reshape([1, 1, 1, s, t]).expand([1, 1, g, s, t]).reshape([1, 1, g * s, t]).expand([b, kvh, g * s, t]);
                 attention(q, view.k, view.v, Some(mask), None, AttentionModuleOptions::default()).reshape([b, h, s, d])
             }
-            Some(mask) => {
+            (None, Some(mask)) => {
                 let (k, v) = (repeat_kv(view.k, g), repeat_kv(view.v, g));
                 let t = k.dims()[2];
                 let mask = mask.reshape([1, 1, s, t]).expand([b, h, s, t]);
                 attention(q, k, v, Some(mask), None, AttentionModuleOptions::default())
             }
             // The positions held: causal attention, each KV head repeated for its query heads.
-            None => {
+            (None, None) => {
                 let (k, v) = (repeat_kv(view.k, g), repeat_kv(view.v, g));
                 attention(q, k, v, None, None, AttentionModuleOptions { is_causal: true, ..Default::default() })
             }

@@ -32,6 +32,24 @@ pub fn decode_graphs_enabled() -> bool {
     std::env::var("BURN_QUANT_GRAPH").map_or(true, |v| v != "0")
 }
 
+/// How [`Qwen3::generate`] runs its one-token steps.
+enum Decoder<'m> {
+    /// Through the cache, one forward each.
+    Eager(KvCache),
+    /// Through a recorded decode step.
+    Graph(DecodeGraph<'m>),
+}
+
+impl Decoder<'_> {
+    /// Positions held.
+    fn len(&self) -> usize {
+        match self {
+            Decoder::Eager(c) => c.len(),
+            Decoder::Graph(g) => g.len(),
+        }
+    }
+}
+
 /// A logits tensor `[rows, vocab]` on the host, row-major.
 pub fn logits_to_vec(logits: Tensor<2>) -> Result<Vec<f32>> {
     logits.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::Invalid(format!("reading logits: {e:?}")))
@@ -60,33 +78,32 @@ impl Qwen3 {
         let start = Instant::now();
         // Positions the whole generation may need: the graph's cache is reserved for them.
         let positions = (prompt.len() + max_new).min(self.config.max_context);
-        let mut graph = None;
-        let mut cache = Some(cache);
+        let mut decoder = Decoder::Eager(cache);
         loop {
             let next = sampler.sample(&logits);
             out.tokens.push(next);
             if !on_token(next)? || stop.contains(&next) || out.tokens.len() >= max_new {
                 break;
             }
-            let held = graph.as_ref().map_or_else(|| cache.as_ref().map_or(0, KvCache::len), DecodeGraph::len);
-            if held + 1 > self.config.max_context {
+            if decoder.len() + 1 > self.config.max_context {
                 break;
             }
-            if let Some(c) = cache.take_if(|c| c.has_static_shapes() && decode_graphs_enabled()) {
-                let begin = Instant::now();
-                let mut g = self.decode_graph(c, positions)?;
-                logits = logits_to_vec(g.step(next)?)?;
-                out.record_time = begin.elapsed();
-                graph = Some(g);
-                continue;
+            // The first step after the prompt records the decode graph, where it can.
+            let begin = Instant::now();
+            let recording = matches!(&decoder, Decoder::Eager(c) if c.has_static_shapes() && decode_graphs_enabled());
+            if let (true, Decoder::Eager(c)) = (recording, &mut decoder) {
+                decoder = Decoder::Graph(self.decode_graph(std::mem::take(c), positions)?);
             }
-            let step = match (&mut graph, &mut cache) {
-                (Some(g), _) => g.step(next)?,
-                (None, Some(c)) => self.forward_tokens(&[next], c, false)?,
-                (None, None) => return Err(Error::Invalid("generation lost its cache".into())),
+            let step = match &mut decoder {
+                Decoder::Eager(c) => self.forward_tokens(&[next], c, false)?,
+                Decoder::Graph(g) => g.step(next)?,
             };
             logits = logits_to_vec(step)?;
-            out.timed_steps += 1;
+            if recording {
+                out.record_time = begin.elapsed();
+            } else {
+                out.timed_steps += 1;
+            }
         }
         out.generation_time = start.elapsed().saturating_sub(out.record_time);
         Ok(out)

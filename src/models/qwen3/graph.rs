@@ -48,15 +48,19 @@ struct StepState {
 pub struct DecodeGraph<'m> {
     model: &'m Qwen3,
     state: StepState,
-    /// Positions held (the next token's position).
-    len: usize,
     capacity: usize,
     device: Device,
-    /// `None` before the first step; then `Some(Some(graph))` when recorded, `Some(None)` when
-    /// steps run eagerly.
-    graph: Option<Option<DispatchGraph>>,
-    /// The logits buffer the recorded step writes, `[1, vocab]`.
-    output: Option<Tensor<2>>,
+    mode: Mode,
+}
+
+/// How [`DecodeGraph::step`] runs.
+enum Mode {
+    /// Before the first step.
+    Unrecorded,
+    /// Replays `graph`, which writes the logits into `output` (`[1, vocab]`).
+    Recorded { graph: DispatchGraph, output: Tensor<2> },
+    /// The backend cannot record: every step runs eagerly.
+    Eager,
 }
 
 impl Qwen3 {
@@ -85,8 +89,7 @@ impl Qwen3 {
             cos,
             sin,
         };
-        let len = state.cache.len();
-        Ok(DecodeGraph { model: self, state, len, capacity, device, graph: None, output: None })
+        Ok(DecodeGraph { model: self, state, capacity, device, mode: Mode::Unrecorded })
     }
 
     /// One token at the device-held position: logits `[1, vocab]`.
@@ -99,19 +102,19 @@ impl Qwen3 {
         for (i, block) in self.blocks.iter().enumerate() {
             h = block.forward(h, rope, |k, v| cache.write_at(i, pos, k, v));
         }
-        self.logits(crate::ops::rms_norm(h, self.norm.gamma.val(), self.norm.epsilon)).reshape([1, c.vocab_size])
+        self.logits(super::norm(&self.norm, h, true)).reshape([1, c.vocab_size])
     }
 }
 
 impl DecodeGraph<'_> {
     /// Positions held: the position the next token gets.
     pub fn len(&self) -> usize {
-        self.len
+        self.state.cache.len()
     }
 
     /// Whether no position is held (never: a decode graph starts after a prompt).
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// Positions the reserved cache holds.
@@ -121,37 +124,38 @@ impl DecodeGraph<'_> {
 
     /// Whether steps replay a recorded graph (known after the first step).
     pub fn is_recorded(&self) -> bool {
-        matches!(self.graph, Some(Some(_)))
+        matches!(self.mode, Mode::Recorded { .. })
     }
 
     /// Appends `token` and returns the logits `[1, vocab]` of its position.
     pub fn step(&mut self, token: u32) -> Result<Tensor<2>> {
-        let c = &self.model.config;
-        if token as usize >= c.vocab_size {
-            return Err(Error::Invalid(format!("token id {token} is out of range for a vocabulary of {}", c.vocab_size)));
-        }
-        if self.len >= self.capacity {
+        self.model.check_tokens(&[token])?;
+        let pos = self.len();
+        if pos >= self.capacity {
             return Err(Error::Invalid(format!("the decode graph's cache is full ({} positions)", self.capacity)));
         }
-        self.write_inputs(token, self.len);
-        let logits = match &self.graph {
-            None => self.record()?,
-            Some(Some(graph)) => {
-                // SAFETY (Burn's replay contract): every tensor the recorded step touched is
-                // alive: the weights are borrowed from the model for this graph's lifetime, the
-                // token, position, tables and cache are owned by `state` and the output by
-                // `self`, and nothing else holds them; the inputs were written
-                // just above by this thread's client, on the stream the graph was recorded on,
-                // and the output is read after the replay on that stream too.
-                unsafe { <Dispatch as Backend>::graph_replay(self.device.as_dispatch(), graph) }
-                    .map_err(|e| Error::Invalid(format!("decode graph replay: {e:?}")))?;
-                self.output.clone().ok_or_else(|| Error::Invalid("decode graph has no output".into()))?
+        self.write_inputs(token, pos);
+        let logits = match &self.mode {
+            Mode::Unrecorded => self.record()?,
+            Mode::Recorded { graph, output } => {
+                self.replay(graph)?;
+                output.clone()
             }
-            Some(None) => self.model.step_on_device(&mut self.state),
+            Mode::Eager => self.model.step_on_device(&mut self.state),
         };
-        self.len += 1;
         self.state.cache.advance(1);
         Ok(logits)
+    }
+
+    /// Replays `graph` (recorded by [`record`](Self::record)).
+    fn replay(&self, graph: &DispatchGraph) -> Result<()> {
+        // SAFETY (Burn's replay contract): every tensor the recorded step touched is alive: the
+        // weights are borrowed from the model for this graph's lifetime, the token, position,
+        // tables and cache are owned by `state` and the output by `mode`, and nothing else holds
+        // them; the inputs were written just before by this thread's client, on the stream the
+        // graph was recorded on, and the output is read after the replay on that stream too.
+        unsafe { <Dispatch as Backend>::graph_replay(self.device.as_dispatch(), graph) }
+            .map_err(|e| Error::Invalid(format!("decode graph replay: {e:?}")))
     }
 
     /// Writes the token id and its position into their device buffers, in place.
@@ -176,30 +180,17 @@ impl DecodeGraph<'_> {
             drop(out);
         }
         // A backend without graph support refuses to start; then every step runs eagerly.
-        let recorded = match <Dispatch as Backend>::graph_start_capture(device) {
-            Ok(()) => {
-                let out = self.model.step_on_device(&mut self.state);
-                // A refused recording leaves the buffers it would have written marked failed
-                // (the cache among them), so it is an error rather than a silent fallback.
-                let graph = <Dispatch as Backend>::graph_stop_capture(device)
-                    .map_err(|e| Error::Invalid(format!("recording the decode graph: {e:?}")))?;
-                Some((graph, out))
-            }
-            Err(_) => None,
-        };
-        match recorded {
-            Some((graph, out)) => {
-                // SAFETY: as in `step`; the recording ran none of its launches, the replay does.
-                unsafe { <Dispatch as Backend>::graph_replay(device, &graph) }
-                    .map_err(|e| Error::Invalid(format!("decode graph replay: {e:?}")))?;
-                self.graph = Some(Some(graph));
-                self.output = Some(out.clone());
-                Ok(out)
-            }
-            None => {
-                self.graph = Some(None);
-                Ok(self.model.step_on_device(&mut self.state))
-            }
+        if <Dispatch as Backend>::graph_start_capture(device).is_err() {
+            self.mode = Mode::Eager;
+            return Ok(self.model.step_on_device(&mut self.state));
         }
+        let output = self.model.step_on_device(&mut self.state);
+        // A refused recording leaves the buffers it would have written marked failed (the cache
+        // among them), so it is an error rather than a silent fallback.
+        let graph = <Dispatch as Backend>::graph_stop_capture(device).map_err(|e| Error::Invalid(format!("recording the decode graph: {e:?}")))?;
+        // The recording ran none of its launches; the replay does.
+        self.replay(&graph)?;
+        self.mode = Mode::Recorded { graph, output: output.clone() };
+        Ok(output)
     }
 }

@@ -66,16 +66,23 @@ impl Qwen3 {
         self.logits(h)
     }
 
+    /// An error unless `tokens` is non-empty and every id is in the vocabulary.
+    pub(super) fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        let vocab = self.config.vocab_size;
+        if tokens.is_empty() {
+            return Err(Error::Invalid("no tokens to run".into()));
+        }
+        match tokens.iter().find(|&&t| t as usize >= vocab) {
+            Some(&bad) => Err(Error::Invalid(format!("token id {bad} is out of range for a vocabulary of {vocab}"))),
+            None => Ok(()),
+        }
+    }
+
     /// Checked entry for one sequence of host token ids: appends them to `cache` and returns the
     /// logits `[n, vocab]` of every position (`all_positions`) or `[1, vocab]` of the last one.
     pub fn forward_tokens(&self, tokens: &[u32], cache: &mut KvCache, all_positions: bool) -> Result<Tensor<2>> {
         let c = &self.config;
-        if tokens.is_empty() {
-            return Err(Error::Invalid("no tokens to run".into()));
-        }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
-            return Err(Error::Invalid(format!("token id {bad} is out of range for a vocabulary of {}", c.vocab_size)));
-        }
+        self.check_tokens(tokens)?;
         let device = self.embed.weight.val().device();
         let n = tokens.len();
         let ids = TensorData::new(tokens.iter().map(|&t| t as i64).collect::<Vec<_>>(), [1, n]);
