@@ -98,24 +98,23 @@ impl FormatVisitor for Matvec<'_> {
         // Small weights run on the calling thread (one task): waking the pool costs more.
         let serial = dst.len() * k < SERIAL_MACS;
         #[cfg(target_arch = "x86_64")]
-        if m == 1 && super::x86::has_avx512() {
-            // One token row on AVX-512: hand-written row dots for the hottest formats. The casts
-            // are between alignment-1 Pod types of equal size, so they cannot fail.
-            // Sums of x over each 32-element sub-block, once per call (only Q4_K's min term uses them).
-            let xsum: Vec<f32> = if F::TYPE == crate::GgmlType::Q4_K { x.chunks_exact(32).map(|c| c.iter().sum()).collect() } else { Vec::new() };
-            let xsum = &xsum;
-            let dot: Option<fn(&[F], &[f32], &[f32]) -> f32> = match F::TYPE {
+        if m == 1 && super::x86::has_avx512() && matches!(F::TYPE, crate::GgmlType::Q4_K | crate::GgmlType::Q6_K) {
+            // One token row on AVX-512: the hand-written kernels for the hottest formats, on runs
+            // of rows. The casts are between alignment-1 Pod types of equal size, so they cannot fail.
+            let q4k = F::TYPE == crate::GgmlType::Q4_K;
+            let xl = if q4k { super::x86::lane_order(x) } else { Vec::new() };
+            let task_rows = if serial { dst.len().max(1) } else { DECODE_ROWS_PER_TASK };
+            dst.par_chunks_mut(task_rows).enumerate().for_each(|(task, out)| {
+                let first = task * task_rows;
+                let rows = &blocks[first * per_row..(first + out.len()) * per_row];
                 // SAFETY (both): AVX-512F/BW were checked above.
-                crate::GgmlType::Q4_K => Some(|r, x, s| unsafe { super::x86::q4k_row_dot(bytemuck::cast_slice(r), x, s) }),
-                crate::GgmlType::Q6_K => Some(|r, x, _| unsafe { super::x86::q6k_row_dot(bytemuck::cast_slice(r), x) }),
-                _ => None,
-            };
-            if let Some(dot) = dot {
-                dst.par_iter_mut().enumerate().with_min_len(if serial { usize::MAX } else { DECODE_ROWS_PER_TASK }).for_each(|(r, y)| {
-                    *y = dot(&blocks[r * per_row..(r + 1) * per_row], x, xsum);
-                });
-                return Ok(());
-            }
+                if q4k {
+                    unsafe { super::x86::q4k_rows(bytemuck::cast_slice(rows), per_row, &xl, out) }
+                } else {
+                    unsafe { super::x86::q6k_rows(bytemuck::cast_slice(rows), per_row, x, out) }
+                }
+            });
+            return Ok(());
         }
         let task_rows = if serial { dst.len() / m.max(1) } else { DECODE_ROWS_PER_TASK };
         dst.par_chunks_mut((task_rows * m).max(1)).enumerate().for_each(|(task, dst)| {

@@ -1,124 +1,221 @@
-//! Hand-written AVX-512 row dots for the hottest decode case (one token row, m = 1), chosen at
-//! run time. Same math as the portable `dot_acc` (exact f32, FMA), but laid out so every
-//! 16-weight group costs one widen, one mask or shift, one convert and one FMA.
+//! Hand-written AVX-512 dots for the hottest decode case (one token row, m = 1), chosen at run
+//! time. Exact f32 like the portable `dot_acc`; laid out for Sapphire-Rapids-class cores, where
+//! 512-bit shifts and conversions issue only on port 0 and permutes only on port 5, so each
+//! kernel spreads its per-weight work over both ports and the FMA units.
+//!
+//! - **Q4_K** decodes through a 16-entry table per sub-block: `T[q] = d·sc·q − dmin·m` (one
+//!   FMA builds it), looked up with `vpermps`, which reads only the low 4 bits of each index —
+//!   so a 16-byte group of codes is broadcast to the four 128-bit lanes and one variable shift
+//!   per lane brings the wanted nibble down, with no mask and no widening. Per 16 weights: a
+//!   shift, a permute, an FMA with x. The lane order this gives (dword lane `4L + d` holds byte
+//!   `4d + L` of the group) is undone by reading x in the same order ([`lane_order`]).
+//! - **Q6_K** assembles the 6-bit codes (minus 32) in byte lanes, 64 weights per instruction,
+//!   into a small stack buffer; then per 16 weights: a sign-extending load, a conversion, a
+//!   multiply by the sub-block scale and an FMA with x (natural order).
+//!
+//! Both take [`ROWS`] weight rows at a time so that each load of x serves every row.
 
 #![cfg(target_arch = "x86_64")]
 
 use std::arch::x86_64::*;
 
-use crate::format::{BlockQ4K, BlockQ6K, f16_le, scales_mins_k4};
+use crate::format::{BlockQ4K, BlockQ6K, f16_le};
 
-/// Whether this CPU runs the AVX-512 kernels (AVX-512F + BW), checked once.
+/// Weight rows dotted side by side (each load of x serves all of them).
+pub const ROWS: usize = 4;
+
+/// Whether this CPU runs the AVX-512 kernels (AVX-512F + BW, with AVX2 and F16C), checked once.
 pub fn has_avx512() -> bool {
     static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw"))
+    *HAS.get_or_init(|| {
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c")
+    })
 }
 
-/// `Σ_k W[k]·x[k]` for one Q4_K row; `x` holds `row.len() · 256` values and `xsum[s]` the sum
-/// of `x[32s..32s+32]` (computed once per input row, so the min term costs 8 scalar FMAs per
-/// block instead of vector work per weight).
-///
-/// # Safety
-/// The CPU must support AVX-512F and AVX-512BW ([`has_avx512`]).
-#[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn q4k_row_dot(row: &[BlockQ4K], x: &[f32], xsum: &[f32]) -> f32 {
-    assert!(x.len() >= row.len() * 256 && xsum.len() >= row.len() * 8);
-    let low = _mm512_set1_epi32(0x0F);
-    let mut acc = _mm512_setzero_ps();
-    let mut mins = 0f32;
-    for (b, blk) in row.iter().enumerate() {
-        let (sc, m) = scales_mins_k4(&blk.scales);
-        let (d, dmin) = (f16_le(blk.d), f16_le(blk.dmin));
-        let mut msum = 0f32;
-        for s in 0..8 {
-            msum = (m[s] as f32).mul_add(xsum[8 * b + s], msum);
+/// `x` in the lane order of [`q4k_rows`]: within each group of 16 values, value `4L + d` is
+/// `x[4d + L]` (a 4 × 4 transpose). A trailing partial group is copied as is.
+pub fn lane_order(x: &[f32]) -> Vec<f32> {
+    let mut out = x.to_vec();
+    for (o, g) in out.chunks_exact_mut(16).zip(x.chunks_exact(16)) {
+        for (n, v) in o.iter_mut().enumerate() {
+            *v = g[4 * (n % 4) + n / 4];
         }
-        mins = dmin.mul_add(msum, mins);
-        // Two accumulators (even and odd 64-weight groups) to shorten FMA latency chains.
-        let mut q_sum = [_mm512_setzero_ps(); 2];
-        for j in 0..4 {
-            // SAFETY: qs has 128 bytes (j·32 + 32 ≤ 128); x was checked to cover the block.
-            let (b0, b1, x0, x1, x2, x3) = unsafe {
-                let qp = blk.qs.as_ptr().add(32 * j);
-                let xp = x.as_ptr().add(b * 256 + 64 * j);
-                (
-                    _mm512_cvtepu8_epi32(_mm_loadu_si128(qp as *const __m128i)),
-                    _mm512_cvtepu8_epi32(_mm_loadu_si128(qp.add(16) as *const __m128i)),
-                    _mm512_loadu_ps(xp),
-                    _mm512_loadu_ps(xp.add(16)),
-                    _mm512_loadu_ps(xp.add(32)),
-                    _mm512_loadu_ps(xp.add(48)),
-                )
-            };
-            // Sub-block 2j: low nibbles of bytes 0..32 against x[0..32]; 2j+1: high nibbles.
-            let lo = _mm512_fmadd_ps(
-                _mm512_cvtepi32_ps(_mm512_and_si512(b1, low)),
-                x1,
-                _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_and_si512(b0, low)), x0),
-            );
-            let hi = _mm512_fmadd_ps(
-                _mm512_cvtepi32_ps(_mm512_srli_epi32::<4>(b1)),
-                x3,
-                _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32::<4>(b0)), x2),
-            );
-            let qs = &mut q_sum[j & 1];
-            *qs = _mm512_fmadd_ps(lo, _mm512_set1_ps(sc[2 * j] as f32), *qs);
-            *qs = _mm512_fmadd_ps(hi, _mm512_set1_ps(sc[2 * j + 1] as f32), *qs);
-        }
-        // W = d·sc·q − dmin·m: the block adds d·Σ sc·q·x here and −dmin·Σ m·xsum to `mins`.
-        acc = _mm512_fmadd_ps(_mm512_add_ps(q_sum[0], q_sum[1]), _mm512_set1_ps(d), acc);
     }
-    _mm512_reduce_add_ps(acc) - mins
+    out
 }
 
-/// `Σ_k W[k]·x[k]` for one Q6_K row; `x` holds `row.len() · 256` values.
+/// The dots of `out.len()` consecutive Q4_K rows of `per_row` blocks (`rows`) with `xl`, the
+/// input in [`lane_order`]: `out[r] = Σ_k W[r, k]·x[k]`.
 ///
 /// # Safety
-/// The CPU must support AVX-512F and AVX-512BW ([`has_avx512`]).
-#[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn q6k_row_dot(row: &[BlockQ6K], x: &[f32]) -> f32 {
-    assert!(x.len() >= row.len() * 256);
-    let (m4, m3, off) = (_mm512_set1_epi32(0x0F), _mm512_set1_epi32(3), _mm512_set1_epi32(32));
-    let mut acc = _mm512_setzero_ps();
-    for (b, blk) in row.iter().enumerate() {
-        let d = f16_le(blk.d);
-        let mut sum = [_mm512_setzero_ps(); 2];
-        for n in 0..2 {
-            for c in 0..2 {
-                // Lanes l = 16c..16c+16 of half n: four 16-weight sub-blocks (at l, l+32, l+64,
-                // l+96) with scales sc[8n + c + 2g].
-                let l = 16 * c;
-                // SAFETY: ql has 128 bytes, qh 64 (64n + l + 48 ≤ 128, 32n + l + 16 ≤ 64); x was
-                // checked to cover the block.
-                let (qa, qb, h, xp) = unsafe {
-                    let ql = blk.ql.as_ptr().add(64 * n + l);
-                    (
-                        _mm512_cvtepu8_epi32(_mm_loadu_si128(ql as *const __m128i)),
-                        _mm512_cvtepu8_epi32(_mm_loadu_si128(ql.add(32) as *const __m128i)),
-                        _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.qh.as_ptr().add(32 * n + l) as *const __m128i)),
-                        x.as_ptr().add(b * 256 + 128 * n + l),
-                    )
+/// The CPU must have the features [`has_avx512`] checks.
+#[target_feature(enable = "avx512f,avx512bw,avx2,f16c")]
+pub unsafe fn q4k_rows(rows: &[BlockQ4K], per_row: usize, xl: &[f32], out: &mut [f32]) {
+    assert!(xl.len() >= per_row * 256 && rows.len() >= out.len() * per_row);
+    let mut groups = out.chunks_exact_mut(ROWS);
+    let mut r = 0;
+    for o in &mut groups {
+        let g: [&[BlockQ4K]; ROWS] = std::array::from_fn(|i| &rows[(r + i) * per_row..(r + i + 1) * per_row]);
+        o.copy_from_slice(&q4k_group(g, xl));
+        r += ROWS;
+    }
+    for o in groups.into_remainder() {
+        *o = q4k_group([&rows[r * per_row..(r + 1) * per_row]], xl)[0];
+        r += 1;
+    }
+}
+
+/// The eight 6-bit scales then the eight 6-bit mins of a Q4_K block as 16 bytes, from the
+/// block's first 16 bytes (`d|dmin`, then the scale words `s0, s1, s2`), with ggml's
+/// `get_scale_min_k4` done on whole words: `sc[0..4] = s0 & 63`, `sc[4..8] = (s2 & 15) |
+/// (s0 >> 6) << 4`, `m[0..4] = s1 & 63`, `m[4..8] = (s2 >> 4) | (s1 >> 6) << 4`, byte-wise.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
+fn q4k_scales_mins(head: __m128i) -> __m128i {
+    // Words [s0, s2, s1, s2] shifted by [0, 0, 0, 4], masked to the low bits of each byte...
+    let low = _mm_and_si128(
+        _mm_srlv_epi32(_mm_shuffle_epi32::<0b11_10_11_01>(head), _mm_setr_epi32(0, 0, 0, 4)),
+        _mm_setr_epi32(0x3F3F_3F3F, 0x0F0F_0F0F, 0x3F3F_3F3F, 0x0F0F_0F0F),
+    );
+    // ...beside words [s0, s0, s1, s1]'s top two bits of each byte, moved to bits 4–5.
+    let top = _mm_and_si128(_mm_srli_epi32::<2>(_mm_shuffle_epi32::<0b10_10_01_01>(head)), _mm_setr_epi32(0, 0x3030_3030, 0, 0x3030_3030));
+    _mm_or_si128(low, top)
+}
+
+/// [`q4k_rows`] for `R` rows of equal length.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2,f16c")]
+fn q4k_group<const R: usize>(rows: [&[BlockQ4K]; R], xl: &[f32]) -> [f32; R] {
+    let shift_lo = _mm512_setr_epi32(0, 0, 0, 0, 8, 8, 8, 8, 16, 16, 16, 16, 24, 24, 24, 24);
+    let shift_hi = _mm512_add_epi32(shift_lo, _mm512_set1_epi32(4));
+    let iota = _mm512_setr_ps(0., 1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12., 13., 14., 15.);
+    let d_then_dmin = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    for b in 0..rows[0].len() {
+        // Per row: d·sc[s] in lanes 0..8 and dmin·m[s] in lanes 8..16.
+        let mut ac = [[0f32; 16]; R];
+        for i in 0..R {
+            // SAFETY: the first 16 bytes of a block are d, dmin and the 12 scale bytes.
+            let head = unsafe { _mm_loadu_si128((&raw const rows[i][b]).cast()) };
+            let v = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q4k_scales_mins(head)));
+            let dd = _mm512_permutexvar_ps(d_then_dmin, _mm512_castps128_ps512(_mm_cvtph_ps(head)));
+            // SAFETY: `ac[i]` holds 16 floats.
+            unsafe { _mm512_storeu_ps(ac[i].as_mut_ptr(), _mm512_mul_ps(v, dd)) };
+        }
+        let xb = &xl[b * 256..b * 256 + 256];
+        for j in 0..4 {
+            // The tables of sub-blocks 2j (low nibbles) and 2j + 1 (high nibbles).
+            let t: [[__m512; 2]; R] = std::array::from_fn(|i| {
+                let a = &ac[i];
+                [
+                    _mm512_fmsub_ps(iota, _mm512_set1_ps(a[2 * j]), _mm512_set1_ps(a[8 + 2 * j])),
+                    _mm512_fmsub_ps(iota, _mm512_set1_ps(a[2 * j + 1]), _mm512_set1_ps(a[9 + 2 * j])),
+                ]
+            });
+            for h in 0..2 {
+                // SAFETY: 64j + 32 + 16h + 16 ≤ 256 values of this block's x.
+                let (x_lo, x_hi) = unsafe {
+                    (_mm512_loadu_ps(xb.as_ptr().add(64 * j + 16 * h)), _mm512_loadu_ps(xb.as_ptr().add(64 * j + 32 + 16 * h)))
                 };
-                let hi = |shift: u32| {
-                    // ((h >> shift) & 3) << 4
-                    _mm512_slli_epi32::<4>(_mm512_and_si512(_mm512_srlv_epi32(h, _mm512_set1_epi32(shift as i32)), m3))
-                };
-                let q = [
-                    _mm512_or_si512(_mm512_and_si512(qa, m4), hi(0)),
-                    _mm512_or_si512(_mm512_and_si512(qb, m4), hi(2)),
-                    _mm512_or_si512(_mm512_srli_epi32::<4>(qa), hi(4)),
-                    _mm512_or_si512(_mm512_srli_epi32::<4>(qb), hi(6)),
-                ];
-                for (g, q) in q.into_iter().enumerate() {
-                    // SAFETY: xp + 32g + 16 stays inside the block's 256 values.
-                    let xv = unsafe { _mm512_loadu_ps(xp.add(32 * g)) };
-                    let w = _mm512_cvtepi32_ps(_mm512_sub_epi32(q, off));
-                    let scale = _mm512_set1_ps(blk.scales[8 * n + c + 2 * g] as f32);
-                    sum[g & 1] = _mm512_fmadd_ps(_mm512_mul_ps(w, xv), scale, sum[g & 1]);
+                for i in 0..R {
+                    // SAFETY: qs has 128 bytes; 32j + 16h + 16 ≤ 128.
+                    let codes = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(rows[i][b].qs.as_ptr().add(32 * j + 16 * h).cast()) });
+                    let w_lo = _mm512_permutexvar_ps(_mm512_srlv_epi32(codes, shift_lo), t[i][0]);
+                    let w_hi = _mm512_permutexvar_ps(_mm512_srlv_epi32(codes, shift_hi), t[i][1]);
+                    acc[i][0] = _mm512_fmadd_ps(w_lo, x_lo, acc[i][0]);
+                    acc[i][1] = _mm512_fmadd_ps(w_hi, x_hi, acc[i][1]);
                 }
             }
         }
-        acc = _mm512_fmadd_ps(_mm512_add_ps(sum[0], sum[1]), _mm512_set1_ps(d), acc);
     }
-    _mm512_reduce_add_ps(acc)
+    std::array::from_fn(|i| _mm512_reduce_add_ps(_mm512_add_ps(acc[i][0], acc[i][1])))
+}
+
+/// The dots of `out.len()` consecutive Q6_K rows of `per_row` blocks (`rows`) with `x`
+/// (natural order): `out[r] = Σ_k W[r, k]·x[k]`.
+///
+/// # Safety
+/// The CPU must have the features [`has_avx512`] checks.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn q6k_rows(rows: &[BlockQ6K], per_row: usize, x: &[f32], out: &mut [f32]) {
+    assert!(x.len() >= per_row * 256 && rows.len() >= out.len() * per_row);
+    let mut groups = out.chunks_exact_mut(ROWS);
+    let mut r = 0;
+    for o in &mut groups {
+        let g: [&[BlockQ6K]; ROWS] = std::array::from_fn(|i| &rows[(r + i) * per_row..(r + i + 1) * per_row]);
+        o.copy_from_slice(&q6k_group(g, x));
+        r += ROWS;
+    }
+    for o in groups.into_remainder() {
+        *o = q6k_group([&rows[r * per_row..(r + 1) * per_row]], x)[0];
+        r += 1;
+    }
+}
+
+/// One Q6_K block's 256 codes minus 32, in element order, on a 64-byte boundary.
+#[repr(C, align(64))]
+struct Codes([i8; 256]);
+
+/// Writes the codes of `blk` minus 32 into `out` (byte lanes, 64 weights per instruction).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn q6k_codes(blk: &BlockQ6K, out: &mut Codes) {
+    let (low4, bits45, c32) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30), _mm512_set1_epi8(32));
+    // (A & C) | B: the low nibble of A beside the already-masked high bits B.
+    const MERGE: i32 = 0xEC;
+    for n in 0..2 {
+        // SAFETY: ql has 128 bytes (64n + 64 ≤ 128), qh 64 (32n + 32 ≤ 64); out has 256.
+        unsafe {
+            let ql = _mm512_loadu_si512(blk.ql.as_ptr().add(64 * n).cast());
+            let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(blk.qh.as_ptr().add(32 * n).cast()));
+            // Elements 128n + 0..64: low nibbles of ql[64n..64n + 64]; their high bits are qh bits
+            // 0–1 for the first 32 and 2–3 for the next 32, moved to bits 4–5.
+            let h01 = _mm512_and_si512(_mm512_mask_blend_epi64(0xF0, _mm512_slli_epi16(qh, 4), _mm512_slli_epi16(qh, 2)), bits45);
+            let q01 = _mm512_sub_epi8(_mm512_ternarylogic_epi32(ql, h01, low4, MERGE), c32);
+            _mm512_store_si512(out.0.as_mut_ptr().add(128 * n).cast(), q01);
+            // Elements 128n + 64..128: high nibbles; qh bits 4–5, then 6–7.
+            let h23 = _mm512_and_si512(_mm512_mask_blend_epi64(0xF0, qh, _mm512_srli_epi16(qh, 2)), bits45);
+            let q23 = _mm512_sub_epi8(_mm512_ternarylogic_epi32(_mm512_srli_epi16(ql, 4), h23, low4, MERGE), c32);
+            _mm512_store_si512(out.0.as_mut_ptr().add(128 * n + 64).cast(), q23);
+        }
+    }
+}
+
+/// [`q6k_rows`] for `R` rows of equal length.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn q6k_group<const R: usize>(rows: [&[BlockQ6K]; R], x: &[f32]) -> [f32; R] {
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    let mut codes: [Codes; R] = std::array::from_fn(|_| Codes([0; 256]));
+    let mut ds = [[0f32; 16]; R];
+    for b in 0..rows[0].len() {
+        for i in 0..R {
+            let blk = &rows[i][b];
+            q6k_codes(blk, &mut codes[i]);
+            // d·scale[s]: the scale of elements 16s..16s + 16.
+            // SAFETY: scales has 16 bytes; ds[i] holds 16 floats.
+            unsafe {
+                let sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(blk.scales.as_ptr().cast())));
+                _mm512_storeu_ps(ds[i].as_mut_ptr(), _mm512_mul_ps(sc, _mm512_set1_ps(f16_le(blk.d))));
+            }
+        }
+        let xb = &x[b * 256..b * 256 + 256];
+        // Sub-blocks in pairs, the even one into `acc[i][0]` and the odd one into `acc[i][1]`
+        // (fixed indices keep the accumulators in registers).
+        for p in 0..8 {
+            // SAFETY: 32p + 32 ≤ 256 for both x and the codes.
+            let (x0, x1) = unsafe { (_mm512_loadu_ps(xb.as_ptr().add(32 * p)), _mm512_loadu_ps(xb.as_ptr().add(32 * p + 16))) };
+            for i in 0..R {
+                let (q0, q1) = unsafe {
+                    (
+                        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_load_si128(codes[i].0.as_ptr().add(32 * p).cast()))),
+                        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_load_si128(codes[i].0.as_ptr().add(32 * p + 16).cast()))),
+                    )
+                };
+                acc[i][0] = _mm512_fmadd_ps(_mm512_mul_ps(q0, x0), _mm512_set1_ps(ds[i][2 * p]), acc[i][0]);
+                acc[i][1] = _mm512_fmadd_ps(_mm512_mul_ps(q1, x1), _mm512_set1_ps(ds[i][2 * p + 1]), acc[i][1]);
+            }
+        }
+    }
+    std::array::from_fn(|i| _mm512_reduce_add_ps(_mm512_add_ps(acc[i][0], acc[i][1])))
 }
