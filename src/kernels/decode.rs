@@ -80,6 +80,20 @@ pub fn f16_to_f32(h: u32) -> f32 {
     out
 }
 
+/// The two IEEE halves of `h` (low, high) as f32, exact: through the device's own f16 type
+/// where it has one (`native`, one conversion instruction each on CUDA), else [`f16_to_f32`].
+#[cube]
+pub fn f16_pair(h: u32, #[comptime] native: bool) -> (f32, f32) {
+    if comptime!(native) {
+        (
+            f32::cast_from(half::f16::reinterpret(u16::cast_from(h & 0xFFFF))),
+            f32::cast_from(half::f16::reinterpret(u16::cast_from(h >> 16))),
+        )
+    } else {
+        (f16_to_f32(h & 0xFFFF), f16_to_f32(h >> 16))
+    }
+}
+
 /// The f16 at even byte `b`, as f32.
 #[cube]
 pub fn f16_at(w: &[u32], b: u32) -> f32 {

@@ -91,7 +91,7 @@ pub fn dequant_q4k_f16<N: Size>(w: &[Vector<u32, N>], out: &mut [Vector<f16, N>]
     let b = pos / 8;
     let j = u / 2;
     let mut wt = Array::<f32>::new(32usize);
-    decode_unit(w[(off + b * 9) as usize], w[(off + b * 9 + 1 + u) as usize], j, &mut wt, 0usize);
+    decode_unit(w[(off + b * 9) as usize], w[(off + b * 9 + 1 + u) as usize], j, &mut wt, 0usize, false);
     // Block `b` counts over all rows of the part: row `b / blocks`, column block `b % blocks`.
     let e = (row0 * k + b * 256 + 64 * j + 16 * (u % 2)) / 4;
     #[unroll]
@@ -136,7 +136,7 @@ pub fn dequant_i4_f16<N: Size>(w: &[u32], out: &mut [Vector<f16, N>], off: u32, 
     let u = pos % lpg;
     let b = pos / lpg;
     let mut wt = Array::<f32>::new(32usize);
-    decode_unit_i4(w, off + b * words, u, &mut wt, 0usize);
+    decode_unit_i4(w, off + b * words, u, &mut wt, 0usize, false);
     let e = (row0 * k + b * group + 16 * u) / 4;
     #[unroll]
     for v in 0..4u32 {

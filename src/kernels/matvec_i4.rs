@@ -10,16 +10,16 @@
 
 use cubecl::prelude::*;
 
-use super::decode::f16_to_f32;
-use super::matvec_q4k::{decode_word, dot4, dot_word, hsum};
+use super::decode::f16_pair;
+use super::matvec_q4k::{decode_word, dot_word_in_place, dot4, hsum, prescale_inputs};
 use super::reduce::{group_row0, reduce_groups};
 
 /// Decodes the 32 weights of unit `u` of the group at word `blk`: `out[o + 8v .. + 4]` are
 /// weights `16u + 4v + 0..4`, `out[o + 8v + 4 .. + 8]` weights `G/2 + 16u + 4v + 0..4`.
 #[cube]
-pub fn decode_unit_i4(w: &[u32], blk: u32, u: u32, out: &mut Array<f32>, o: usize) {
+pub fn decode_unit_i4(w: &[u32], blk: u32, u: u32, out: &mut Array<f32>, o: usize, #[comptime] f16hw: bool) {
     let hd = w[blk as usize];
-    let d = f16_to_f32(hd & 0xFFFF);
+    let (d, _) = f16_pair(hd, f16hw);
     let dz = d * f32::cast_from((hd >> 16) & 0xFF);
     let q = blk + 1 + 4 * u;
     decode_word(w[q as usize], out, o, d, dz, d, dz);
@@ -41,6 +41,7 @@ pub fn matvec_i4<N: Size>(
     ny: u32,
     col0: u32,
     #[comptime] group: u32,
+    #[comptime] f16hw: bool,
     #[comptime] m: u32,
     #[comptime] r: u32,
     #[comptime] split: u32,
@@ -67,40 +68,42 @@ pub fn matvec_i4<N: Size>(
         if comptime!(m == 1) {
             if b < groups && row0 < rows {
                 // One token row: the `r` rows' code words and scales are loaded first, then the
-                // input is read one 16-byte pair at a time and shared by the rows;
-                // `Σ d·(q − z)·x` is accumulated as `d·Σ q·x − d·z·Σ x`.
+                // lane's 32 inputs, prescaled for `dot_word_in_place` (see matvec_q4k); `Σ d·(q −
+                // z)·x` is accumulated as `d·Σ q·x − d·z·Σ x`.
                 let mut qw = Array::<u32>::new((r * 4) as usize);
-                let mut sc = Array::<f32>::new((r * 2) as usize);
+                let mut hw = Array::<u32>::new(r as usize);
                 #[unroll]
                 for i in 0..r {
                     let row = select(row0 + i < rows, row0 + i, rows - 1);
                     let blk = off + (row * groups + b) * words;
-                    let hd = w[blk as usize];
+                    hw[i as usize] = w[blk as usize];
                     let q = blk + 1 + 4 * u;
                     qw[(4 * i) as usize] = w[q as usize];
                     qw[(4 * i + 1) as usize] = w[(q + 1) as usize];
                     qw[(4 * i + 2) as usize] = w[(q + 2) as usize];
                     qw[(4 * i + 3) as usize] = w[(q + 3) as usize];
-                    let d = f16_to_f32(hd & 0xFFFF);
-                    sc[(2 * i) as usize] = d;
-                    sc[(2 * i + 1) as usize] = d * f32::cast_from((hd >> 16) & 0xFF);
                 }
                 let xb = (b * group + 16 * u) / 4;
                 let mut sx = 0.0f32;
+                let mut xs = Array::<f32>::new(32usize);
                 #[unroll]
                 for v in 0..4u32 {
                     let xl = x[(xb + v) as usize];
                     let xh = x[(xb + group / 8 + v) as usize];
                     sx += hsum(xl) + hsum(xh);
-                    #[unroll]
-                    for i in 0..r {
-                        let d = sc[(2 * i) as usize];
-                        acc[i as usize] += dot_word(qw[(4 * i + v) as usize], xl, xh, d, d);
-                    }
+                    prescale_inputs(xl, xh, &mut xs, (8 * v) as usize);
                 }
                 #[unroll]
                 for i in 0..r {
-                    acc[i as usize] -= sc[(2 * i + 1) as usize] * sx;
+                    let hd = hw[i as usize];
+                    let (d, _) = f16_pair(hd, f16hw);
+                    let mut s = 0.0f32;
+                    #[unroll]
+                    for v in 0..4u32 {
+                        let (l, h) = dot_word_in_place(qw[(4 * i + v) as usize], &xs, (8 * v) as usize);
+                        s += l + h;
+                    }
+                    acc[i as usize] += d * s - d * f32::cast_from((hd >> 16) & 0xFF) * sx;
                 }
             }
         } else {
@@ -109,7 +112,7 @@ pub fn matvec_i4<N: Size>(
                 for i in 0..r {
                     // Rows past the end re-read the last row; their sums are never written.
                     let row = select(row0 + i < rows, row0 + i, rows - 1);
-                    decode_unit_i4(w, off + (row * groups + b) * words, u, &mut wt, (i * 32) as usize);
+                    decode_unit_i4(w, off + (row * groups + b) * words, u, &mut wt, (i * 32) as usize, f16hw);
                 }
                 #[unroll]
                 for t in 0..m {

@@ -16,27 +16,33 @@
 
 use cubecl::prelude::*;
 
-use super::decode::f16_to_f32;
+use super::decode::f16_pair;
 use super::reduce::{group_row0, reduce_groups};
 
-/// Byte `i` (0..12) of the three scale words of a Q4_K block.
+/// Byte `sh / 8` of `w` as an exact f32 (through the bits of `2²³ + byte`).
 #[cube]
-pub fn scale_byte(s0: u32, s1: u32, s2: u32, i: u32) -> u32 {
-    let word = select(i < 4, s0, select(i < 8, s1, s2));
-    (word >> ((i % 4) * 8)) & 0xFF
+fn byte_f32(w: u32, sh: u32) -> f32 {
+    f32::reinterpret(((w >> sh) & 0xFF) | 0x4B00_0000u32) - 8388608.0
 }
 
-/// The 6-bit (scale, min) pair of sub-block `i` (0..8), ggml's `get_scale_min_k4`.
+/// The 6-bit scales and mins of sub-blocks `2j` and `2j + 1` of a Q4_K block, from its scale
+/// words `s0, s1, s2`, as `(sc_2j, sc_2j+1, m_2j, m_2j+1)`: ggml's `get_scale_min_k4` on whole
+/// words (`sc[0..4] = s0 & 63`, `sc[4..8] = (s2 & 15) | (s0 >> 6) << 4`, `m[0..4] = s1 & 63`,
+/// `m[4..8] = (s2 >> 4) | (s1 >> 6) << 4`, byte-wise), no branch on `j`.
 #[cube]
-pub fn scale_min(s0: u32, s1: u32, s2: u32, i: u32) -> (u32, u32) {
-    let mut sc = scale_byte(s0, s1, s2, i) & 63;
-    let mut mn = scale_byte(s0, s1, s2, i + 4) & 63;
-    if i >= 4 {
-        let b = scale_byte(s0, s1, s2, i + 4);
-        sc = (b & 0x0F) | ((scale_byte(s0, s1, s2, i - 4) >> 6) << 4);
-        mn = (b >> 4) | ((scale_byte(s0, s1, s2, i) >> 6) << 4);
-    }
-    (sc, mn)
+pub fn scales_mins(s0: u32, s1: u32, s2: u32, j: u32) -> (f32, f32, f32, f32) {
+    let low = j < 2;
+    let scw = select(low, s0 & 0x3F3F_3F3F, (s2 & 0x0F0F_0F0F) | ((s0 >> 2) & 0x3030_3030));
+    let mnw = select(low, s1 & 0x3F3F_3F3F, ((s2 >> 4) & 0x0F0F_0F0F) | ((s1 >> 2) & 0x3030_3030));
+    let sh = (j % 2) * 16;
+    (byte_f32(scw, sh), byte_f32(scw, sh + 8), byte_f32(mnw, sh), byte_f32(mnw, sh + 8))
+}
+
+/// The nibble of `word` under `mask` (`0xF << s`, `s ≤ 12`), left in place, as the exact f32
+/// `q·2^s` (through the bits of `2²³ + q·2^s`: no shift).
+#[cube]
+pub fn nib_in_place(word: u32, #[comptime] mask: u32) -> f32 {
+    f32::reinterpret((word & mask) | 0x4B00_0000u32) - 8388608.0
 }
 
 /// Nibble `shift / 4` of `word` as an exact f32 (through the bits of `2²³ + q`).
@@ -63,16 +69,13 @@ pub fn decode_word(word: u32, out: &mut Array<f32>, o: usize, dl: f32, ml: f32, 
 /// `out[o + 8v .. o + 8v + 4]` are elements `64j + 16·(u % 2) + 4v + 0..4` (low nibbles), and
 /// `out[o + 8v + 4 .. o + 8v + 8]` the same plus 32 (high nibbles), for `v` in 0..4.
 #[cube]
-pub fn decode_unit<N: Size>(hd: Vector<u32, N>, q: Vector<u32, N>, j: u32, out: &mut Array<f32>, o: usize) {
-    let h = hd.extract(0usize);
-    let d = f16_to_f32(h & 0xFFFF);
-    let dmin = f16_to_f32(h >> 16);
-    let (sl, ml) = scale_min(hd.extract(1usize), hd.extract(2usize), hd.extract(3usize), 2 * j);
-    let (sh, mh) = scale_min(hd.extract(1usize), hd.extract(2usize), hd.extract(3usize), 2 * j + 1);
-    let dl = d * f32::cast_from(sl);
-    let dh = d * f32::cast_from(sh);
-    let nl = dmin * f32::cast_from(ml);
-    let nh = dmin * f32::cast_from(mh);
+pub fn decode_unit<N: Size>(hd: Vector<u32, N>, q: Vector<u32, N>, j: u32, out: &mut Array<f32>, o: usize, #[comptime] f16hw: bool) {
+    let (d, dmin) = f16_pair(hd.extract(0usize), f16hw);
+    let (sl, sh, ml, mh) = scales_mins(hd.extract(1usize), hd.extract(2usize), hd.extract(3usize), j);
+    let dl = d * sl;
+    let dh = d * sh;
+    let nl = dmin * ml;
+    let nh = dmin * mh;
     decode_word(q.extract(0usize), out, o, dl, nl, dh, nh);
     decode_word(q.extract(1usize), out, o + 8, dl, nl, dh, nh);
     decode_word(q.extract(2usize), out, o + 16, dl, nl, dh, nh);
@@ -85,13 +88,33 @@ pub fn dot4<N: Size>(wt: &Array<f32>, o: usize, xv: Vector<f32, N>) -> f32 {
     wt[o] * xv.extract(0usize) + wt[o + 1] * xv.extract(1usize) + wt[o + 2] * xv.extract(2usize) + wt[o + 3] * xv.extract(3usize)
 }
 
-/// `Σ_e q_lo[e]·xl[e]` plus `Σ_e q_hi[e]·xh[e]` of the 8 codes of `word` (low nibbles against
-/// `xl`, high nibbles against `xh`), each half scaled: `dl·Σ q_lo·x + dh·Σ q_hi·x`.
+/// Writes the 8 inputs of one code word into `xs[o .. o + 8]`: `xl` (against the word's low
+/// nibbles) then `xh` (its high nibbles), each scaled by `2^-s` for the bit position `s` at which
+/// [`dot_word_in_place`] reads its nibble (exact: powers of two).
 #[cube]
-pub fn dot_word<N: Size>(word: u32, xl: Vector<f32, N>, xh: Vector<f32, N>, dl: f32, dh: f32) -> f32 {
-    let lo = nib(word, 0u32) * xl.extract(0usize) + nib(word, 8u32) * xl.extract(1usize) + nib(word, 16u32) * xl.extract(2usize) + nib(word, 24u32) * xl.extract(3usize);
-    let hi = nib(word, 4u32) * xh.extract(0usize) + nib(word, 12u32) * xh.extract(1usize) + nib(word, 20u32) * xh.extract(2usize) + nib(word, 28u32) * xh.extract(3usize);
-    dl * lo + dh * hi
+pub fn prescale_inputs<N: Size>(xl: Vector<f32, N>, xh: Vector<f32, N>, xs: &mut Array<f32>, o: usize) {
+    // Low nibbles sit at bits 0, 8 (bytes 0, 1) and, after `>> 16`, 0, 8 (bytes 2, 3); high
+    // nibbles at 4, 12 and 4, 12.
+    xs[o] = xl.extract(0usize);
+    xs[o + 1] = xl.extract(1usize) * 0.00390625;
+    xs[o + 2] = xl.extract(2usize);
+    xs[o + 3] = xl.extract(3usize) * 0.00390625;
+    xs[o + 4] = xh.extract(0usize) * 0.0625;
+    xs[o + 5] = xh.extract(1usize) * 0.000244140625;
+    xs[o + 6] = xh.extract(2usize) * 0.0625;
+    xs[o + 7] = xh.extract(3usize) * 0.000244140625;
+}
+
+/// `(Σ q_lo·x, Σ q_hi·x)` of the 8 codes of `word` against the inputs [`prescale_inputs`] wrote
+/// at `xs[o ..]`: per code one mask-and-or, one subtraction and one FMA.
+#[cube]
+pub fn dot_word_in_place(word: u32, xs: &Array<f32>, o: usize) -> (f32, f32) {
+    let wb = word >> 16;
+    let lo = nib_in_place(word, 0xFu32) * xs[o] + nib_in_place(word, 0xF00u32) * xs[o + 1]
+        + nib_in_place(wb, 0xFu32) * xs[o + 2] + nib_in_place(wb, 0xF00u32) * xs[o + 3];
+    let hi = nib_in_place(word, 0xF0u32) * xs[o + 4] + nib_in_place(word, 0xF000u32) * xs[o + 5]
+        + nib_in_place(wb, 0xF0u32) * xs[o + 6] + nib_in_place(wb, 0xF000u32) * xs[o + 7];
+    (lo, hi)
 }
 
 /// The sum of the 4 lanes of `v`.
@@ -112,6 +135,7 @@ pub fn matvec_q4k<N: Size>(
     k: u32,
     ny: u32,
     col0: u32,
+    #[comptime] f16hw: bool,
     #[comptime] m: u32,
     #[comptime] r: u32,
     #[comptime] split: u32,
@@ -137,32 +161,28 @@ pub fn matvec_q4k<N: Size>(
         if comptime!(m == 1) {
             if b < blocks && row0 < rows {
                 // One token row: each weight is used once, so it is never stored. The `r` rows'
-                // code words and scales are loaded first (all loads in flight together), then the
-                // input is read one 16-byte pair at a time and shared by the rows;
-                // `Σ (d·sc·q − dmin·mn)·x` is accumulated as `d·sc·Σ q·x − dmin·mn·Σ x`.
+                // code words and headers are loaded first (all loads in flight together). The
+                // lane's 32 inputs are kept in registers, each prescaled by 2^-s for the bit
+                // position `s` its nibble sits at in the code word (exact), so a nibble becomes
+                // a float with one mask-and-or and one subtraction (`nib_in_place`, no shift)
+                // before its FMA. `Σ (d·sc·q − dmin·mn)·x` is accumulated as
+                // `d·(sc_lo·Σ q·x + sc_hi·Σ q·x) − dmin·(mn_lo·Σ x + mn_hi·Σ x)`.
                 let mut qw = Array::<u32>::new((r * 4) as usize);
-                let mut sc = Array::<f32>::new((r * 4) as usize);
+                let mut hw = Array::<u32>::new((r * 4) as usize);
                 #[unroll]
                 for i in 0..r {
                     let row = select(row0 + i < rows, row0 + i, rows - 1);
                     let base = off + (row * blocks + b) * 9;
                     let hd = w[base as usize];
                     let q = w[(base + 1 + u) as usize];
-                    qw[(4 * i) as usize] = q.extract(0usize);
-                    qw[(4 * i + 1) as usize] = q.extract(1usize);
-                    qw[(4 * i + 2) as usize] = q.extract(2usize);
-                    qw[(4 * i + 3) as usize] = q.extract(3usize);
-                    let h = hd.extract(0usize);
-                    let d = f16_to_f32(h & 0xFFFF);
-                    let dmin = f16_to_f32(h >> 16);
-                    let (scl, mnl) = scale_min(hd.extract(1usize), hd.extract(2usize), hd.extract(3usize), 2 * j);
-                    let (sch, mnh) = scale_min(hd.extract(1usize), hd.extract(2usize), hd.extract(3usize), 2 * j + 1);
-                    sc[(4 * i) as usize] = d * f32::cast_from(scl);
-                    sc[(4 * i + 1) as usize] = d * f32::cast_from(sch);
-                    sc[(4 * i + 2) as usize] = dmin * f32::cast_from(mnl);
-                    sc[(4 * i + 3) as usize] = dmin * f32::cast_from(mnh);
+                    #[unroll]
+                    for e in 0..4u32 {
+                        qw[(4 * i + e) as usize] = q.extract(e as usize);
+                        hw[(4 * i + e) as usize] = hd.extract(e as usize);
+                    }
                 }
                 let xb = (b * 256 + 64 * j + 16 * hh) / 4;
+                let mut xs = Array::<f32>::new(32usize);
                 let mut sl = 0.0f32;
                 let mut sh = 0.0f32;
                 #[unroll]
@@ -171,14 +191,21 @@ pub fn matvec_q4k<N: Size>(
                     let xh = x[(xb + 8 + v) as usize];
                     sl += hsum(xl);
                     sh += hsum(xh);
-                    #[unroll]
-                    for i in 0..r {
-                        acc[i as usize] += dot_word(qw[(4 * i + v) as usize], xl, xh, sc[(4 * i) as usize], sc[(4 * i + 1) as usize]);
-                    }
+                    prescale_inputs(xl, xh, &mut xs, (8 * v) as usize);
                 }
                 #[unroll]
                 for i in 0..r {
-                    acc[i as usize] -= sc[(4 * i + 2) as usize] * sl + sc[(4 * i + 3) as usize] * sh;
+                    let (d, dmin) = f16_pair(hw[(4 * i) as usize], f16hw);
+                    let (scl, sch, mnl, mnh) = scales_mins(hw[(4 * i + 1) as usize], hw[(4 * i + 2) as usize], hw[(4 * i + 3) as usize], j);
+                    let mut lo = 0.0f32;
+                    let mut hi = 0.0f32;
+                    #[unroll]
+                    for v in 0..4u32 {
+                        let (l, h) = dot_word_in_place(qw[(4 * i + v) as usize], &xs, (8 * v) as usize);
+                        lo += l;
+                        hi += h;
+                    }
+                    acc[i as usize] += d * (scl * lo + sch * hi) - dmin * (mnl * sl + mnh * sh);
                 }
             }
         } else {
@@ -190,7 +217,7 @@ pub fn matvec_q4k<N: Size>(
                     let base = off + (row * blocks + b) * 9;
                     let hd = w[base as usize];
                     let q = w[(base + 1 + u) as usize];
-                    decode_unit(hd, q, j, &mut wt, (i * 32) as usize);
+                    decode_unit(hd, q, j, &mut wt, (i * 32) as usize, f16hw);
                 }
                 #[unroll]
                 for t in 0..m {

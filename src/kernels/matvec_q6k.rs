@@ -10,7 +10,7 @@
 
 use cubecl::prelude::*;
 
-use super::decode::{f16_to_f32, half_bits, word_at};
+use super::decode::{f16_pair, f16_to_f32, half_bits, word_at};
 use super::matvec_q4k::dot4;
 use super::reduce::{group_row0, reduce_groups};
 
@@ -36,21 +36,59 @@ pub fn decode4(q: u32, ds: f32, out: &mut Array<f32>, o: usize) {
     out[o + 3] = ds * code(q, 3u32);
 }
 
+/// The four code words of lanes `l = 4c .. 4c + 4` of half `h` of the block at byte `blk` (byte
+/// `e` of word `s` is the 6-bit code of element `128h + 32s + 4c + e`), its two scale words for
+/// the half and its `d` bits: `(q0, q1, q2, q3, s0, s1, d)`.
+#[cube]
+pub fn unit_codes(w: &[u32], blk: u32, h: u32, c: u32) -> (u32, u32, u32, u32, u32, u32, u32) {
+    let a = word_at(w, blk + 64 * h + 4 * c);
+    let cw = word_at(w, blk + 64 * h + 32 + 4 * c);
+    let hw = word_at(w, blk + 128 + 32 * h + 4 * c);
+    (
+        (a & 0x0F0F_0F0F) | ((hw << 4) & 0x3030_3030),
+        (cw & 0x0F0F_0F0F) | ((hw << 2) & 0x3030_3030),
+        ((a >> 4) & 0x0F0F_0F0F) | (hw & 0x3030_3030),
+        ((cw >> 4) & 0x0F0F_0F0F) | ((hw >> 2) & 0x3030_3030),
+        word_at(w, blk + 192 + 8 * h),
+        word_at(w, blk + 196 + 8 * h),
+        half_bits(w, blk + 208),
+    )
+}
+
 /// Decodes the 16 weights of lanes `l = 4c .. 4c + 4` of half `h` of the block at byte `blk`:
 /// `out[o + 4s + e]` is element `128h + 32s + 4c + e`.
 #[cube]
 pub fn decode_unit(w: &[u32], blk: u32, h: u32, c: u32, out: &mut Array<f32>, o: usize) {
-    let d = f16_to_f32(half_bits(w, blk + 208));
-    let a = word_at(w, blk + 64 * h + 4 * c);
-    let cw = word_at(w, blk + 64 * h + 32 + 4 * c);
-    let hw = word_at(w, blk + 128 + 32 * h + 4 * c);
-    let s0 = word_at(w, blk + 192 + 8 * h);
-    let s1 = word_at(w, blk + 196 + 8 * h);
+    let (q0, q1, q2, q3, s0, s1, db) = unit_codes(w, blk, h, c);
+    let d = f16_to_f32(db);
     let is = c / 4;
-    decode4((a & 0x0F0F_0F0F) | ((hw << 4) & 0x3030_3030), d * scale(s0, s1, is), out, o);
-    decode4((cw & 0x0F0F_0F0F) | ((hw << 2) & 0x3030_3030), d * scale(s0, s1, is + 2), out, o + 4);
-    decode4(((a >> 4) & 0x0F0F_0F0F) | (hw & 0x3030_3030), d * scale(s0, s1, is + 4), out, o + 8);
-    decode4(((cw >> 4) & 0x0F0F_0F0F) | ((hw >> 2) & 0x3030_3030), d * scale(s0, s1, is + 6), out, o + 12);
+    decode4(q0, d * scale(s0, s1, is), out, o);
+    decode4(q1, d * scale(s0, s1, is + 2), out, o + 4);
+    decode4(q2, d * scale(s0, s1, is + 4), out, o + 8);
+    decode4(q3, d * scale(s0, s1, is + 6), out, o + 12);
+}
+
+/// Writes the 4 inputs of one code word into `xs[o .. o + 4]`, scaled by `2^-s` for the bit
+/// position `s` at which [`dot_codes_in_place`] reads each code (exact: powers of two).
+#[cube]
+pub fn prescale_inputs6<N: Size>(xv: Vector<f32, N>, xs: &mut Array<f32>, o: usize) {
+    // Codes sit at bits 0, 8, 16 and, after `>> 8`, 16.
+    xs[o] = xv.extract(0usize);
+    xs[o + 1] = xv.extract(1usize) * 0.00390625;
+    xs[o + 2] = xv.extract(2usize) * 0.0000152587890625;
+    xs[o + 3] = xv.extract(3usize) * 0.0000152587890625;
+}
+
+/// `Σ_e (code_e − 32)·x_e` of the 4 codes of `q` against the inputs [`prescale_inputs6`] wrote at
+/// `xs[o ..]`: each code is masked in place and turned into the exact float `(code − 32)·2^s`
+/// through the bits of `2²³ + code·2^s` (no shift), then FMA'd.
+#[cube]
+pub fn dot_codes_in_place(q: u32, xs: &Array<f32>, o: usize) -> f32 {
+    let q3 = q >> 8;
+    (f32::reinterpret((q & 0x3F) | 0x4B00_0000u32) - 8388640.0) * xs[o]
+        + (f32::reinterpret((q & 0x3F00) | 0x4B00_0000u32) - 8396800.0) * xs[o + 1]
+        + (f32::reinterpret((q & 0x3F_0000) | 0x4B00_0000u32) - 10485760.0) * xs[o + 2]
+        + (f32::reinterpret((q3 & 0x3F_0000) | 0x4B00_0000u32) - 10485760.0) * xs[o + 3]
 }
 
 /// See the module docs. `x` is read in 16-byte vectors (`N` = 4); `off` is the part's byte
@@ -67,6 +105,7 @@ pub fn matvec_q6k<N: Size>(
     row_bytes: u32,
     ny: u32,
     col0: u32,
+    #[comptime] f16hw: bool,
     #[comptime] m: u32,
     #[comptime] r: u32,
     #[comptime] split: u32,
@@ -88,23 +127,49 @@ pub fn matvec_q6k<N: Size>(
     let mut g = part;
     while g * 2 < blocks {
         let b = g * 2 + lane / 16;
-        if b < blocks && row0 < rows {
-            #[unroll]
-            for i in 0..r {
-                // Rows past the end re-read the last row; their sums are never written.
-                let row = select(row0 + i < rows, row0 + i, rows - 1);
-                let blk = off + row * row_bytes + b * 210;
-                decode_unit(w, blk, h, c, &mut wt, (i * 16) as usize);
-            }
-            #[unroll]
-            for t in 0..m {
-                let xb = (t * k + b * 256 + 128 * h + 4 * c) / 4;
+        if comptime!(m == 1) {
+            if b < blocks && row0 < rows {
+                // One token row: the lane's 16 inputs are loaded once, prescaled for
+                // `dot_codes_in_place`, and shared by the `r` rows; each row's four code words
+                // are dotted without being stored, and scaled once per word.
+                let xb = (b * 256 + 128 * h + 4 * c) / 4;
+                let mut xs = Array::<f32>::new(16usize);
                 #[unroll]
                 for s in 0..4u32 {
-                    let xv = x[(xb + 8 * s) as usize];
+                    prescale_inputs6(x[(xb + 8 * s) as usize], &mut xs, (4 * s) as usize);
+                }
+                let is = c / 4;
+                #[unroll]
+                for i in 0..r {
+                    let row = select(row0 + i < rows, row0 + i, rows - 1);
+                    let (q0, q1, q2, q3, s0, s1, db) = unit_codes(w, off + row * row_bytes + b * 210, h, c);
+                    let (d, _) = f16_pair(db, f16hw);
+                    acc[i as usize] += d
+                        * (scale(s0, s1, is) * dot_codes_in_place(q0, &xs, 0usize)
+                            + scale(s0, s1, is + 2) * dot_codes_in_place(q1, &xs, 4usize)
+                            + scale(s0, s1, is + 4) * dot_codes_in_place(q2, &xs, 8usize)
+                            + scale(s0, s1, is + 6) * dot_codes_in_place(q3, &xs, 12usize));
+                }
+            }
+        } else {
+            if b < blocks && row0 < rows {
+                #[unroll]
+                for i in 0..r {
+                    // Rows past the end re-read the last row; their sums are never written.
+                    let row = select(row0 + i < rows, row0 + i, rows - 1);
+                    let blk = off + row * row_bytes + b * 210;
+                    decode_unit(w, blk, h, c, &mut wt, (i * 16) as usize);
+                }
+                #[unroll]
+                for t in 0..m {
+                    let xb = (t * k + b * 256 + 128 * h + 4 * c) / 4;
                     #[unroll]
-                    for i in 0..r {
-                        acc[(i * m + t) as usize] += dot4(&wt, (i * 16 + s * 4) as usize, xv);
+                    for s in 0..4u32 {
+                        let xv = x[(xb + 8 * s) as usize];
+                        #[unroll]
+                        for i in 0..r {
+                            acc[(i * m + t) as usize] += dot4(&wt, (i * 16 + s * 4) as usize, xv);
+                        }
                     }
                 }
             }

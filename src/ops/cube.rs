@@ -61,18 +61,41 @@ pub(super) fn grid_1d(cubes: usize) -> CubeCount {
 /// Q4_K and int4 kernels keep the input in registers and take 4 rows (the input's reads are
 /// shared by more rows); with more, they keep decoded weights and take 2.
 fn rows_per_thread(m: usize) -> u32 {
-    if m == 1 { 4 } else { 2 }
+    if m == 1 { m1_override().map_or(4, |(r, _)| r) } else { 2 }
+}
+
+/// `BURN_QUANT_DECODE_M1=R,SPLIT` (a benchmarking knob, read once): rows per thread and planes
+/// per row group of the Q4_K / int4 decode kernels at one token row, in place of the defaults.
+fn m1_override() -> Option<(u32, u32)> {
+    static V: std::sync::OnceLock<Option<(u32, u32)>> = std::sync::OnceLock::new();
+    *V.get_or_init(|| {
+        let v = std::env::var("BURN_QUANT_DECODE_M1").ok()?;
+        let (r, s) = v.split_once(',')?;
+        let (r, s) = (r.trim().parse().ok()?, s.trim().parse().ok()?);
+        (matches!(r, 1 | 2 | 4 | 8) && matches!(s, 1 | 2 | 4 | 8)).then_some((r, s))
+    })
 }
 
 /// Planes sharing a row group in the vectorised decode kernels, for rows of `steps` plane
 /// steps (a plane step covers 1024 columns: 4 Q4_K blocks, or 1024 / G int4 groups; 512 for
-/// Q6_K, 256 for Q8_0): as many as there are steps, up to 4.
-fn decode_split(steps: usize) -> u32 {
+/// Q6_K, 256 for Q8_0): as many as there are steps, up to 4 (or `BURN_QUANT_DECODE_M1`'s for
+/// the Q4_K / int4 kernels at `m` = 1; other callers pass `m` = 0).
+fn decode_split(m: usize, steps: usize) -> u32 {
+    if let (1, Some((_, s))) = (m, m1_override()) {
+        return s;
+    }
     match steps {
         0..=1 => 1,
         2..=3 => 2,
         _ => 4,
     }
+}
+
+/// Whether the device has f16 and u16 types, so kernels can convert halves in one instruction.
+fn has_f16(t: &CubeTensor) -> bool {
+    use cubecl::ir::{ElemType, FloatKind, UIntKind};
+    let p = t.client.properties();
+    p.supports_type(ElemType::Float(FloatKind::F16)) && p.supports_type(ElemType::UInt(UIntKind::U16))
 }
 
 /// Whether the device's planes are exactly as wide as the decode kernels' rows of lanes, so
@@ -113,6 +136,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
     let y = empty_f32(&x, vec![m, n]);
     let client = x.client.clone();
     let plane32 = planes_are_32(&x);
+    let f16hw = has_f16(&x);
     let words = layout.total_words();
     let mut col0 = 0;
     for part in &layout.merged_parts() {
@@ -122,8 +146,8 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
             // blocks, so every 16-byte read stays inside it; rows past `rows` are clamped in
             // the kernel; `y` is `[m, n]` and the part writes columns `col0..col0 + rows`.
             unsafe {
-                launch_decode!(matvec_q4k::matvec_q4k::launch_unchecked, client, part, (rows_per_thread(m), decode_split(k / 1024)),
-                    w, words / 4, x, y, (m, k, n), plane32; (at / 16) as u32, rows, k as u32, n as u32, col0 as u32)
+                launch_decode!(matvec_q4k::matvec_q4k::launch_unchecked, client, part, (rows_per_thread(m), decode_split(m, k / 1024)),
+                    w, words / 4, x, y, (m, k, n), plane32; (at / 16) as u32, rows, k as u32, n as u32, col0 as u32, f16hw)
             };
             true
         } else if part.kind.is_internal() && at % 4 == 0 {
@@ -132,9 +156,9 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
             // `rows` are clamped in the kernel; `y` is `[m, n]`, the part writes columns
             // `col0..col0 + rows`.
             unsafe {
-                launch_decode!(matvec_i4::matvec_i4::launch_unchecked, client, part, (rows_per_thread(m), decode_split(k / 1024)),
+                launch_decode!(matvec_i4::matvec_i4::launch_unchecked, client, part, (rows_per_thread(m), decode_split(m, k / 1024)),
                     w, words, x, y, (m, k, n), plane32;
-                    (at / 4) as u32, rows, k as u32, n as u32, col0 as u32, part.kind.block_elems() as u32)
+                    (at / 4) as u32, rows, k as u32, n as u32, col0 as u32, part.kind.block_elems() as u32, f16hw)
             };
             true
         } else if part.kind == crate::GgmlType::Q8_0 {
@@ -142,7 +166,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
             // clamped in the kernel; a straddling read's second half is the same block's); `y`
             // is `[m, n]` and the part writes columns `col0..col0 + rows`.
             unsafe {
-                launch_decode!(matvec_q80::matvec_q80::launch_unchecked, client, part, (2, decode_split(k / 256)),
+                launch_decode!(matvec_q80::matvec_q80::launch_unchecked, client, part, (2, decode_split(0, k / 256)),
                     w, words, x, y, (m, k, n), plane32;
                     at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32)
             };
@@ -152,9 +176,9 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
             // clamped in the kernel); `y` is `[m, n]` and the part writes columns
             // `col0..col0 + rows`.
             unsafe {
-                launch_decode!(matvec_q6k::matvec_q6k::launch_unchecked, client, part, (2, decode_split(k / 512)),
+                launch_decode!(matvec_q6k::matvec_q6k::launch_unchecked, client, part, (2, decode_split(0, k / 512)),
                     w, words, x, y, (m, k, n), plane32;
-                    at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32)
+                    at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32, f16hw)
             };
             true
         } else {
