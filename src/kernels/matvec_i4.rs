@@ -40,6 +40,7 @@ pub fn matvec_i4<N: Size>(
     k: u32,
     ny: u32,
     col0: u32,
+    magic: u32,
     #[comptime] group: u32,
     #[comptime] f16hw: bool,
     #[comptime] m: u32,
@@ -100,7 +101,7 @@ pub fn matvec_i4<N: Size>(
                     let mut s = 0.0f32;
                     #[unroll]
                     for v in 0..4u32 {
-                        let (l, h) = dot_word_in_place(qw[(4 * i + v) as usize], &xs, (8 * v) as usize);
+                        let (l, h) = dot_word_in_place(qw[(4 * i + v) as usize], &xs, (8 * v) as usize, magic);
                         s += l + h;
                     }
                     acc[i as usize] += d * s - d * f32::cast_from((hd >> 16) & 0xFF) * sx;

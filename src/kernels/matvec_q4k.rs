@@ -38,11 +38,17 @@ pub fn scales_mins(s0: u32, s1: u32, s2: u32, j: u32) -> (f32, f32, f32, f32) {
     (byte_f32(scw, sh), byte_f32(scw, sh + 8), byte_f32(mnw, sh), byte_f32(mnw, sh + 8))
 }
 
+/// The bits of 2²³ as f32, [`FLOAT_MAGIC`], which the kernels that turn codes into floats in
+/// place take as a run-time argument: a compile-time constant would be folded into a second
+/// immediate, costing a second logic instruction per code (`(w & mask) | magic` is one `LOP3`
+/// only when one of its constants sits in a register).
+pub const FLOAT_MAGIC: u32 = 0x4B00_0000;
+
 /// The nibble of `word` under `mask` (`0xF << s`, `s ≤ 12`), left in place, as the exact f32
-/// `q·2^s` (through the bits of `2²³ + q·2^s`: no shift).
+/// `q·2^s` (through the bits of `2²³ + q·2^s`: no shift); `magic` is [`FLOAT_MAGIC`].
 #[cube]
-pub fn nib_in_place(word: u32, #[comptime] mask: u32) -> f32 {
-    f32::reinterpret((word & mask) | 0x4B00_0000u32) - 8388608.0
+pub fn nib_in_place(word: u32, #[comptime] mask: u32, magic: u32) -> f32 {
+    f32::reinterpret((word & mask) | magic) - 8388608.0
 }
 
 /// Nibble `shift / 4` of `word` as an exact f32 (through the bits of `2²³ + q`).
@@ -106,14 +112,15 @@ pub fn prescale_inputs<N: Size>(xl: Vector<f32, N>, xh: Vector<f32, N>, xs: &mut
 }
 
 /// `(Σ q_lo·x, Σ q_hi·x)` of the 8 codes of `word` against the inputs [`prescale_inputs`] wrote
-/// at `xs[o ..]`: per code one mask-and-or, one subtraction and one FMA.
+/// at `xs[o ..]`: per code one mask-and-or, one subtraction and one FMA (`magic`: see
+/// [`FLOAT_MAGIC`]).
 #[cube]
-pub fn dot_word_in_place(word: u32, xs: &Array<f32>, o: usize) -> (f32, f32) {
+pub fn dot_word_in_place(word: u32, xs: &Array<f32>, o: usize, magic: u32) -> (f32, f32) {
     let wb = word >> 16;
-    let lo = nib_in_place(word, 0xFu32) * xs[o] + nib_in_place(word, 0xF00u32) * xs[o + 1]
-        + nib_in_place(wb, 0xFu32) * xs[o + 2] + nib_in_place(wb, 0xF00u32) * xs[o + 3];
-    let hi = nib_in_place(word, 0xF0u32) * xs[o + 4] + nib_in_place(word, 0xF000u32) * xs[o + 5]
-        + nib_in_place(wb, 0xF0u32) * xs[o + 6] + nib_in_place(wb, 0xF000u32) * xs[o + 7];
+    let lo = nib_in_place(word, 0xFu32, magic) * xs[o] + nib_in_place(word, 0xF00u32, magic) * xs[o + 1]
+        + nib_in_place(wb, 0xFu32, magic) * xs[o + 2] + nib_in_place(wb, 0xF00u32, magic) * xs[o + 3];
+    let hi = nib_in_place(word, 0xF0u32, magic) * xs[o + 4] + nib_in_place(word, 0xF000u32, magic) * xs[o + 5]
+        + nib_in_place(wb, 0xF0u32, magic) * xs[o + 6] + nib_in_place(wb, 0xF000u32, magic) * xs[o + 7];
     (lo, hi)
 }
 
@@ -135,6 +142,7 @@ pub fn matvec_q4k<N: Size>(
     k: u32,
     ny: u32,
     col0: u32,
+    magic: u32,
     #[comptime] f16hw: bool,
     #[comptime] m: u32,
     #[comptime] r: u32,
@@ -201,7 +209,7 @@ pub fn matvec_q4k<N: Size>(
                     let mut hi = 0.0f32;
                     #[unroll]
                     for v in 0..4u32 {
-                        let (l, h) = dot_word_in_place(qw[(4 * i + v) as usize], &xs, (8 * v) as usize);
+                        let (l, h) = dot_word_in_place(qw[(4 * i + v) as usize], &xs, (8 * v) as usize, magic);
                         lo += l;
                         hi += h;
                     }

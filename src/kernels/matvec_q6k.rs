@@ -81,14 +81,15 @@ pub fn prescale_inputs6<N: Size>(xv: Vector<f32, N>, xs: &mut Array<f32>, o: usi
 
 /// `Σ_e (code_e − 32)·x_e` of the 4 codes of `q` against the inputs [`prescale_inputs6`] wrote at
 /// `xs[o ..]`: each code is masked in place and turned into the exact float `(code − 32)·2^s`
-/// through the bits of `2²³ + code·2^s` (no shift), then FMA'd.
+/// through the bits of `2²³ + code·2^s` (no shift), then FMA'd (`magic`: see
+/// [`FLOAT_MAGIC`](super::matvec_q4k::FLOAT_MAGIC)).
 #[cube]
-pub fn dot_codes_in_place(q: u32, xs: &Array<f32>, o: usize) -> f32 {
+pub fn dot_codes_in_place(q: u32, xs: &Array<f32>, o: usize, magic: u32) -> f32 {
     let q3 = q >> 8;
-    (f32::reinterpret((q & 0x3F) | 0x4B00_0000u32) - 8388640.0) * xs[o]
-        + (f32::reinterpret((q & 0x3F00) | 0x4B00_0000u32) - 8396800.0) * xs[o + 1]
-        + (f32::reinterpret((q & 0x3F_0000) | 0x4B00_0000u32) - 10485760.0) * xs[o + 2]
-        + (f32::reinterpret((q3 & 0x3F_0000) | 0x4B00_0000u32) - 10485760.0) * xs[o + 3]
+    (f32::reinterpret((q & 0x3F) | magic) - 8388640.0) * xs[o]
+        + (f32::reinterpret((q & 0x3F00) | magic) - 8396800.0) * xs[o + 1]
+        + (f32::reinterpret((q & 0x3F_0000) | magic) - 10485760.0) * xs[o + 2]
+        + (f32::reinterpret((q3 & 0x3F_0000) | magic) - 10485760.0) * xs[o + 3]
 }
 
 /// See the module docs. `x` is read in 16-byte vectors (`N` = 4); `off` is the part's byte
@@ -105,6 +106,7 @@ pub fn matvec_q6k<N: Size>(
     row_bytes: u32,
     ny: u32,
     col0: u32,
+    magic: u32,
     #[comptime] f16hw: bool,
     #[comptime] m: u32,
     #[comptime] r: u32,
@@ -145,10 +147,10 @@ pub fn matvec_q6k<N: Size>(
                     let (q0, q1, q2, q3, s0, s1, db) = unit_codes(w, off + row * row_bytes + b * 210, h, c);
                     let (d, _) = f16_pair(db, f16hw);
                     acc[i as usize] += d
-                        * (scale(s0, s1, is) * dot_codes_in_place(q0, &xs, 0usize)
-                            + scale(s0, s1, is + 2) * dot_codes_in_place(q1, &xs, 4usize)
-                            + scale(s0, s1, is + 4) * dot_codes_in_place(q2, &xs, 8usize)
-                            + scale(s0, s1, is + 6) * dot_codes_in_place(q3, &xs, 12usize));
+                        * (scale(s0, s1, is) * dot_codes_in_place(q0, &xs, 0usize, magic)
+                            + scale(s0, s1, is + 2) * dot_codes_in_place(q1, &xs, 4usize, magic)
+                            + scale(s0, s1, is + 4) * dot_codes_in_place(q2, &xs, 8usize, magic)
+                            + scale(s0, s1, is + 6) * dot_codes_in_place(q3, &xs, 12usize, magic));
                 }
             }
         } else {

@@ -147,7 +147,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
             // the kernel; `y` is `[m, n]` and the part writes columns `col0..col0 + rows`.
             unsafe {
                 launch_decode!(matvec_q4k::matvec_q4k::launch_unchecked, client, part, (rows_per_thread(m), decode_split(m, k / 1024)),
-                    w, words / 4, x, y, (m, k, n), plane32; (at / 16) as u32, rows, k as u32, n as u32, col0 as u32, f16hw)
+                    w, words / 4, x, y, (m, k, n), plane32; (at / 16) as u32, rows, k as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw)
             };
             true
         } else if part.kind.is_internal() && at % 4 == 0 {
@@ -158,7 +158,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
             unsafe {
                 launch_decode!(matvec_i4::matvec_i4::launch_unchecked, client, part, (rows_per_thread(m), decode_split(m, k / 1024)),
                     w, words, x, y, (m, k, n), plane32;
-                    (at / 4) as u32, rows, k as u32, n as u32, col0 as u32, part.kind.block_elems() as u32, f16hw)
+                    (at / 4) as u32, rows, k as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, part.kind.block_elems() as u32, f16hw)
             };
             true
         } else if part.kind == crate::GgmlType::Q8_0 {
@@ -178,7 +178,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
             unsafe {
                 launch_decode!(matvec_q6k::matvec_q6k::launch_unchecked, client, part, (2, decode_split(0, k / 512)),
                     w, words, x, y, (m, k, n), plane32;
-                    at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32, f16hw)
+                    at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw)
             };
             true
         } else {
