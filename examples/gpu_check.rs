@@ -27,7 +27,7 @@ use burn_quant::device::device_by_name;
 use burn_quant::gguf::GgufFile;
 use burn_quant::import::HfCheckpoint;
 use burn_quant::models::qwen3::{Qwen3, Sampler, Sampling, logits_to_vec, sampling::argmax};
-use burn_quant::{Error, QuantLinear, Result};
+use burn_quant::{Error, GgmlType, QuantLinear, Result};
 
 const NAMES: [&str; 13] = ["f32", "f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_K", "q3_K", "q4_K", "q5_K", "q6_K"];
 
@@ -110,6 +110,19 @@ fn gguf_blocks(device: &Device, rep: &mut Report) -> Result<()> {
         // bound, 2e-3); elsewhere the f32 tiled kernel (1e-5).
         let bound = if backend_is_cuda(device) { 2e-3 } else { 1e-5 };
         rep.check(format!("{t} matmul m=17 (64 and 61 rows), ≤ {bound:.0e}"), worst_prefill <= bound, format!("max rel. error {worst_prefill:.2e}"));
+    }
+    // A weight tall enough for the widest decode launch (8 rows per thread at one token row),
+    // against a float64 matvec of the CPU reference decode.
+    {
+        let (rows, k) = (16_411usize, 512usize);
+        let src: Vec<f32> = (0..rows * k).map(|i| ((i.wrapping_mul(2_654_435_761) >> 7) % 2001) as f32 / 1000.0 - 1.0).collect();
+        let x: Vec<f32> = (0..k).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+        let bytes = burn_quant::format::quantize::quantize(GgmlType::Q4_K, &src)?;
+        let w = burn_quant::format::dequantize(GgmlType::Q4_K, &bytes, rows, k)?;
+        let want: Vec<f32> = w.chunks_exact(k).map(|r| r.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() as f32).collect();
+        let layer = QuantLinear::from_gguf_bytes(GgmlType::Q4_K, &bytes, rows, k, device)?;
+        let e = rel_err(&host(layer.forward(Tensor::<2>::from_data(TensorData::new(x, [1, k]), device)))?, &want);
+        rep.check(format!("Q4_K {rows}×{k} m=1 (widest decode launch), f32"), e <= 1e-5, format!("rel. error {e:.2e}"));
     }
     // Leading dims, and the input gradient under Autodiff (g · W against the f64 product with
     // ggml's dequantized weight).

@@ -144,7 +144,31 @@ fn bad_shapes_are_errors(device: Device) {
     assert!(layer.clone().with_bias(&[0.0; 3]).is_err());
 }
 
+/// A weight tall enough (16,411 rows) that the GPU decode path takes its widest launch (8 rows
+/// per thread at one token row) and a row count that is no multiple of it; the CPU backends take
+/// their parallel AVX-512 path. Against a float64 matvec of the CPU reference decode.
+fn tall_weight_one_token(device: Device) {
+    let (rows, k) = (16_411usize, 512usize);
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rnd = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    };
+    let src: Vec<f32> = (0..rows * k).map(|_| rnd()).collect();
+    let x: Vec<f32> = (0..k).map(|_| rnd()).collect();
+    let bytes = burn_quant::format::quantize::quantize(GgmlType::Q4_K, &src).unwrap();
+    let w = burn_quant::format::dequantize(GgmlType::Q4_K, &bytes, rows, k).unwrap();
+    let want: Vec<f32> = w.chunks_exact(k).map(|r| r.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() as f32).collect();
+    let layer = QuantLinear::from_gguf_bytes(GgmlType::Q4_K, &bytes, rows, k, &device).unwrap();
+    let got = values(layer.forward(Tensor::<2>::from_data(TensorData::new(x, [1, k]), &device)));
+    let e = rel_err(&got, &want);
+    assert!(e <= 1e-5, "relative error {e:e}");
+}
+
 backend_tests!(
+    tall_weight_one_token,
     record_round_trip_inside_a_derived_module,
     fused_parts_keep_their_types,
     bias_is_added,

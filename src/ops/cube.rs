@@ -57,12 +57,31 @@ pub(super) fn grid_1d(cubes: usize) -> CubeCount {
     CubeCount::Static(x as u32, cubes.div_ceil(x.max(1)) as u32, 1)
 }
 
-/// Weight rows per thread in the vectorised decode kernels, for `m` token rows: with one, the
-/// Q4_K and int4 kernels keep the input in registers and take 4 rows (the input's reads are
-/// shared by more rows); with more, they keep decoded weights and take 2.
-fn rows_per_thread(m: usize) -> u32 {
-    if m == 1 { m1_override().map_or(4, |(r, _)| r) } else { 2 }
+/// Weight rows per thread in the vectorised decode kernels, for `m` token rows over a part of
+/// `rows` rows split `split` ways: with more than one, the Q4_K and int4 kernels keep decoded
+/// weights and take 2. With one, they keep the input in registers and take 8 rows where that
+/// still gives [`MIN_DECODE_CUBES`] cubes, else 4: more rows per thread put more loads in flight
+/// per thread, which is what bounds these kernels (H100, Q4_K 4096×14336 alone under ncu: 4 rows
+/// at 76 registers 33.2 µs, 8 rows at 120 registers 23.2 µs, despite 22% occupancy instead of 31%).
+fn rows_per_thread(m: usize, rows: usize, split: u32) -> u32 {
+    if m != 1 {
+        return 2;
+    }
+    if let Some((r, _)) = m1_override() {
+        return r;
+    }
+    let cubes = |r: u32| rows.div_ceil((r * reduce::PLANES / split) as usize);
+    if cubes(8) >= MIN_DECODE_CUBES { 8 } else { 4 }
 }
+
+/// `(rows per thread, split)` of the Q4_K / int4 decode kernels for a part of `rows` rows.
+fn wide_split(m: usize, rows: usize, split: u32) -> (u32, u32) {
+    (rows_per_thread(m, rows, split), split)
+}
+
+/// The fewest cubes a decode launch should have (about two per SM on an H100) before it trades
+/// cubes for rows per thread.
+const MIN_DECODE_CUBES: usize = 256;
 
 /// `BURN_QUANT_DECODE_M1=R,SPLIT` (a benchmarking knob, read once): rows per thread and planes
 /// per row group of the Q4_K / int4 decode kernels at one token row, in place of the defaults.
@@ -78,17 +97,19 @@ fn m1_override() -> Option<(u32, u32)> {
 
 /// Planes sharing a row group in the vectorised decode kernels, for rows of `steps` plane
 /// steps (a plane step covers 1024 columns: 4 Q4_K blocks, or 1024 / G int4 groups; 512 for
-/// Q6_K, 256 for Q8_0): as many as there are steps, up to 4 (or `BURN_QUANT_DECODE_M1`'s for
-/// the Q4_K / int4 kernels at `m` = 1; other callers pass `m` = 0).
-fn decode_split(m: usize, steps: usize) -> u32 {
-    if let (1, Some((_, s))) = (m, m1_override()) {
+/// Q6_K, 256 for Q8_0): as many as there are steps, up to `max` (8 for the Q4_K / int4 kernels
+/// at `m` = 1, measured; 4 elsewhere), or `BURN_QUANT_DECODE_M1`'s for those kernels.
+fn decode_split(steps: usize, max: u32) -> u32 {
+    if let (8, Some((_, s))) = (max, m1_override()) {
         return s;
     }
-    match steps {
+    let s = match steps {
         0..=1 => 1,
         2..=3 => 2,
-        _ => 4,
-    }
+        4..=7 => 4,
+        _ => 8,
+    };
+    s.min(max)
 }
 
 /// Whether the device has f16 and u16 types, so kernels can convert halves in one instruction.
@@ -110,9 +131,9 @@ fn planes_are_32(t: &CubeTensor) -> bool {
 /// 16-byte input loads, the weight (as `w_words` words), the input and the output, then the
 /// kernel's own arguments; the kernels take `m, r, split, plane32` last.
 macro_rules! launch_decode {
-    ($kernel:path, $client:expr, $part:expr, ($r:expr, $split:expr), $w:expr, $w_words:expr, $x:expr, $y:expr,
+    ($kernel:path, $client:expr, $part:expr, $r_split:expr, $w:expr, $w_words:expr, $x:expr, $y:expr,
      ($m:expr, $k:expr, $n:expr), $plane32:expr; $($arg:expr),* $(,)?) => {{
-        let (r, split) = ($r, $split);
+        let (r, split): (u32, u32) = $r_split;
         let groups = (reduce::PLANES / split) as usize * r as usize;
         $kernel(
             &$client,
@@ -141,12 +162,14 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
     let mut col0 = 0;
     for part in &layout.merged_parts() {
         let (rows, at) = (part.rows as u32, part.byte_offset);
+        // Q4_K and int4 at one token row may split a row group 8 ways (see `decode_split`).
+        let max_split = if m == 1 { 8 } else { 4 };
         let launched = if part.kind == crate::GgmlType::Q4_K && at % 16 == 0 {
             // SAFETY: the part starts on a 16-byte boundary and its rows are whole 144-byte
             // blocks, so every 16-byte read stays inside it; rows past `rows` are clamped in
             // the kernel; `y` is `[m, n]` and the part writes columns `col0..col0 + rows`.
             unsafe {
-                launch_decode!(matvec_q4k::matvec_q4k::launch_unchecked, client, part, (rows_per_thread(m), decode_split(m, k / 1024)),
+                launch_decode!(matvec_q4k::matvec_q4k::launch_unchecked, client, part, wide_split(m, part.rows, decode_split(k / 1024, max_split)),
                     w, words / 4, x, y, (m, k, n), plane32; (at / 16) as u32, rows, k as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw)
             };
             true
@@ -156,7 +179,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
             // `rows` are clamped in the kernel; `y` is `[m, n]`, the part writes columns
             // `col0..col0 + rows`.
             unsafe {
-                launch_decode!(matvec_i4::matvec_i4::launch_unchecked, client, part, (rows_per_thread(m), decode_split(m, k / 1024)),
+                launch_decode!(matvec_i4::matvec_i4::launch_unchecked, client, part, wide_split(m, part.rows, decode_split(k / 1024, max_split)),
                     w, words, x, y, (m, k, n), plane32;
                     (at / 4) as u32, rows, k as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, part.kind.block_elems() as u32, f16hw)
             };
@@ -166,7 +189,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
             // clamped in the kernel; a straddling read's second half is the same block's); `y`
             // is `[m, n]` and the part writes columns `col0..col0 + rows`.
             unsafe {
-                launch_decode!(matvec_q80::matvec_q80::launch_unchecked, client, part, (2, decode_split(0, k / 256)),
+                launch_decode!(matvec_q80::matvec_q80::launch_unchecked, client, part, (2, decode_split(k / 256, 4)),
                     w, words, x, y, (m, k, n), plane32;
                     at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32)
             };
@@ -176,7 +199,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
             // clamped in the kernel); `y` is `[m, n]` and the part writes columns
             // `col0..col0 + rows`.
             unsafe {
-                launch_decode!(matvec_q6k::matvec_q6k::launch_unchecked, client, part, (2, decode_split(0, k / 512)),
+                launch_decode!(matvec_q6k::matvec_q6k::launch_unchecked, client, part, (2, decode_split(k / 512, 4)),
                     w, words, x, y, (m, k, n), plane32;
                     at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw)
             };
