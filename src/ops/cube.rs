@@ -57,26 +57,37 @@ pub(super) fn grid_1d(cubes: usize) -> CubeCount {
     CubeCount::Static(x as u32, cubes.div_ceil(x.max(1)) as u32, 1)
 }
 
-/// Weight rows per thread in the vectorised decode kernels, for `m` token rows over a part of
-/// `rows` rows split `split` ways: with more than one, the Q4_K and int4 kernels keep decoded
-/// weights and take 2. With one, they keep the input in registers and take 8 rows where that
-/// still gives [`MIN_DECODE_CUBES`] cubes, else 4: more rows per thread put more loads in flight
-/// per thread, which is what bounds these kernels (H100, Q4_K 4096×14336 alone under ncu: 4 rows
-/// at 76 registers 33.2 µs, 8 rows at 120 registers 23.2 µs, despite 22% occupancy instead of 31%).
-fn rows_per_thread(m: usize, rows: usize, split: u32) -> u32 {
+/// `(rows per thread, planes per row group)` of the Q4_K decode kernel for `m` token rows over a
+/// part of `rows` rows and `k` columns. With more than one token row the kernel keeps decoded
+/// weights and takes 2 rows per thread. With one it keeps the input in registers and takes 8 rows
+/// (split up to 8 ways) where that still gives [`MIN_DECODE_CUBES`] cubes, else 4: more rows per
+/// thread put more loads in flight per thread, which is what bounds it (H100, 4096×14336 alone
+/// under ncu: 4 rows at 76 registers 33.2 µs, 8 rows at 120 registers 23.2–23.7 µs, despite 22%
+/// occupancy instead of 31%). `BURN_QUANT_DECODE_M1` overrides the one-row choice.
+fn q4k_launch(m: usize, rows: usize, k: usize) -> (u32, u32) {
     if m != 1 {
-        return 2;
+        return (2, decode_split(k / 1024, 4));
     }
-    if let Some((r, _)) = m1_override() {
-        return r;
+    if let Some(o) = m1_override() {
+        return o;
     }
-    let cubes = |r: u32| rows.div_ceil((r * reduce::PLANES / split) as usize);
-    if cubes(8) >= MIN_DECODE_CUBES { 8 } else { 4 }
+    let split = decode_split(k / 1024, 8);
+    let cubes = rows.div_ceil((8 * reduce::PLANES / split) as usize);
+    (if cubes >= MIN_DECODE_CUBES { 8 } else { 4 }, split)
 }
 
-/// `(rows per thread, split)` of the Q4_K / int4 decode kernels for a part of `rows` rows.
-fn wide_split(m: usize, rows: usize, split: u32) -> (u32, u32) {
-    (rows_per_thread(m, rows, split), split)
+/// `(rows per thread, planes per row group)` of the int4 decode kernel: 4 rows at one token
+/// row (8 was measured slower: 26.1 → 32.2 µs at 4096×14336, group 128), 2 with more.
+fn i4_launch(m: usize, k: usize) -> (u32, u32) {
+    (if m == 1 { 4 } else { 2 }, decode_split(k / 1024, 4))
+}
+
+/// `(rows per thread, planes per row group)` of the Q6_K decode kernel.
+fn q6k_launch(m: usize, k: usize) -> (u32, u32) {
+    match (m, q6k_m1_override()) {
+        (1, Some(o)) => o,
+        _ => (2, decode_split(k / 512, 4)),
+    }
 }
 
 /// The fewest cubes a decode launch should have (about two per SM on an H100) before it trades
@@ -84,11 +95,22 @@ fn wide_split(m: usize, rows: usize, split: u32) -> (u32, u32) {
 const MIN_DECODE_CUBES: usize = 256;
 
 /// `BURN_QUANT_DECODE_M1=R,SPLIT` (a benchmarking knob, read once): rows per thread and planes
-/// per row group of the Q4_K / int4 decode kernels at one token row, in place of the defaults.
+/// per row group of the Q4_K decode kernel at one token row, in place of [`q4k_launch`]'s.
 fn m1_override() -> Option<(u32, u32)> {
     static V: std::sync::OnceLock<Option<(u32, u32)>> = std::sync::OnceLock::new();
-    *V.get_or_init(|| {
-        let v = std::env::var("BURN_QUANT_DECODE_M1").ok()?;
+    *V.get_or_init(|| launch_knob("BURN_QUANT_DECODE_M1"))
+}
+
+/// `BURN_QUANT_Q6K_M1=R,SPLIT`: the same knob for the Q6_K decode kernel at one token row.
+fn q6k_m1_override() -> Option<(u32, u32)> {
+    static V: std::sync::OnceLock<Option<(u32, u32)>> = std::sync::OnceLock::new();
+    *V.get_or_init(|| launch_knob("BURN_QUANT_Q6K_M1"))
+}
+
+/// Reads `R,SPLIT` (each 1, 2, 4 or 8) from the environment variable `name`.
+fn launch_knob(name: &str) -> Option<(u32, u32)> {
+    {
+        let v = std::env::var(name).ok()?;
         let (r, s) = v.split_once(',')?;
         let (r, s) = (r.trim().parse().ok()?, s.trim().parse().ok()?);
         (matches!(r, 1 | 2 | 4 | 8) && matches!(s, 1 | 2 | 4 | 8)).then_some((r, s))
@@ -97,12 +119,8 @@ fn m1_override() -> Option<(u32, u32)> {
 
 /// Planes sharing a row group in the vectorised decode kernels, for rows of `steps` plane
 /// steps (a plane step covers 1024 columns: 4 Q4_K blocks, or 1024 / G int4 groups; 512 for
-/// Q6_K, 256 for Q8_0): as many as there are steps, up to `max` (8 for the Q4_K / int4 kernels
-/// at `m` = 1, measured; 4 elsewhere), or `BURN_QUANT_DECODE_M1`'s for those kernels.
+/// Q6_K, 256 for Q8_0): as many as there are steps, up to `max`.
 fn decode_split(steps: usize, max: u32) -> u32 {
-    if let (8, Some((_, s))) = (max, m1_override()) {
-        return s;
-    }
     let s = match steps {
         0..=1 => 1,
         2..=3 => 2,
@@ -162,14 +180,12 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
     let mut col0 = 0;
     for part in &layout.merged_parts() {
         let (rows, at) = (part.rows as u32, part.byte_offset);
-        // Q4_K and int4 at one token row may split a row group 8 ways (see `decode_split`).
-        let max_split = if m == 1 { 8 } else { 4 };
         let launched = if part.kind == crate::GgmlType::Q4_K && at % 16 == 0 {
             // SAFETY: the part starts on a 16-byte boundary and its rows are whole 144-byte
             // blocks, so every 16-byte read stays inside it; rows past `rows` are clamped in
             // the kernel; `y` is `[m, n]` and the part writes columns `col0..col0 + rows`.
             unsafe {
-                launch_decode!(matvec_q4k::matvec_q4k::launch_unchecked, client, part, wide_split(m, part.rows, decode_split(k / 1024, max_split)),
+                launch_decode!(matvec_q4k::matvec_q4k::launch_unchecked, client, part, q4k_launch(m, part.rows, k),
                     w, words / 4, x, y, (m, k, n), plane32; (at / 16) as u32, rows, k as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw)
             };
             true
@@ -179,7 +195,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
             // `rows` are clamped in the kernel; `y` is `[m, n]`, the part writes columns
             // `col0..col0 + rows`.
             unsafe {
-                launch_decode!(matvec_i4::matvec_i4::launch_unchecked, client, part, wide_split(m, part.rows, decode_split(k / 1024, max_split)),
+                launch_decode!(matvec_i4::matvec_i4::launch_unchecked, client, part, i4_launch(m, k),
                     w, words, x, y, (m, k, n), plane32;
                     (at / 4) as u32, rows, k as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, part.kind.block_elems() as u32, f16hw)
             };
@@ -199,7 +215,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
             // clamped in the kernel); `y` is `[m, n]` and the part writes columns
             // `col0..col0 + rows`.
             unsafe {
-                launch_decode!(matvec_q6k::matvec_q6k::launch_unchecked, client, part, (2, decode_split(k / 512, 4)),
+                launch_decode!(matvec_q6k::matvec_q6k::launch_unchecked, client, part, q6k_launch(m, k),
                     w, words, x, y, (m, k, n), plane32;
                     at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw)
             };
