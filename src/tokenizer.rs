@@ -107,10 +107,10 @@ impl Tokenizer {
 
     fn with_eos(inner: tokenizers::Tokenizer, mut eos: Vec<u32>) -> Self {
         for t in ["<|im_end|>", "<|endoftext|>"] {
-            if let Some(id) = inner.token_to_id(t) {
-                if !eos.contains(&id) {
-                    eos.push(id);
-                }
+            if let Some(id) = inner.token_to_id(t)
+                && !eos.contains(&id)
+            {
+                eos.push(id);
             }
         }
         Self { inner, eos }

@@ -33,10 +33,10 @@ pub fn unpack(t: AwqTensors<'_>, out: usize, inp: usize, group: usize) -> Result
     if out == 0 || inp == 0 {
         return Err(Error::Shape(format!("AWQ linear of {out} x {inp} is empty")));
     }
-    if group == 0 || inp % group != 0 {
+    if group == 0 || !inp.is_multiple_of(group) {
         return Err(Error::Shape(format!("group size {group} does not divide in_features {inp}")));
     }
-    if out % 8 != 0 {
+    if !out.is_multiple_of(8) {
         return Err(Error::Shape(format!("AWQ 4-bit needs out ({out}) to be a multiple of 8")));
     }
     let groups = inp / group;

@@ -49,10 +49,10 @@ pub fn unpack(t: GptqTensors<'_>, out: usize, inp: usize, group: usize, zeros: G
     if out == 0 || inp == 0 {
         return Err(Error::Shape(format!("GPTQ linear of {out} x {inp} is empty")));
     }
-    if group == 0 || inp % group != 0 {
+    if group == 0 || !inp.is_multiple_of(group) {
         return Err(Error::Shape(format!("group size {group} does not divide in_features {inp}")));
     }
-    if inp % 8 != 0 || out % 8 != 0 {
+    if !inp.is_multiple_of(8) || !out.is_multiple_of(8) {
         return Err(Error::Shape(format!("GPTQ 4-bit needs in ({inp}) and out ({out}) to be multiples of 8")));
     }
     let groups = inp / group;

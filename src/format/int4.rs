@@ -84,7 +84,7 @@ int4_block!(BlockI4_128, I4_128, 128);
 pub fn block_for_group(group: usize) -> Option<GgmlType> {
     [(128, GgmlType::I4_128), (64, GgmlType::I4_64), (32, GgmlType::I4_32)]
         .into_iter()
-        .find(|(b, _)| group % b == 0 && group > 0)
+        .find(|(b, _)| group.is_multiple_of(*b) && group > 0)
         .map(|(_, t)| t)
 }
 

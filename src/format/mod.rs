@@ -204,7 +204,7 @@ impl GgmlType {
     /// Bytes of one row of `cols` elements; an error if `cols` is not whole blocks.
     pub fn row_bytes(self, cols: usize) -> Result<usize> {
         let block = self.block_elems();
-        if cols % block != 0 {
+        if !cols.is_multiple_of(block) {
             return Err(Error::NotBlockAligned { kind: self, cols, block });
         }
         (cols / block)

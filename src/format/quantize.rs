@@ -24,7 +24,7 @@ fn f16_bytes(x: f32) -> [u8; 2] {
 /// Quantizes `src` (a whole number of blocks) to `kind`; supported: Q4_0, Q8_0, Q4_K, Q6_K.
 pub fn quantize(kind: GgmlType, src: &[f32]) -> Result<Vec<u8>> {
     let block = kind.block_elems();
-    if src.len() % block != 0 {
+    if !src.len().is_multiple_of(block) {
         return Err(Error::NotBlockAligned { kind, cols: src.len(), block });
     }
     let chunks = src.chunks_exact(block);

@@ -376,10 +376,10 @@ impl HfCheckpoint {
                 }
             }
         };
-        if let Some(b) = &bias {
-            if b.len() != lw.out_features {
-                return Err(self.shape_err(&format!("{prefix}.bias"), format!("{} values for {} outputs", b.len(), lw.out_features)));
-            }
+        if let Some(b) = &bias
+            && b.len() != lw.out_features
+        {
+            return Err(self.shape_err(&format!("{prefix}.bias"), format!("{} values for {} outputs", b.len(), lw.out_features)));
         }
         Ok(LinearWeights { bias, ..lw })
     }

@@ -128,13 +128,13 @@ impl Qwen3Config {
         if let Some((name, v)) = zero.iter().find(|(_, v)| *v > MAX_DIM) {
             return Err(Error::UnsupportedModel(format!("{name} {v} exceeds {MAX_DIM}")));
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(Error::UnsupportedModel(format!(
                 "{} query heads is not a multiple of {} key/value heads",
                 self.num_heads, self.num_kv_heads
             )));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(Error::UnsupportedModel(format!("head_dim {} is odd (RoPE rotates halves)", self.head_dim)));
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0 && self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
