@@ -90,6 +90,14 @@ fn q6k_launch(m: usize, k: usize) -> (u32, u32) {
     }
 }
 
+/// `(rows per thread, planes per row group)` of the Q8_0 decode kernel.
+fn q80_launch(m: usize, k: usize) -> (u32, u32) {
+    match (m, q80_m1_override()) {
+        (1, Some(o)) => o,
+        _ => (2, decode_split(k / 256, 4)),
+    }
+}
+
 /// The fewest cubes a decode launch should have (about two per SM on an H100) before it trades
 /// cubes for rows per thread.
 const MIN_DECODE_CUBES: usize = 256;
@@ -105,6 +113,12 @@ fn m1_override() -> Option<(u32, u32)> {
 fn q6k_m1_override() -> Option<(u32, u32)> {
     static V: std::sync::OnceLock<Option<(u32, u32)>> = std::sync::OnceLock::new();
     *V.get_or_init(|| launch_knob("BURN_QUANT_Q6K_M1"))
+}
+
+/// `BURN_QUANT_Q80_M1=R,SPLIT`: the same knob for the Q8_0 decode kernel at one token row.
+fn q80_m1_override() -> Option<(u32, u32)> {
+    static V: std::sync::OnceLock<Option<(u32, u32)>> = std::sync::OnceLock::new();
+    *V.get_or_init(|| launch_knob("BURN_QUANT_Q80_M1"))
 }
 
 /// Reads `R,SPLIT` (each 1, 2, 4 or 8) from the environment variable `name`.
@@ -203,7 +217,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
             // clamped in the kernel; a straddling read's second half is the same block's); `y`
             // is `[m, n]` and the part writes columns `col0..col0 + rows`.
             unsafe {
-                launch_decode!(matvec_q80::matvec_q80::launch_unchecked, client, part, (2, decode_split(k / 256, 4)),
+                launch_decode!(matvec_q80::matvec_q80::launch_unchecked, client, part, q80_launch(m, k),
                     w, words, x, y, (m, k, n), plane32;
                     at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32)
             };
