@@ -52,15 +52,28 @@ pub fn lane_order(x: &[f32]) -> Vec<f32> {
 #[target_feature(enable = "avx512f,avx512bw,avx2,f16c")]
 pub unsafe fn q4k_rows(rows: &[BlockQ4K], per_row: usize, xl: &[f32], out: &mut [f32]) {
     assert!(xl.len() >= per_row * 256 && rows.len() >= out.len() * per_row);
+    by_groups(rows, per_row, out, |g| q4k_group(g, xl), |r| q4k_group([r], xl)[0]);
+}
+
+/// Writes `out[r]` for `out.len()` consecutive rows of `per_row` blocks each: [`ROWS`] rows at a
+/// time through `group`, the remainder one by one through `single`.
+#[inline(always)]
+fn by_groups<B>(
+    rows: &[B],
+    per_row: usize,
+    out: &mut [f32],
+    mut group: impl FnMut([&[B]; ROWS]) -> [f32; ROWS],
+    mut single: impl FnMut(&[B]) -> f32,
+) {
+    let row = |r: usize| &rows[r * per_row..(r + 1) * per_row];
     let mut groups = out.chunks_exact_mut(ROWS);
     let mut r = 0;
     for o in &mut groups {
-        let g: [&[BlockQ4K]; ROWS] = std::array::from_fn(|i| &rows[(r + i) * per_row..(r + i + 1) * per_row]);
-        o.copy_from_slice(&q4k_group(g, xl));
+        o.copy_from_slice(&group(std::array::from_fn(|i| row(r + i))));
         r += ROWS;
     }
     for o in groups.into_remainder() {
-        *o = q4k_group([&rows[r * per_row..(r + 1) * per_row]], xl)[0];
+        *o = single(row(r));
         r += 1;
     }
 }
@@ -139,17 +152,7 @@ fn q4k_group<const R: usize>(rows: [&[BlockQ4K]; R], xl: &[f32]) -> [f32; R] {
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn q6k_rows(rows: &[BlockQ6K], per_row: usize, x: &[f32], out: &mut [f32]) {
     assert!(x.len() >= per_row * 256 && rows.len() >= out.len() * per_row);
-    let mut groups = out.chunks_exact_mut(ROWS);
-    let mut r = 0;
-    for o in &mut groups {
-        let g: [&[BlockQ6K]; ROWS] = std::array::from_fn(|i| &rows[(r + i) * per_row..(r + i + 1) * per_row]);
-        o.copy_from_slice(&q6k_group(g, x));
-        r += ROWS;
-    }
-    for o in groups.into_remainder() {
-        *o = q6k_group([&rows[r * per_row..(r + 1) * per_row]], x)[0];
-        r += 1;
-    }
+    by_groups(rows, per_row, out, |g| q6k_group(g, x), |r| q6k_group([r], x)[0]);
 }
 
 /// One Q6_K block's 256 codes minus 32, in element order, on a 64-byte boundary.
