@@ -156,6 +156,7 @@ pub unsafe fn q6k_rows(rows: &[BlockQ6K], per_row: usize, x: &[f32], out: &mut [
 }
 
 /// One Q6_K block's 256 codes minus 32, in element order, on a 64-byte boundary.
+#[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct Codes([i8; 256]);
 
@@ -189,7 +190,7 @@ fn q6k_codes(blk: &BlockQ6K, out: &mut Codes) {
 #[target_feature(enable = "avx512f,avx512bw")]
 fn q6k_group<const R: usize>(rows: [&[BlockQ6K]; R], x: &[f32]) -> [f32; R] {
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
-    let mut codes: [Codes; R] = std::array::from_fn(|_| Codes([0; 256]));
+    let mut codes = [Codes([0; 256]); R];
     let mut ds = [[0f32; 16]; R];
     for b in 0..rows[0].len() {
         for i in 0..R {
