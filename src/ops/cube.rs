@@ -121,12 +121,12 @@ fn q80_m1_override() -> Option<(u32, u32)> {
     *V.get_or_init(|| launch_knob("BURN_QUANT_Q80_M1"))
 }
 
-/// Reads `R,SPLIT` (each 1, 2, 4 or 8) from the environment variable `name`.
+/// Reads `R,SPLIT` (R in 1, 2, 4, 8, 16; SPLIT in 1, 2, 4, 8) from the environment variable `name`.
 fn launch_knob(name: &str) -> Option<(u32, u32)> {
     let v = std::env::var(name).ok()?;
     let (r, s) = v.split_once(',')?;
     let (r, s) = (r.trim().parse().ok()?, s.trim().parse().ok()?);
-    (matches!(r, 1 | 2 | 4 | 8) && matches!(s, 1 | 2 | 4 | 8)).then_some((r, s))
+    (matches!(r, 1 | 2 | 4 | 8 | 16) && matches!(s, 1 | 2 | 4 | 8)).then_some((r, s))
 }
 
 /// Planes sharing a row group in the vectorised decode kernels, for rows of `steps` plane
