@@ -22,6 +22,7 @@ pub mod decode;
 pub mod dequant;
 pub mod matvec;
 pub mod matvec_i4;
+pub mod matvec_mma;
 pub mod matvec_q4k;
 pub mod matvec_q6k;
 pub mod matvec_q80;

@@ -16,7 +16,7 @@ use cubecl::prelude::*;
 
 use super::{QuantLayout, QuantMatmulBackend, QuantPart};
 use crate::kernels::decode::{block_bytes, block_elems};
-use crate::kernels::{dequant, matvec, matvec_i4, matvec_q4k, matvec_q6k, matvec_q80, reduce, tiled, tiled_mma};
+use crate::kernels::{dequant, matvec, matvec_i4, matvec_mma, matvec_q4k, matvec_q6k, matvec_q80, reduce, tiled, tiled_mma};
 
 /// Cubes the prefill path aims for (about 4 per SM of a large GPU).
 const SPLIT_K_TARGET: usize = 528;
@@ -182,6 +182,40 @@ macro_rules! launch_decode {
     }};
 }
 
+/// Whether one-token-row Q4_K parts of at least [`matvec_mma::ROWS`] rows run on the tensor
+/// cores ([`matvec_mma`]): the device has the f16 `mma.m16n8k16`, and `BURN_QUANT_MMA_DECODE=1`
+/// (opt-in while it is measured).
+fn mma_decode(t: &CubeTensor) -> bool {
+    use cubecl::ir::{ElemType, FloatKind, features::MmaConfig};
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let on = *ON.get_or_init(|| std::env::var("BURN_QUANT_MMA_DECODE").is_ok_and(|v| v == "1"));
+    let f16 = ElemType::Float(FloatKind::F16);
+    let f32 = ElemType::Float(FloatKind::F32);
+    on && t.client.properties().features.matmul.mma.contains(&MmaConfig { a_type: f16, b_type: f16, cd_type: f32, m: 16, n: 8, k: 16 })
+}
+
+/// The input of [`matvec_mma::matvec_q4k_mma`] for the one token row `x` of `k` values:
+/// `(xq, xsum, xinv)`, from one [`matvec_mma::mma_input`] launch.
+fn mma_input(x: &CubeTensor, k: usize) -> (CubeTensor, CubeTensor, CubeTensor) {
+    let subs = k / 32;
+    let (xq, xsum, xinv) = (empty_f32(x, vec![k]), empty_f32(x, vec![subs]), empty_f32(x, vec![subs]));
+    // SAFETY: `x` holds `k` values; `xq` has `k` words (8 quads × 2 parts × 2 words per
+    // 32-value sub-block), `xsum` and `xinv` one value per sub-block; threads past `subs` return.
+    unsafe {
+        matvec_mma::mma_input::launch_unchecked(
+            &x.client,
+            grid_1d(subs.div_ceil(256)),
+            CubeDim::new_1d(256),
+            buffer(x, k),
+            buffer(&xq, k),
+            buffer(&xsum, subs),
+            buffer(&xinv, subs),
+            subs as u32,
+        )
+    };
+    (xq, xsum, xinv)
+}
+
 fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) -> CubeTensor {
     let (k, n) = (layout.in_features, layout.out_features());
     let y = empty_f32(&x, vec![m, n]);
@@ -189,10 +223,38 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
     let plane32 = planes_are_32(&x);
     let f16hw = has_f16(&x);
     let words = layout.total_words();
+    let parts = layout.merged_parts();
+    let mma = (m == 1 && k % 256 == 0 && mma_decode(&x))
+        .then(|| parts.iter().any(|p| p.kind == crate::GgmlType::Q4_K && p.rows >= matvec_mma::ROWS as usize && p.byte_offset % 4 == 0))
+        .unwrap_or(false)
+        .then(|| mma_input(&x, k));
     let mut col0 = 0;
-    for part in &layout.merged_parts() {
+    for part in &parts {
         let (rows, at) = (part.rows as u32, part.byte_offset);
-        let launched = if part.kind == crate::GgmlType::Q4_K && at % 16 == 0 {
+        let launched = if let (Some((xq, xsum, xinv)), true) =
+            (&mma, part.kind == crate::GgmlType::Q4_K && part.rows >= matvec_mma::ROWS as usize && at % 4 == 0)
+        {
+            // SAFETY: the part starts on a word boundary and its rows are whole 36-word blocks;
+            // rows past `rows` are clamped in the kernel; `xq`, `xsum`, `xinv` cover `k`
+            // values; `y` is `[1, n]` and the part writes columns `col0..col0 + rows`.
+            unsafe {
+                matvec_mma::matvec_q4k_mma::launch_unchecked(
+                    &client,
+                    grid_1d(part.rows.div_ceil(matvec_mma::ROWS as usize)),
+                    CubeDim::new_2d(32, matvec_mma::PLANES),
+                    buffer(w, words),
+                    buffer(xq, k),
+                    buffer(xsum, k / 32),
+                    buffer(xinv, k / 32),
+                    buffer(&y, n),
+                    (at / 4) as u32,
+                    rows,
+                    k as u32,
+                    col0 as u32,
+                )
+            };
+            true
+        } else if part.kind == crate::GgmlType::Q4_K && at % 16 == 0 {
             // SAFETY: the part starts on a 16-byte boundary and its rows are whole 144-byte
             // blocks, so every 16-byte read stays inside it; rows past `rows` are clamped in
             // the kernel; `y` is `[m, n]` and the part writes columns `col0..col0 + rows`.
