@@ -35,15 +35,18 @@ fn f16_bits(v: f32) -> u32 {
     u32::cast_from(u16::reinterpret(f16::cast_from(v)))
 }
 
-/// One thread per 32-value sub-block `sb` of `x` (`k / 32` of them): writes the sub-block's
-/// `Σx` to `xsum[sb]`, the inverse of its scale to `xinv[sb]`, and its scaled input split into
-/// `hi` / `lo` f16 halves as B-fragment words: for quad `q` (values `4q..4q+4`) and part `p`
-/// (0 = hi, 1 = lo), `xq[((8·sb + q)·2 + p)·2 + 0]` packs values `4q, 4q+2` and `… + 1` packs
-/// `4q+1, 4q+3`.
+/// One thread per quad `qd` (4 values) of `x` (`k / 4` of them): writes the quad's scaled input
+/// split into `hi` / `lo` f16 halves as B-fragment words — for quad `q` of sub-block `sb` and part
+/// `p` (0 = hi, 1 = lo), `xq[((8·sb + q)·2 + p)·2 + 0]` packs values `4q, 4q+2` and `… + 1`
+/// packs `4q+1, 4q+3` — and, from each sub-block's first quad, the sub-block's `Σx` to
+/// `xsum[sb]` and the inverse of its scale (a power of two that puts its largest magnitude in
+/// [2¹⁴, 2¹⁵)) to `xinv[sb]`.
 #[cube(launch_unchecked)]
-pub fn mma_input(x: &[f32], xq: &mut [u32], xsum: &mut [f32], xinv: &mut [f32], subs: u32) {
-    let sb = ABSOLUTE_POS as u32;
-    if sb < subs {
+pub fn mma_input(x: &[f32], xq: &mut [u32], xsum: &mut [f32], xinv: &mut [f32], quads: u32) {
+    let qd = ABSOLUTE_POS as u32;
+    if qd < quads {
+        let sb = qd / 8;
+        let q = qd % 8;
         let base = sb * 32;
         let mut mx = 0.0f32;
         let mut s = 0.0f32;
@@ -52,29 +55,29 @@ pub fn mma_input(x: &[f32], xq: &mut [u32], xsum: &mut [f32], xinv: &mut [f32], 
             s += v;
             mx = f32::max(mx, f32::abs(v));
         }
-        // 2^(14 − e) for the exponent e of the largest magnitude (1 for an all-zero block).
+        // The exponent field of 2^(14 − E) for the largest magnitude 2^E·1.m: 127 + 14 − E =
+        // 268 − field(mx); 1 for an all-zero (or subnormal) block, 2^127 below 2^-113.
         let ex = (u32::reinterpret(mx) >> 23) & 0xFF;
-        let se = select(ex == 0, 127u32, select(ex > 140, 1u32, 141 - ex));
+        let se = select(ex == 0, 127u32, select(ex < 14, 254u32, 268 - ex));
         let scale = f32::reinterpret(se << 23);
-        xsum[sb as usize] = s;
-        xinv[sb as usize] = 1.0 / scale;
-        #[unroll]
-        for q in 0..8u32 {
-            let mut hi = Array::<u32>::new(4usize);
-            let mut lo = Array::<u32>::new(4usize);
-            #[unroll]
-            for e in 0..4u32 {
-                let v = x[(base + 4 * q + e) as usize] * scale;
-                let h = f16::cast_from(v);
-                hi[e as usize] = u32::cast_from(u16::reinterpret(h));
-                lo[e as usize] = f16_bits(v - f32::cast_from(h));
-            }
-            let o = ((8 * sb + q) * 2) * 2;
-            xq[o as usize] = hi[0] | (hi[2] << 16);
-            xq[(o + 1) as usize] = hi[1] | (hi[3] << 16);
-            xq[(o + 2) as usize] = lo[0] | (lo[2] << 16);
-            xq[(o + 3) as usize] = lo[1] | (lo[3] << 16);
+        if q == 0 {
+            xsum[sb as usize] = s;
+            xinv[sb as usize] = 1.0 / scale;
         }
+        let mut hi = Array::<u32>::new(4usize);
+        let mut lo = Array::<u32>::new(4usize);
+        #[unroll]
+        for e in 0..4u32 {
+            let v = x[(base + 4 * q + e) as usize] * scale;
+            let h = f16::cast_from(v);
+            hi[e as usize] = u32::cast_from(u16::reinterpret(h));
+            lo[e as usize] = f16_bits(v - f32::cast_from(h));
+        }
+        let o = ((8 * sb + q) * 2) * 2;
+        xq[o as usize] = hi[0] | (hi[2] << 16);
+        xq[(o + 1) as usize] = hi[1] | (hi[3] << 16);
+        xq[(o + 2) as usize] = lo[0] | (lo[2] << 16);
+        xq[(o + 3) as usize] = lo[1] | (lo[3] << 16);
     }
 }
 

@@ -200,17 +200,17 @@ fn mma_input(x: &CubeTensor, k: usize) -> (CubeTensor, CubeTensor, CubeTensor) {
     let subs = k / 32;
     let (xq, xsum, xinv) = (empty_f32(x, vec![k]), empty_f32(x, vec![subs]), empty_f32(x, vec![subs]));
     // SAFETY: `x` holds `k` values; `xq` has `k` words (8 quads × 2 parts × 2 words per
-    // 32-value sub-block), `xsum` and `xinv` one value per sub-block; threads past `subs` return.
+    // 32-value sub-block), `xsum` and `xinv` one value per sub-block; threads past `k / 4` return.
     unsafe {
         matvec_mma::mma_input::launch_unchecked(
             &x.client,
-            grid_1d(subs.div_ceil(256)),
+            grid_1d((k / 4).div_ceil(256)),
             CubeDim::new_1d(256),
             buffer(x, k),
             buffer(&xq, k),
             buffer(&xsum, subs),
             buffer(&xinv, subs),
-            subs as u32,
+            (k / 4) as u32,
         )
     };
     (xq, xsum, xinv)
