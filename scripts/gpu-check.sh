@@ -33,6 +33,9 @@ device)
     gunzip -c .gpu/gpu_check.gz > /tmp/gpu_check && chmod +x /tmp/gpu_check
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     /tmp/gpu_check --backend cuda "$@" 2>&1 | tee "${OUT:-/tmp}/gpu_check.log"
+    # The opt-in tensor-core Q4_K decode (BURN_QUANT_MMA_DECODE=1) against the same checks.
+    echo "# again with BURN_QUANT_MMA_DECODE=1"
+    BURN_QUANT_MMA_DECODE=1 /tmp/gpu_check --backend cuda 2>&1 | grep -E "^(FAIL|#)" | tee -a "${OUT:-/tmp}/gpu_check.log"
     ;;
 profile)
     # Kernel device times: CubeCL's own profiler (a device timer around every launch, each

@@ -8,7 +8,7 @@
 //!   rows at once; [`matvec_q4k`] and [`matvec_q6k`] are the vectorised kernels of the two types
 //!   every Q4_K_M file is made of, [`matvec_q80`] Q8_0's, [`matvec_i4`] that of the GPTQ/AWQ int4
 //!   groups; [`reduce`]
-//!   ends them.
+//!   ends them. [`matvec_mma`] is the opt-in tensor-core Q4_K kernel for one token row.
 //! - [`tiled`]: the prefill path and the input gradient, weight tiles decoded into shared memory.
 //! - [`tiled_mma`]: the prefill path on matrix units (f16 tiles, f32 accumulation).
 //! - [`norm`] and [`attention`]: the fused ops of a decode step (RMSNorm, q/k norm + RoPE, one
