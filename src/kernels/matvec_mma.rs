@@ -95,7 +95,6 @@ pub fn matvec_q4k_mma(
     rows: u32,
     k: u32,
     col0: u32,
-    #[comptime] unroll: u32,
 ) {
     let lane = UNIT_POS_X;
     let plane = UNIT_POS_Y;
@@ -116,63 +115,51 @@ pub fn matvec_q4k_mma(
     let mut acc_b = 0.0f32;
     let mut b = plane;
     while b < blocks {
-        // `unroll` blocks per iteration, all their words loaded before any `mma`; a block past
-        // the end re-reads block `b` and its contribution is dropped (`keep` = 0).
+        let ba = off + (ra * blocks + b) * 36;
+        let bb = off + (rb * blocks + b) * 36;
+        let (da, dmina) = f16_pair(w[ba as usize], true);
+        let (db, dminb) = f16_pair(w[bb as usize], true);
+        let (a1, a2, a3) = (w[(ba + 1) as usize], w[(ba + 2) as usize], w[(ba + 3) as usize]);
+        let (b1, b2, b3) = (w[(bb + 1) as usize], w[(bb + 2) as usize], w[(bb + 3) as usize]);
         #[unroll]
-        for u in 0..unroll {
-            let live = b + u * PLANES < blocks;
-            let bu = select(live, b + u * PLANES, b);
-            let keep = select(live, 1.0f32, 0.0f32);
-            let ba = off + (ra * blocks + bu) * 36;
-            let bb = off + (rb * blocks + bu) * 36;
-            let (da, dmina) = f16_pair(w[ba as usize], true);
-            let (db, dminb) = f16_pair(w[bb as usize], true);
-            let (a1, a2, a3) = (w[(ba + 1) as usize], w[(ba + 2) as usize], w[(ba + 3) as usize]);
-            let (b1, b2, b3) = (w[(bb + 1) as usize], w[(bb + 2) as usize], w[(bb + 3) as usize]);
-            let mut ca = Array::<u32>::new(8usize);
-            let mut cb = Array::<u32>::new(8usize);
+        for j in 0..4u32 {
+            let wa0 = w[(ba + 4 + 8 * j + 2 * t) as usize];
+            let wa1 = w[(ba + 5 + 8 * j + 2 * t) as usize];
+            let wb0 = w[(bb + 4 + 8 * j + 2 * t) as usize];
+            let wb1 = w[(bb + 5 + 8 * j + 2 * t) as usize];
+            let (sla, sha, mla, mha) = scales_mins(a1, a2, a3, j);
+            let (slb, shb, mlb, mhb) = scales_mins(b1, b2, b3, j);
             #[unroll]
-            for e in 0..8u32 {
-                // Chunk e / 2, word 2t + e % 2.
-                ca[e as usize] = w[(ba + 4 + 8 * (e / 2) + 2 * t + e % 2) as usize];
-                cb[e as usize] = w[(bb + 4 + 8 * (e / 2) + 2 * t + e % 2) as usize];
-            }
-            #[unroll]
-            for j in 0..4u32 {
-                let (sla, sha, mla, mha) = scales_mins(a1, a2, a3, j);
-                let (slb, shb, mlb, mhb) = scales_mins(b1, b2, b3, j);
+            for s in 0..2u32 {
+                let mask = comptime!(if s == 0 { 0x000F_000Fu32 } else { 0x00F0_00F0u32 });
+                let sb = b * 8 + 2 * j + s;
+                c[0] = Vector::cast_from(0.0f32);
+                c[1] = Vector::cast_from(0.0f32);
                 #[unroll]
-                for s in 0..2u32 {
-                    let mask = comptime!(if s == 0 { 0x000F_000Fu32 } else { 0x00F0_00F0u32 });
-                    let sb = bu * 8 + 2 * j + s;
-                    c[0] = Vector::cast_from(0.0f32);
-                    c[1] = Vector::cast_from(0.0f32);
-                    #[unroll]
-                    for h in 0..2u32 {
-                        let wa = ca[(2 * j + h) as usize];
-                        let wb = cb[(2 * j + h) as usize];
-                        a[0] = Vector::reinterpret(wa & mask);
-                        a[1] = Vector::reinterpret(wb & mask);
-                        a[2] = Vector::reinterpret((wa >> 8) & mask);
-                        a[3] = Vector::reinterpret((wb >> 8) & mask);
-                        let xo = ((8 * sb + 2 * t + h) * 2 + select(g < 1, 0u32, 1u32)) * 2;
-                        let xl = g < 2;
-                        bf[0] = Vector::reinterpret(select(xl, xq[xo as usize], 0u32));
-                        bf[1] = Vector::reinterpret(select(xl, xq[(xo + 1) as usize], 0u32));
-                        def.execute_inplace(&a, &bf, &mut c);
-                    }
-                    // Σ q·x of the sub-block for rows g (c[0]) and g + 8 (c[1]), columns hi + lo.
-                    let unit = comptime!(if s == 0 { 16777216.0f32 } else { 1048576.0f32 }) * xinv[sb as usize];
-                    let qa = (c[0].extract(0usize) + c[0].extract(1usize)) * unit;
-                    let qb = (c[1].extract(0usize) + c[1].extract(1usize)) * unit;
-                    let xs = xsum[sb as usize];
-                    let (sca, mna, scb, mnb) = if comptime!(s == 0) { (sla, mla, slb, mlb) } else { (sha, mha, shb, mhb) };
-                    acc_a += keep * (da * sca * qa - dmina * mna * xs);
-                    acc_b += keep * (db * scb * qb - dminb * mnb * xs);
+                for h in 0..2u32 {
+                    let wa = if comptime!(h == 0) { wa0 } else { wa1 };
+                    let wb = if comptime!(h == 0) { wb0 } else { wb1 };
+                    a[0] = Vector::reinterpret(wa & mask);
+                    a[1] = Vector::reinterpret(wb & mask);
+                    a[2] = Vector::reinterpret((wa >> 8) & mask);
+                    a[3] = Vector::reinterpret((wb >> 8) & mask);
+                    let xo = ((8 * sb + 2 * t + h) * 2 + select(g < 1, 0u32, 1u32)) * 2;
+                    let live = g < 2;
+                    bf[0] = Vector::reinterpret(select(live, xq[xo as usize], 0u32));
+                    bf[1] = Vector::reinterpret(select(live, xq[(xo + 1) as usize], 0u32));
+                    def.execute_inplace(&a, &bf, &mut c);
                 }
+                // Σ q·x of the sub-block for rows g (c[0]) and g + 8 (c[1]), columns hi + lo.
+                let unit = comptime!(if s == 0 { 16777216.0f32 } else { 1048576.0f32 }) * xinv[sb as usize];
+                let qa = (c[0].extract(0usize) + c[0].extract(1usize)) * unit;
+                let qb = (c[1].extract(0usize) + c[1].extract(1usize)) * unit;
+                let xs = xsum[sb as usize];
+                let (sca, mna, scb, mnb) = if comptime!(s == 0) { (sla, mla, slb, mlb) } else { (sha, mha, shb, mhb) };
+                acc_a += da * sca * qa - dmina * mna * xs;
+                acc_b += db * scb * qb - dminb * mnb * xs;
             }
         }
-        b += PLANES * unroll;
+        b += PLANES;
     }
     let mut red = Shared::<[f32]>::new_slice((PLANES * ROWS) as usize);
     if t == 0 {

@@ -194,16 +194,6 @@ fn mma_decode(t: &CubeTensor) -> bool {
     on && t.client.properties().features.matmul.mma.contains(&MmaConfig { a_type: f16, b_type: f16, cd_type: f32, m: 16, n: 8, k: 16 })
 }
 
-/// Blocks per warp iteration of [`matvec_mma::matvec_q4k_mma`]: `BURN_QUANT_MMA_UNROLL` (1, 2 or
-/// 4; a benchmarking knob), else 2.
-fn mma_unroll() -> u32 {
-    static V: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *V.get_or_init(|| match std::env::var("BURN_QUANT_MMA_UNROLL").ok().and_then(|v| v.parse().ok()) {
-        Some(u @ (1 | 2 | 4)) => u,
-        _ => 2,
-    })
-}
-
 /// The input of [`matvec_mma::matvec_q4k_mma`] for the one token row `x` of `k` values:
 /// `(xq, xsum, xinv)`, from one [`matvec_mma::mma_input`] launch.
 fn mma_input(x: &CubeTensor, k: usize) -> (CubeTensor, CubeTensor, CubeTensor) {
@@ -261,7 +251,6 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
                     rows,
                     k as u32,
                     col0 as u32,
-                    mma_unroll(),
                 )
             };
             true
