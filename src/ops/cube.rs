@@ -68,7 +68,7 @@ fn q4k_launch(m: usize, rows: usize, k: usize) -> (u32, u32) {
     if m != 1 {
         return (2, decode_split(k / 1024, 4));
     }
-    if let Some(o) = m1_override() {
+    if let Some(o) = knobs().q4k {
         return o;
     }
     let split = decode_split(k / 1024, 8);
@@ -84,7 +84,7 @@ fn i4_launch(m: usize, k: usize) -> (u32, u32) {
 
 /// `(rows per thread, planes per row group)` of the Q6_K decode kernel.
 fn q6k_launch(m: usize, k: usize) -> (u32, u32) {
-    match (m, q6k_m1_override()) {
+    match (m, knobs().q6k) {
         (1, Some(o)) => o,
         _ => (2, decode_split(k / 512, 4)),
     }
@@ -92,7 +92,7 @@ fn q6k_launch(m: usize, k: usize) -> (u32, u32) {
 
 /// `(rows per thread, planes per row group)` of the Q8_0 decode kernel.
 fn q80_launch(m: usize, k: usize) -> (u32, u32) {
-    match (m, q80_m1_override()) {
+    match (m, knobs().q80) {
         (1, Some(o)) => o,
         _ => (2, decode_split(k / 256, 4)),
     }
@@ -102,23 +102,25 @@ fn q80_launch(m: usize, k: usize) -> (u32, u32) {
 /// cubes for rows per thread.
 const MIN_DECODE_CUBES: usize = 256;
 
-/// `BURN_QUANT_DECODE_M1=R,SPLIT` (a benchmarking knob, read once): rows per thread and planes
-/// per row group of the Q4_K decode kernel at one token row, in place of [`q4k_launch`]'s.
-fn m1_override() -> Option<(u32, u32)> {
-    static V: std::sync::OnceLock<Option<(u32, u32)>> = std::sync::OnceLock::new();
-    *V.get_or_init(|| launch_knob("BURN_QUANT_DECODE_M1"))
+/// Benchmarking knobs, read once: `R,SPLIT` (rows per thread, planes per row group) for a decode
+/// kernel at one token row, in place of its launch function's choice.
+struct LaunchKnobs {
+    /// `BURN_QUANT_DECODE_M1`: the Q4_K kernel ([`q4k_launch`]).
+    q4k: Option<(u32, u32)>,
+    /// `BURN_QUANT_Q6K_M1`: the Q6_K kernel ([`q6k_launch`]).
+    q6k: Option<(u32, u32)>,
+    /// `BURN_QUANT_Q80_M1`: the Q8_0 kernel ([`q80_launch`]).
+    q80: Option<(u32, u32)>,
 }
 
-/// `BURN_QUANT_Q6K_M1=R,SPLIT`: the same knob for the Q6_K decode kernel at one token row.
-fn q6k_m1_override() -> Option<(u32, u32)> {
-    static V: std::sync::OnceLock<Option<(u32, u32)>> = std::sync::OnceLock::new();
-    *V.get_or_init(|| launch_knob("BURN_QUANT_Q6K_M1"))
-}
-
-/// `BURN_QUANT_Q80_M1=R,SPLIT`: the same knob for the Q8_0 decode kernel at one token row.
-fn q80_m1_override() -> Option<(u32, u32)> {
-    static V: std::sync::OnceLock<Option<(u32, u32)>> = std::sync::OnceLock::new();
-    *V.get_or_init(|| launch_knob("BURN_QUANT_Q80_M1"))
+/// The [`LaunchKnobs`] of this process.
+fn knobs() -> &'static LaunchKnobs {
+    static K: std::sync::OnceLock<LaunchKnobs> = std::sync::OnceLock::new();
+    K.get_or_init(|| LaunchKnobs {
+        q4k: launch_knob("BURN_QUANT_DECODE_M1"),
+        q6k: launch_knob("BURN_QUANT_Q6K_M1"),
+        q80: launch_knob("BURN_QUANT_Q80_M1"),
+    })
 }
 
 /// Reads `R,SPLIT` (R in 1, 2, 4, 8, 16; SPLIT in 1, 2, 4, 8) from the environment variable `name`.
@@ -224,16 +226,13 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
     let f16hw = has_f16(&x);
     let words = layout.total_words();
     let parts = layout.merged_parts();
-    let mma = (m == 1 && k % 256 == 0 && mma_decode(&x))
-        .then(|| parts.iter().any(|p| p.kind == crate::GgmlType::Q4_K && p.rows >= matvec_mma::ROWS as usize && p.byte_offset % 4 == 0))
-        .unwrap_or(false)
-        .then(|| mma_input(&x, k));
+    // Parts the tensor-core kernel can take; its input is prepared once for all of them.
+    let on_mma = |p: &QuantPart| p.kind == crate::GgmlType::Q4_K && p.rows >= matvec_mma::ROWS as usize && p.byte_offset % 4 == 0;
+    let mma = (m == 1 && k % 256 == 0 && mma_decode(&x) && parts.iter().any(on_mma)).then(|| mma_input(&x, k));
     let mut col0 = 0;
     for part in &parts {
         let (rows, at) = (part.rows as u32, part.byte_offset);
-        let launched = if let (Some((xq, xsum, xinv)), true) =
-            (&mma, part.kind == crate::GgmlType::Q4_K && part.rows >= matvec_mma::ROWS as usize && at % 4 == 0)
-        {
+        let launched = if let (Some((xq, xsum, xinv)), true) = (&mma, on_mma(part)) {
             // SAFETY: the part starts on a word boundary and its rows are whole 36-word blocks;
             // rows past `rows` are clamped in the kernel; `xq`, `xsum`, `xinv` cover `k`
             // values; `y` is `[1, n]` and the part writes columns `col0..col0 + rows`.
