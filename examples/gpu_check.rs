@@ -112,17 +112,37 @@ fn gguf_blocks(device: &Device, rep: &mut Report) -> Result<()> {
         rep.check(format!("{t} matmul m=17 (64 and 61 rows), ≤ {bound:.0e}"), worst_prefill <= bound, format!("max rel. error {worst_prefill:.2e}"));
     }
     // A weight tall enough for the widest decode launch (8 rows per thread at one token row),
-    // against a float64 matvec of the CPU reference decode.
+    // and the tensor-core decode kernel at 1, 5 and 16 token rows (16,411 rows: not a multiple
+    // of its 16-row tile), Q4_K and int4 groups of 128, against a float64 product with the CPU
+    // reference decode. All of these paths are exact f32 (hi/lo f16 input split on the tensor
+    // cores), hence 1e-5.
     {
         let (rows, k) = (16_411usize, 512usize);
         let src: Vec<f32> = (0..rows * k).map(|i| ((i.wrapping_mul(2_654_435_761) >> 7) % 2001) as f32 / 1000.0 - 1.0).collect();
-        let x: Vec<f32> = (0..k).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
-        let bytes = burn_quant::format::quantize::quantize(GgmlType::Q4_K, &src)?;
-        let w = burn_quant::format::dequantize(GgmlType::Q4_K, &bytes, rows, k)?;
-        let want: Vec<f32> = w.chunks_exact(k).map(|r| r.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() as f32).collect();
-        let layer = QuantLinear::from_gguf_bytes(GgmlType::Q4_K, &bytes, rows, k, device)?;
-        let e = rel_err(&host(layer.forward(Tensor::<2>::from_data(TensorData::new(x, [1, k]), device)))?, &want);
-        rep.check(format!("Q4_K {rows}×{k} m=1 (widest decode launch), f32"), e <= 1e-5, format!("rel. error {e:.2e}"));
+        let x: Vec<f32> = (0..16 * k).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+        let q4k = (GgmlType::Q4_K, burn_quant::format::quantize::quantize(GgmlType::Q4_K, &src)?);
+        let i4 = burn_quant::format::Int4Matrix {
+            out_features: rows,
+            in_features: k,
+            group: 128,
+            codes: (0..rows * k).map(|i| ((i.wrapping_mul(2_246_822_519) >> 9) % 16) as u8).collect(),
+            scales: (0..rows * k / 128).map(|i| half::f16::from_f32(0.001 + ((i * 37) % 100) as f32 * 1e-4)).collect(),
+            zeros: (0..rows * k / 128).map(|i| ((i * 5) % 17) as u8).collect(),
+        }
+        .to_blocks()?;
+        for (kind, bytes) in [q4k, i4] {
+            let w = burn_quant::format::dequantize(kind, &bytes, rows, k)?;
+            let layer = QuantLinear::from_gguf_bytes(kind, &bytes, rows, k, device)?;
+            for m in [1usize, 5, 16] {
+                let xm = &x[..m * k];
+                let want: Vec<f32> = xm
+                    .chunks_exact(k)
+                    .flat_map(|xr| w.chunks_exact(k).map(move |r| r.iter().zip(xr).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() as f32))
+                    .collect();
+                let e = rel_err(&host(layer.forward(Tensor::<2>::from_data(TensorData::new(xm.to_vec(), [m, k]), device)))?, &want);
+                rep.check(format!("{} {rows}×{k} m={m} (widest decode launches), f32", kind.name()), e <= 1e-5, format!("rel. error {e:.2e}"));
+            }
+        }
     }
     // Leading dims, and the input gradient under Autodiff (g · W against the f64 product with
     // ggml's dequantized weight).

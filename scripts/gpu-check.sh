@@ -4,7 +4,8 @@
 #   scripts/gpu-check.sh build     # here: cargo build --release --features cuda, strip + gzip into .gpu/,
 #                                  # and untrack the fixtures too big to travel (tree limit 64 MiB)
 #   (device) bash scripts/gpu-check.sh device [--bench]   # there: unpack and run; carry .gpu
-#   (device) bash scripts/gpu-check.sh profile [--types Q4_K --m 1,8]   # kernel device times
+#   (device) bash scripts/gpu-check.sh profile --bench-only [--types Q4_K --m 1,8]   # kernel device times
+#   (device) BURN_QUANT_GRAPH=0 bash scripts/gpu-check.sh profile --shape 8b --pp 16 --tg 8
 #   scripts/gpu-check.sh restore   # here: track the fixtures again
 #
 # The GPU machine has CUDA but no Rust, and wgpu does not run there (Vulkan driver refused), so
@@ -39,11 +40,12 @@ device)
     ;;
 profile)
     # Kernel device times: CubeCL's own profiler (a device timer around every launch, each
-    # launch synchronised) over a benchmark run; prints the median per kernel.
+    # launch synchronised) over a gpu_check run (a benchmark, or a model shape with the decode
+    # graph off); prints the median, min, count and total per kernel.
     shift
     gunzip -c .gpu/gpu_check.gz > /tmp/gpu_check && chmod +x /tmp/gpu_check
     LOG="${OUT:-/tmp}/cubecl.log"
-    CUBECL_DEBUG_LOG="$LOG" /tmp/gpu_check --backend cuda --bench-only "$@" > /dev/null 2>&1 || true
+    CUBECL_DEBUG_LOG="$LOG" /tmp/gpu_check --backend cuda "$@" > /dev/null 2>&1 || true
     python3 - "$LOG" <<'PY'
 import re, sys, statistics, collections
 times = collections.OrderedDict()
@@ -53,9 +55,9 @@ for line in open(sys.argv[1], errors="replace"):
         continue
     v = float(m.group(1)) * {"ns": 1e-3, "µs": 1, "us": 1, "ms": 1e3, "s": 1e6}[m.group(2)]
     times.setdefault(m.group(3).strip()[:150], []).append(v)
-print(f"{'median µs':>10} {'min µs':>9} {'count':>6}  kernel")
-for name, v in times.items():
-    print(f"{statistics.median(v):>10.1f} {min(v):>9.1f} {len(v):>6}  {name}")
+print(f"{'median µs':>10} {'min µs':>9} {'count':>6} {'total ms':>9}  kernel")
+for name, v in sorted(times.items(), key=lambda kv: -sum(kv[1])):
+    print(f"{statistics.median(v):>10.1f} {min(v):>9.1f} {len(v):>6} {sum(v) / 1e3:>9.2f}  {name}")
 PY
     gzip -f "$LOG"
     ;;

@@ -103,7 +103,8 @@ fn q80_launch(m: usize, k: usize) -> (u32, u32) {
 const MIN_DECODE_CUBES: usize = 256;
 
 /// Benchmarking knobs, read once: `R,SPLIT` (rows per thread, planes per row group) for a decode
-/// kernel at one token row, in place of its launch function's choice.
+/// kernel at one token row, in place of its launch function's choice, and the tensor-core
+/// decode kernel's warps per cube.
 struct LaunchKnobs {
     /// `BURN_QUANT_DECODE_M1`: the Q4_K kernel ([`q4k_launch`]).
     q4k: Option<(u32, u32)>,
@@ -111,6 +112,9 @@ struct LaunchKnobs {
     q6k: Option<(u32, u32)>,
     /// `BURN_QUANT_Q80_M1`: the Q8_0 kernel ([`q80_launch`]).
     q80: Option<(u32, u32)>,
+    /// `BURN_QUANT_MMA_PLANES` (4, 8 or 16): warps per cube of the tensor-core decode kernel
+    /// (default [`matvec_mma::PLANES`]).
+    mma_planes: u32,
 }
 
 /// The [`LaunchKnobs`] of this process.
@@ -120,6 +124,11 @@ fn knobs() -> &'static LaunchKnobs {
         q4k: launch_knob("BURN_QUANT_DECODE_M1"),
         q6k: launch_knob("BURN_QUANT_Q6K_M1"),
         q80: launch_knob("BURN_QUANT_Q80_M1"),
+        mma_planes: std::env::var("BURN_QUANT_MMA_PLANES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|p| matches!(p, 4 | 8 | 16))
+            .unwrap_or(matvec_mma::PLANES),
     })
 }
 
@@ -184,38 +193,69 @@ macro_rules! launch_decode {
     }};
 }
 
-/// Whether one-token-row Q4_K parts of at least [`matvec_mma::ROWS`] rows run on the tensor
-/// cores ([`matvec_mma`]): the device has the f16 `mma.m16n8k16`, and `BURN_QUANT_MMA_DECODE=1`
-/// (opt-in while it is measured).
-fn mma_decode(t: &CubeTensor) -> bool {
+/// Most token rows the tensor-core decode kernel takes in one launch (4 per `n8` tile of B).
+const MMA_MAX_M: usize = 16;
+
+/// Whether `m` token rows go to the tensor-core decode kernel ([`matvec_mma`]) where a part's
+/// layout allows it: the device has the f16 `mma.m16n8k16`, and `BURN_QUANT_MMA_DECODE` is unset
+/// (2..=[`MMA_MAX_M`] rows), `1` (also one row: at one row the SIMT kernels are faster on the
+/// H100, see BENCHMARKS.md) or `0` (never, for comparisons).
+fn mma_decode(t: &CubeTensor, m: usize) -> bool {
     use cubecl::ir::{ElemType, FloatKind, features::MmaConfig};
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let on = *ON.get_or_init(|| std::env::var("BURN_QUANT_MMA_DECODE").is_ok_and(|v| v == "1"));
+    static MODE: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    let mode = *MODE.get_or_init(|| std::env::var("BURN_QUANT_MMA_DECODE").ok().map(|v| v == "1"));
+    let want = match mode {
+        Some(true) => (1..=MMA_MAX_M).contains(&m),
+        Some(false) => false,
+        None => (2..=MMA_MAX_M).contains(&m),
+    };
     let f16 = ElemType::Float(FloatKind::F16);
     let f32 = ElemType::Float(FloatKind::F32);
-    on && t.client.properties().features.matmul.mma.contains(&MmaConfig { a_type: f16, b_type: f16, cd_type: f32, m: 16, n: 8, k: 16 })
+    want && t.client.properties().features.matmul.mma.contains(&MmaConfig { a_type: f16, b_type: f16, cd_type: f32, m: 16, n: 8, k: 16 })
 }
 
-/// The input of [`matvec_mma::matvec_q4k_mma`] for the one token row `x` of `k` values:
+/// The tensor-core decode kernel's layout argument for a part it can take: 0 for Q4_K, the
+/// group size for int4 groups of a multiple of 64 weights; `None` for every other part (or one
+/// not on a word boundary).
+fn mma_group(p: &QuantPart) -> Option<u32> {
+    if p.byte_offset % 4 != 0 {
+        return None;
+    }
+    match p.kind {
+        crate::GgmlType::Q4_K => Some(0),
+        kind if kind.is_internal() && kind.block_elems() % 64 == 0 => Some(kind.block_elems() as u32),
+        _ => None,
+    }
+}
+
+/// The input of [`matvec_mma::matvec_q4_mma`] for the `m` token rows `x` of `k` values each:
 /// `(xq, xsum, xinv)`, from one [`matvec_mma::mma_input`] launch.
-fn mma_input(x: &CubeTensor, k: usize) -> (CubeTensor, CubeTensor, CubeTensor) {
-    let subs = k / 32;
-    let (xq, xsum, xinv) = (empty_f32(x, vec![k]), empty_f32(x, vec![subs]), empty_f32(x, vec![subs]));
-    // SAFETY: `x` holds `k` values; `xq` has `k` words (8 quads × 2 parts × 2 words per
-    // 32-value sub-block), `xsum` and `xinv` one value per sub-block; threads past `k / 4` return.
+fn mma_input(x: &CubeTensor, m: usize, k: usize) -> (CubeTensor, CubeTensor, CubeTensor) {
+    let (n, subs) = (m * k, m * k / 32);
+    let (xq, xsum, xinv) = (empty_f32(x, vec![n]), empty_f32(x, vec![subs]), empty_f32(x, vec![subs]));
+    // SAFETY: `x` holds `m · k` values (`k` a multiple of 32, so no sub-block straddles two
+    // rows); `xq` has a word per value (8 quads × 2 parts × 2 words per 32-value sub-block),
+    // `xsum` and `xinv` one value per sub-block; threads past `n / 4` return.
     unsafe {
         matvec_mma::mma_input::launch_unchecked(
             &x.client,
-            grid_1d((k / 4).div_ceil(256)),
+            grid_1d((n / 4).div_ceil(256)),
             CubeDim::new_1d(256),
-            buffer(x, k),
-            buffer(&xq, k),
+            buffer(x, n),
+            buffer(&xq, n),
             buffer(&xsum, subs),
             buffer(&xinv, subs),
-            (k / 4) as u32,
+            (n / 4) as u32,
         )
     };
     (xq, xsum, xinv)
+}
+
+/// Whether [`matmul_decode`] takes `m` token rows of `x` through `layout`: up to
+/// [`matvec::MAX_M`] always, up to [`MMA_MAX_M`] where every part runs on the tensor cores.
+fn decode_takes(x: &CubeTensor, layout: &QuantLayout, m: usize) -> bool {
+    m <= matvec::MAX_M as usize
+        || (m <= MMA_MAX_M && layout.in_features % 32 == 0 && mma_decode(x, m) && layout.merged_parts().iter().all(|p| mma_group(p).is_some()))
 }
 
 fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) -> CubeTensor {
@@ -227,29 +267,34 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
     let words = layout.total_words();
     let parts = layout.merged_parts();
     // Parts the tensor-core kernel can take; its input is prepared once for all of them.
-    let on_mma = |p: &QuantPart| p.kind == crate::GgmlType::Q4_K && p.rows >= matvec_mma::ROWS as usize && p.byte_offset % 4 == 0;
-    let mma = (m == 1 && k % 256 == 0 && mma_decode(&x) && parts.iter().any(on_mma)).then(|| mma_input(&x, k));
+    let mma = (k % 32 == 0 && mma_decode(&x, m) && parts.iter().any(|p| mma_group(p).is_some())).then(|| mma_input(&x, m, k));
     let mut col0 = 0;
     for part in &parts {
         let (rows, at) = (part.rows as u32, part.byte_offset);
-        let launched = if let (Some((xq, xsum, xinv)), true) = (&mma, on_mma(part)) {
-            // SAFETY: the part starts on a word boundary and its rows are whole 36-word blocks;
-            // rows past `rows` are clamped in the kernel; `xq`, `xsum`, `xinv` cover `k`
-            // values; `y` is `[1, n]` and the part writes columns `col0..col0 + rows`.
+        let launched = if let (Some((xq, xsum, xinv)), Some(group)) = (&mma, mma_group(part)) {
+            // SAFETY: the part starts on a word boundary and its rows are whole blocks of whole
+            // words (36 for Q4_K, 1 + G/8 for int4); rows past `rows` are clamped in the kernel;
+            // `xq`, `xsum`, `xinv` cover `m · k` values and tokens past `m` are clamped; `y` is
+            // `[m, n]` and the part writes columns `col0..col0 + rows`.
             unsafe {
-                matvec_mma::matvec_q4k_mma::launch_unchecked(
+                matvec_mma::matvec_q4_mma::launch_unchecked(
                     &client,
                     grid_1d(part.rows.div_ceil(matvec_mma::ROWS as usize)),
-                    CubeDim::new_2d(32, matvec_mma::PLANES),
+                    CubeDim::new_2d(32, knobs().mma_planes),
                     buffer(w, words),
-                    buffer(xq, k),
-                    buffer(xsum, k / 32),
-                    buffer(xinv, k / 32),
-                    buffer(&y, n),
+                    buffer(xq, m * k),
+                    buffer(xsum, m * k / 32),
+                    buffer(xinv, m * k / 32),
+                    buffer(&y, m * n),
                     (at / 4) as u32,
                     rows,
                     k as u32,
+                    n as u32,
                     col0 as u32,
+                    m as u32,
+                    group,
+                    m.div_ceil(4) as u32,
+                    knobs().mma_planes,
                 )
             };
             true
@@ -570,7 +615,7 @@ impl QuantMatmulBackend for CubeBackend {
         let x = f32_contiguous(x);
         let x2 = CubeBackend::float_reshape(x, Shape::new([m, k]));
         let weight = into_contiguous(weight);
-        let y = if m <= matvec::MAX_M as usize {
+        let y = if decode_takes(&x2, &layout, m) {
             matmul_decode(x2, &weight, &layout, m)
         } else {
             matmul_prefill(x2, &weight, &layout, m)
