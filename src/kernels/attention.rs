@@ -1,55 +1,137 @@
 //! One token's attention over a KV cache (the decode step): one cube per query row, attending
 //! the positions `0..=pos` only, whatever the cache's capacity.
 //!
-//! Three passes over the row's positions, with the scores in a scratch buffer: the scores
-//! `scale · q·k` (a thread per position) and their maximum; their exponentials and sum; then
-//! `Σ p·v / Σ p` (a thread per output element, so the reads of `v` are coalesced).
+//! Three passes over the row's positions, with the scores in a scratch buffer:
+//! 1. the scores `scale · q·k`, a thread per position: `q` sits in shared memory and the
+//!    thread's key row is read in `d / 4` independent 16-byte loads (the loop is unrolled at
+//!    compile time, `d` being a kernel constant), and their maximum;
+//! 2. their exponentials and sum;
+//! 3. `Σ p·v / Σ p`: the cube is `THREADS / (d/4)` slices of `d / 4` threads, a thread holding 4
+//!    output elements; slice `s` takes positions `s, s + slices, …`, four at a time (16-byte
+//!    reads of `v`, coalesced across the slice, four in flight per thread), and the slices' sums
+//!    meet in shared memory.
+//!
+//! The earlier version took a thread per position with scalar loads and one thread per output
+//! element looping over every position: at a 640-token context its last pass was 640 dependent
+//! iterations per thread.
 
 use cubecl::prelude::*;
 
-use super::norm::{THREADS, cube_max, cube_sum};
+use super::norm::cube_reduce;
 
-/// `q [rows, d]` with rows `(b·kv_heads)·g + i`; `k`, `v` `[b·kv_heads, cap, d]`; `scores`
-/// `[rows, cap]` scratch; `out [rows, d]`.
+/// Threads per cube.
+pub const THREADS: u32 = 256;
+
+/// Whether [`attention_decode`] takes rows of `d` values: `d / 4` must divide [`THREADS`].
+pub fn supports(d: usize) -> bool {
+    d % 4 == 0 && d > 0 && (THREADS as usize).is_multiple_of(d / 4)
+}
+
+/// `q [rows, d]` with rows `(b·kv_heads)·g + i`; `k`, `v` `[b·kv_heads, cap, d]` read as 16-byte
+/// vectors (`N` = 4); `scores` `[rows, cap]` scratch; `out [rows, d]`. `d` must satisfy
+/// [`supports`].
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
-pub fn attention_decode(q: &[f32], k: &[f32], v: &[f32], pos: &[u32], scores: &mut [f32], out: &mut [f32], g: u32, cap: u32, d: u32, scale: f32) {
+pub fn attention_decode<N: Size>(
+    q: &[f32],
+    k: &[Vector<f32, N>],
+    v: &[Vector<f32, N>],
+    pos: &[u32],
+    scores: &mut [f32],
+    out: &mut [f32],
+    g: u32,
+    cap: u32,
+    scale: f32,
+    #[comptime] d: u32,
+) {
+    let dv = comptime!(d / 4);
+    let slices = comptime!(THREADS / (d / 4));
+    let tid = UNIT_POS;
     let row = CUBE_POS as u32;
-    let qb = row * d;
-    let kb = (row / g) * cap * d;
+    let kb = (row / g) * cap * dv;
     let sb = row * cap;
     let last = pos[0];
     let n = select(last < cap, last + 1, cap);
+
+    let mut qs = Shared::<[f32]>::new_slice(d as usize);
+    let mut i = tid;
+    while i < d {
+        qs[i as usize] = q[(row * d + i) as usize];
+        i += THREADS;
+    }
+    sync_cube();
+
     let mut mx = f32::new(-3.0e38);
-    let mut t = UNIT_POS;
+    let mut t = tid;
     while t < n {
+        let base = kb + t * dv;
         let mut s = 0.0f32;
-        for j in 0..d {
-            s += q[(qb + j) as usize] * k[(kb + t * d + j) as usize];
+        #[unroll]
+        for c in 0..dv {
+            let kk = k[(base + c) as usize];
+            s += kk.extract(0usize) * qs[(4 * c) as usize]
+                + kk.extract(1usize) * qs[(4 * c + 1) as usize]
+                + kk.extract(2usize) * qs[(4 * c + 2) as usize]
+                + kk.extract(3usize) * qs[(4 * c + 3) as usize];
         }
         s *= scale;
         scores[(sb + t) as usize] = s;
         mx = f32::max(mx, s);
         t += THREADS;
     }
-    let m = cube_max(mx);
+    let m = cube_reduce(mx, true, THREADS);
     let mut l = 0.0f32;
-    let mut t = UNIT_POS;
+    let mut t = tid;
     while t < n {
         let e = f32::exp(scores[(sb + t) as usize] - m);
         scores[(sb + t) as usize] = e;
         l += e;
         t += THREADS;
     }
-    // The sum's barrier also orders the writes of `scores` above before the reads below.
-    let total = cube_sum(l);
-    let mut j = UNIT_POS;
-    while j < d {
-        let mut o = 0.0f32;
-        for t in 0..n {
-            o += scores[(sb + t) as usize] * v[(kb + t * d + j) as usize];
+    // The sum's barriers also order the writes of `scores` above before the reads below.
+    let total = cube_reduce(l, false, THREADS);
+
+    let slice = tid / dv;
+    let cq = tid % dv;
+    let mut a = Array::<f32>::new(4usize);
+    #[unroll]
+    for e in 0..4u32 {
+        a[e as usize] = 0.0;
+    }
+    let mut t = slice;
+    while t + 3 * slices < n {
+        let (p0, p1) = (scores[(sb + t) as usize], scores[(sb + t + slices) as usize]);
+        let (p2, p3) = (scores[(sb + t + 2 * slices) as usize], scores[(sb + t + 3 * slices) as usize]);
+        let v0 = v[(kb + t * dv + cq) as usize];
+        let v1 = v[(kb + (t + slices) * dv + cq) as usize];
+        let v2 = v[(kb + (t + 2 * slices) * dv + cq) as usize];
+        let v3 = v[(kb + (t + 3 * slices) * dv + cq) as usize];
+        #[unroll]
+        for e in 0..4u32 {
+            a[e as usize] += p0 * v0.extract(e as usize) + p1 * v1.extract(e as usize) + p2 * v2.extract(e as usize) + p3 * v3.extract(e as usize);
         }
-        out[(qb + j) as usize] = o / total;
-        j += THREADS;
+        t += 4 * slices;
+    }
+    while t < n {
+        let p = scores[(sb + t) as usize];
+        let vv = v[(kb + t * dv + cq) as usize];
+        #[unroll]
+        for e in 0..4u32 {
+            a[e as usize] += p * vv.extract(e as usize);
+        }
+        t += slices;
+    }
+    let mut red = Shared::<[f32]>::new_slice((THREADS * 4) as usize);
+    #[unroll]
+    for e in 0..4u32 {
+        red[(tid * 4 + e) as usize] = a[e as usize];
+    }
+    sync_cube();
+    if tid < d {
+        let mut o = 0.0f32;
+        for s in 0..slices {
+            o += red[(s * d + tid) as usize];
+        }
+        out[(row * d + tid) as usize] = o / total;
     }
 }

@@ -21,9 +21,10 @@ pub const ROWS_PER_CUBE: u32 = ROWS / SPLIT;
 pub const MAX_M: u32 = 8;
 
 /// Sums the `acc` of the `SPLIT · LANES` threads of row `r` through shared memory and writes
-/// `y[t, col0 + r]` for `t < m`.
+/// `y[t, col0 + r]` for `t < m` (plus `res` at the same index with `add`).
 #[cube]
-fn reduce_rows(acc: &Array<f32>, y: &mut [f32], r: u32, rows: u32, n: u32, col0: u32, #[comptime] m: u32) {
+#[allow(clippy::too_many_arguments)]
+fn reduce_rows(acc: &Array<f32>, y: &mut [f32], res: &[f32], r: u32, rows: u32, n: u32, col0: u32, #[comptime] m: u32, #[comptime] add: bool) {
     let lane = UNIT_POS_X;
     let slot = UNIT_POS_Y;
     let mut partial = Shared::<[f32]>::new_slice((ROWS * LANES * MAX_M) as usize);
@@ -40,17 +41,20 @@ fn reduce_rows(acc: &Array<f32>, y: &mut [f32], r: u32, rows: u32, n: u32, col0:
                 s += partial[(((slot + p) * MAX_M + t) * LANES + l) as usize];
             }
         }
-        y[(t * n + col0 + r) as usize] = s;
+        let at = t * n + col0 + r;
+        y[at as usize] = if comptime!(add) { s + res[at as usize] } else { s };
     }
 }
 
 /// See the module docs. `x` is `[m, k]`, `y` is `[m, n]`; this launch covers `rows` rows of the
-/// part at byte `off`, writing output columns `col0..col0 + rows`.
+/// part at byte `off`, writing output columns `col0..col0 + rows` (plus the residual `res` with
+/// `add`).
 #[cube(launch_unchecked)]
 pub fn matvec(
     w: &[u32],
     x: &[f32],
     y: &mut [f32],
+    res: &[f32],
     off: u32,
     rows: u32,
     k: u32,
@@ -61,6 +65,7 @@ pub fn matvec(
     #[comptime] kind: u32,
     #[comptime] elems: u32,
     #[comptime] bytes: u32,
+    #[comptime] add: bool,
 ) {
     let lane = UNIT_POS_X;
     let slot = UNIT_POS_Y;
@@ -83,5 +88,5 @@ pub fn matvec(
             c += LANES * SPLIT;
         }
     }
-    reduce_rows(&acc, y, r, rows, n, col0, m);
+    reduce_rows(&acc, y, res, r, rows, n, col0, m, add);
 }

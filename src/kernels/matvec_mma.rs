@@ -91,7 +91,7 @@ pub fn mma_input(x: &[f32], xq: &mut [u32], xsum: &mut [f32], xinv: &mut [f32], 
 /// then `group / 8` code words, byte `j` holding weights `j` and `j + group/2`, so the low and
 /// high nibbles of a 32-byte chunk are again two 32-value runs of the input). `m` token rows (at
 /// most `4 · tiles`) are read from [`mma_input`]'s output for `m · k` values; `y` is `[m, ny]`,
-/// this launch writing columns `col0..col0 + rows`. Each `n8` tile of B holds 4 token rows (hi
+/// this launch writing columns `col0..col0 + rows` (plus `res` at the same index with `add`). Each `n8` tile of B holds 4 token rows (hi
 /// and lo columns of each), so the A fragment of a sub-block is decoded once for all of them.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
@@ -101,6 +101,7 @@ pub fn matvec_q4_mma(
     xsum: &[f32],
     xinv: &[f32],
     y: &mut [f32],
+    res: &[f32],
     off: u32,
     rows: u32,
     k: u32,
@@ -110,6 +111,7 @@ pub fn matvec_q4_mma(
     #[comptime] group: u32,
     #[comptime] tiles: u32,
     #[comptime] planes: u32,
+    #[comptime] add: bool,
 ) {
     let lane = UNIT_POS_X;
     let plane = UNIT_POS_Y;
@@ -234,7 +236,8 @@ pub fn matvec_q4_mma(
             s += red[(p * per + i) as usize];
         }
         if r0 + row < rows {
-            y[((i / ROWS) * ny + col0 + r0 + row) as usize] = s;
+            let at = (i / ROWS) * ny + col0 + r0 + row;
+            y[at as usize] = if comptime!(add) { s + res[at as usize] } else { s };
         }
         i += planes * 32;
     }

@@ -100,6 +100,7 @@ pub fn matvec_q6k<N: Size>(
     w: &[u32],
     x: &[Vector<f32, N>],
     y: &mut [f32],
+    res: &[f32],
     off: u32,
     rows: u32,
     k: u32,
@@ -112,6 +113,7 @@ pub fn matvec_q6k<N: Size>(
     #[comptime] r: u32,
     #[comptime] split: u32,
     #[comptime] plane32: bool,
+    #[comptime] add: bool,
 ) {
     let lane = UNIT_POS_X;
     let slot = UNIT_POS_Y;
@@ -178,5 +180,5 @@ pub fn matvec_q6k<N: Size>(
         }
         g += split;
     }
-    reduce_groups(&acc, y, rows, ny, col0, m, r, split, plane32);
+    reduce_groups(&acc, y, res, rows, ny, col0, m, r, split, plane32, add);
 }

@@ -4,22 +4,21 @@
 
 use cubecl::prelude::*;
 
-/// Threads per cube of the kernels of this module and of [`attention`](super::attention).
+/// Threads per cube of the kernels of this module.
 pub const THREADS: u32 = 128;
-/// `log2(THREADS)`: the levels of the reduction trees.
-const LEVELS: u32 = 7;
 
-/// The sum (or, with `max`, the maximum) of `v` over the cube's [`THREADS`] threads, returned to
-/// every thread: a shared-memory tree, no assumption on the plane width.
+/// The sum (or, with `max`, the maximum) of `v` over the cube's `threads` threads (a power of
+/// two), returned to every thread: a shared-memory tree, no assumption on the plane width.
 #[cube]
-fn cube_reduce(v: f32, #[comptime] max: bool) -> f32 {
+pub fn cube_reduce(v: f32, #[comptime] max: bool, #[comptime] threads: u32) -> f32 {
     let tid = UNIT_POS;
-    let mut red = Shared::<[f32]>::new_slice(THREADS as usize);
+    let mut red = Shared::<[f32]>::new_slice(threads as usize);
     red[tid as usize] = v;
     sync_cube();
+    let levels = comptime!(threads.trailing_zeros());
     #[unroll]
-    for level in 1..LEVELS + 1 {
-        let stride = THREADS >> level;
+    for level in 1..levels + 1 {
+        let stride = threads >> level;
         if tid < stride {
             let (a, b) = (red[tid as usize], red[(tid + stride) as usize]);
             red[tid as usize] = if comptime!(max) { f32::max(a, b) } else { a + b };
@@ -34,13 +33,7 @@ fn cube_reduce(v: f32, #[comptime] max: bool) -> f32 {
 /// The sum of `v` over the cube's [`THREADS`] threads, returned to every thread.
 #[cube]
 pub fn cube_sum(v: f32) -> f32 {
-    cube_reduce(v, false)
-}
-
-/// The maximum of `v` over the cube's [`THREADS`] threads, returned to every thread.
-#[cube]
-pub fn cube_max(v: f32) -> f32 {
-    cube_reduce(v, true)
+    cube_reduce(v, false, THREADS)
 }
 
 /// `1 / √(mean(x[base .. base + n]²) + eps)` over the cube.

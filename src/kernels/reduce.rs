@@ -18,7 +18,9 @@ pub fn group_row0(grp: u32, #[comptime] r: u32, #[comptime] split: u32) -> u32 {
 }
 
 /// Sums `acc[i·m + t]` (row `i` of the thread's row group, token `t`) over the `LANES` lanes and the `split` planes
-/// of each row group and writes `y[t, col0 + row]` for rows below `rows`. With `plane32` (the
+/// of each row group and writes `y[t, col0 + row]` (plus `res` at the same index with `add`, the
+/// residual of [`quant_matmul_add`](crate::ops::QuantMatmulBackend::quant_matmul_add)) for rows
+/// below `rows`. With `plane32` (the
 /// device's planes are exactly `LANES` wide) the lanes are summed with `plane_sum`; otherwise
 /// everything goes through shared memory, with no assumption on the plane width.
 #[cube]
@@ -26,6 +28,7 @@ pub fn group_row0(grp: u32, #[comptime] r: u32, #[comptime] split: u32) -> u32 {
 pub fn reduce_groups(
     acc: &Array<f32>,
     y: &mut [f32],
+    res: &[f32],
     rows: u32,
     n: u32,
     col0: u32,
@@ -33,6 +36,7 @@ pub fn reduce_groups(
     #[comptime] r: u32,
     #[comptime] split: u32,
     #[comptime] plane32: bool,
+    #[comptime] add: bool,
 ) {
     let lane = UNIT_POS_X;
     let slot = UNIT_POS_Y;
@@ -59,7 +63,8 @@ pub fn reduce_groups(
             }
             let row = group_row0(grp, r, split) + o / m;
             if row < rows {
-                y[((o % m) * n + col0 + row) as usize] = s;
+                let at = (o % m) * n + col0 + row;
+                y[at as usize] = if comptime!(add) { s + res[at as usize] } else { s };
             }
         }
     } else {
@@ -80,7 +85,8 @@ pub fn reduce_groups(
             }
             let row = group_row0(grp, r, split) + o / m;
             if row < rows {
-                y[((o % m) * n + col0 + row) as usize] = s;
+                let at = (o % m) * n + col0 + row;
+                y[at as usize] = if comptime!(add) { s + res[at as usize] } else { s };
             }
         }
     }

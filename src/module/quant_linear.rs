@@ -243,6 +243,25 @@ impl QuantLinear {
 
     /// `x · Wᵀ + b` over any leading dims (`[..., in]` → `[..., out]`); checks the last dim.
     pub fn try_forward<const D: usize>(&self, x: Tensor<D>) -> Result<Tensor<D>> {
+        self.product(x, None)
+    }
+
+    /// `x · Wᵀ + b + r` with `r` of the output's shape (a residual connection), the addition
+    /// done by the product's kernels where the backend can; checks both shapes.
+    pub fn try_forward_add<const D: usize>(&self, x: Tensor<D>, r: Tensor<D>) -> Result<Tensor<D>> {
+        self.product(x, Some(r))
+    }
+
+    /// [`try_forward_add`](Self::try_forward_add), panicking on a shape mismatch.
+    pub fn forward_add<const D: usize>(&self, x: Tensor<D>, r: Tensor<D>) -> Tensor<D> {
+        match self.try_forward_add(x, r) {
+            Ok(y) => y,
+            Err(e) => panic!("QuantLinear::forward_add: {e}"),
+        }
+    }
+
+    /// `x · Wᵀ + b (+ r)`.
+    fn product<const D: usize>(&self, x: Tensor<D>, r: Option<Tensor<D>>) -> Result<Tensor<D>> {
         let dims = x.dims();
         let k = self.in_features();
         if D == 0 || dims[D - 1] != k {
@@ -253,17 +272,23 @@ impl QuantLinear {
         if let Some(p) = &self.perm {
             x2 = x2.select(1, p.val());
         }
-        let y = <burn::backend::Dispatch as QuantMatmulBackend>::quant_matmul(
-            x2.into_dispatch(),
-            self.weight.val().into_dispatch(),
-            self.layout.clone(),
-        );
+        let mut out = dims;
+        out[D - 1] = self.out_features();
+        let (w, layout) = (self.weight.val().into_dispatch(), self.layout.clone());
+        let y = match r {
+            None => <burn::backend::Dispatch as QuantMatmulBackend>::quant_matmul(x2.into_dispatch(), w, layout),
+            Some(r) => {
+                if r.dims() != out {
+                    return Err(Error::Shape(format!("residual {:?}: must be the output's {out:?}", r.dims())));
+                }
+                let r = r.reshape([m, self.out_features()]).into_dispatch();
+                <burn::backend::Dispatch as QuantMatmulBackend>::quant_matmul_add(x2.into_dispatch(), w, layout, r)
+            }
+        };
         let mut y = Tensor::<2>::from_dispatch(y);
         if let Some(b) = &self.bias {
             y = y + b.val().unsqueeze::<2>();
         }
-        let mut out = dims;
-        out[D - 1] = self.out_features();
         Ok(y.reshape(out))
     }
 

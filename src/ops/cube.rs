@@ -169,10 +169,11 @@ fn planes_are_32(t: &CubeTensor) -> bool {
 
 /// Launches one of the vectorised decode kernels over a layout part: the grid of row groups
 /// (`r` rows per thread, `split` planes per row group), the cube of `LANES × PLANES` threads,
-/// 16-byte input loads, the weight (as `w_words` words), the input and the output, then the
-/// kernel's own arguments; the kernels take `m, r, split, plane32` last.
+/// 16-byte input loads, the weight (as `w_words` words), the input, the output and the residual
+/// ([`Residual`]), then the kernel's own arguments; the kernels take `m, r, split, plane32, add`
+/// last.
 macro_rules! launch_decode {
-    ($kernel:path, $client:expr, $part:expr, $r_split:expr, $w:expr, $w_words:expr, $x:expr, $y:expr,
+    ($kernel:path, $client:expr, $part:expr, $r_split:expr, $w:expr, $w_words:expr, $x:expr, $y:expr, $res:expr,
      ($m:expr, $k:expr, $n:expr), $plane32:expr; $($arg:expr),* $(,)?) => {{
         let (r, split): (u32, u32) = $r_split;
         let groups = (reduce::PLANES / split) as usize * r as usize;
@@ -184,11 +185,13 @@ macro_rules! launch_decode {
             buffer($w, $w_words),
             buffer(&$x, $m * $k / 4),
             buffer(&$y, $m * $n),
+            $res.arg(),
             $($arg,)*
             $m as u32,
             r,
             split,
             $plane32,
+            $res.add,
         )
     }};
 }
@@ -258,9 +261,38 @@ fn decode_takes(x: &CubeTensor, layout: &QuantLayout, m: usize) -> bool {
         || (m <= MMA_MAX_M && layout.in_features % 32 == 0 && mma_decode(x, m) && layout.merged_parts().iter().all(|p| mma_group(p).is_some()))
 }
 
-fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) -> CubeTensor {
+/// The residual a decode launch adds to its output (`add`), or a one-value stand-in when there
+/// is none (every kernel binds one).
+struct Residual {
+    t: CubeTensor,
+    len: usize,
+    add: bool,
+}
+
+impl Residual {
+    /// `r` (`[m, n]` f32, contiguous), or the stand-in.
+    fn new(r: Option<CubeTensor>, like: &CubeTensor) -> Self {
+        match r {
+            Some(t) => {
+                let len = t.meta.shape().num_elements();
+                Self { t, len, add: true }
+            }
+            None => Self { t: empty_f32(like, vec![1]), len: 1, add: false },
+        }
+    }
+
+    /// The kernel argument.
+    fn arg(&self) -> BufferArg {
+        buffer(&self.t, self.len)
+    }
+}
+
+/// `x · Wᵀ` (plus `res`, `[m, n]` f32 contiguous, in the kernels' epilogue) for `m` token rows
+/// that [`decode_takes`].
+fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, res: Option<CubeTensor>) -> CubeTensor {
     let (k, n) = (layout.in_features, layout.out_features());
     let y = empty_f32(&x, vec![m, n]);
+    let res = Residual::new(res, &x);
     let client = x.client.clone();
     let plane32 = planes_are_32(&x);
     let f16hw = has_f16(&x);
@@ -286,6 +318,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
                     buffer(xsum, m * k / 32),
                     buffer(xinv, m * k / 32),
                     buffer(&y, m * n),
+                    res.arg(),
                     (at / 4) as u32,
                     rows,
                     k as u32,
@@ -295,6 +328,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
                     group,
                     m.div_ceil(4) as u32,
                     knobs().mma_planes,
+                    res.add,
                 )
             };
             true
@@ -304,7 +338,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
             // the kernel; `y` is `[m, n]` and the part writes columns `col0..col0 + rows`.
             unsafe {
                 launch_decode!(matvec_q4k::matvec_q4k::launch_unchecked, client, part, q4k_launch(m, part.rows, k),
-                    w, words / 4, x, y, (m, k, n), plane32; (at / 16) as u32, rows, k as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw)
+                    w, words / 4, x, y, res, (m, k, n), plane32; (at / 16) as u32, rows, k as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw)
             };
             true
         } else if part.kind.is_internal() && at % 4 == 0 {
@@ -314,7 +348,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
             // `col0..col0 + rows`.
             unsafe {
                 launch_decode!(matvec_i4::matvec_i4::launch_unchecked, client, part, i4_launch(m, k),
-                    w, words, x, y, (m, k, n), plane32;
+                    w, words, x, y, res, (m, k, n), plane32;
                     (at / 4) as u32, rows, k as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, part.kind.block_elems() as u32, f16hw)
             };
             true
@@ -324,7 +358,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
             // is `[m, n]` and the part writes columns `col0..col0 + rows`.
             unsafe {
                 launch_decode!(matvec_q80::matvec_q80::launch_unchecked, client, part, q80_launch(m, k),
-                    w, words, x, y, (m, k, n), plane32;
+                    w, words, x, y, res, (m, k, n), plane32;
                     at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32)
             };
             true
@@ -334,7 +368,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
             // `col0..col0 + rows`.
             unsafe {
                 launch_decode!(matvec_q6k::matvec_q6k::launch_unchecked, client, part, q6k_launch(m, k),
-                    w, words, x, y, (m, k, n), plane32;
+                    w, words, x, y, res, (m, k, n), plane32;
                     at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw)
             };
             true
@@ -358,6 +392,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
                 buffer(w, layout.total_words()),
                 buffer(&x, m * k),
                 buffer(&y, m * n),
+                res.arg(),
                 part.byte_offset as u32,
                 part.rows as u32,
                 k as u32,
@@ -368,6 +403,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) 
                 code,
                 block_elems(code),
                 block_bytes(code),
+                res.add,
             )
         };
         col0 += part.rows;
@@ -606,25 +642,40 @@ fn matmul_transposed_tiled(g: CubeTensor, w: &CubeTensor, layout: &QuantLayout, 
     dx
 }
 
+/// `x · Wᵀ (+ r)`: decode launches add `r` in their epilogue; the prefill path adds it after.
+fn quant_matmul_res(x: CubeTensor, weight: CubeTensor, layout: QuantLayout, r: Option<CubeTensor>) -> CubeTensor {
+    let dtype = x.dtype;
+    let shape = x.meta.shape().clone();
+    let k = layout.in_features;
+    let n = layout.out_features();
+    let m = shape.num_elements() / k.max(1);
+    let x = f32_contiguous(x);
+    let x2 = CubeBackend::float_reshape(x, Shape::new([m, k]));
+    let weight = into_contiguous(weight);
+    let r = r.map(|r| CubeBackend::float_reshape(f32_contiguous(r), Shape::new([m, n])));
+    let y = if decode_takes(&x2, &layout, m) {
+        matmul_decode(x2, &weight, &layout, m, r)
+    } else {
+        let y = matmul_prefill(x2, &weight, &layout, m);
+        match r {
+            Some(r) => CubeBackend::float_add(y, r),
+            None => y,
+        }
+    };
+    let mut out = shape.iter().copied().collect::<Vec<usize>>();
+    if let Some(l) = out.last_mut() {
+        *l = n;
+    }
+    restore_dtype(CubeBackend::float_reshape(y, Shape::from(out)), dtype)
+}
+
 impl QuantMatmulBackend for CubeBackend {
     fn quant_matmul(x: CubeTensor, weight: CubeTensor, layout: QuantLayout) -> CubeTensor {
-        let dtype = x.dtype;
-        let shape = x.meta.shape().clone();
-        let k = layout.in_features;
-        let m = shape.num_elements() / k.max(1);
-        let x = f32_contiguous(x);
-        let x2 = CubeBackend::float_reshape(x, Shape::new([m, k]));
-        let weight = into_contiguous(weight);
-        let y = if decode_takes(&x2, &layout, m) {
-            matmul_decode(x2, &weight, &layout, m)
-        } else {
-            matmul_prefill(x2, &weight, &layout, m)
-        };
-        let mut out = shape.iter().copied().collect::<Vec<usize>>();
-        if let Some(l) = out.last_mut() {
-            *l = layout.out_features();
-        }
-        restore_dtype(CubeBackend::float_reshape(y, Shape::from(out)), dtype)
+        quant_matmul_res(x, weight, layout, None)
+    }
+
+    fn quant_matmul_add(x: CubeTensor, weight: CubeTensor, layout: QuantLayout, r: CubeTensor) -> CubeTensor {
+        quant_matmul_res(x, weight, layout, Some(r))
     }
 
     fn quant_matmul_transposed(g: CubeTensor, weight: CubeTensor, layout: QuantLayout) -> CubeTensor {

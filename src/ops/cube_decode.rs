@@ -81,6 +81,10 @@ impl DecodeOpsBackend for CubeBackend {
     }
 
     fn attention_decode(q: CubeTensor, k: CubeTensor, v: CubeTensor, pos: CubeTensor, scale: f32) -> CubeTensor {
+        let d = q.meta.shape().dims::<4>()[3];
+        if !attention::supports(d) {
+            return super::decode::attention_decode_composed::<Self>(q, k, v, pos, scale);
+        }
         let (q, k, v) = (f32_contiguous(q), f32_contiguous(k), f32_contiguous(v));
         let pos = positions(pos);
         let [b, kvh, g, d] = q.meta.shape().dims::<4>();
@@ -88,23 +92,25 @@ impl DecodeOpsBackend for CubeBackend {
         let rows = b * kvh * g;
         let out = empty_f32(&q, vec![b, kvh, g, d]);
         let scores = empty_f32(&q, vec![rows, cap]);
-        // SAFETY: `q`, `out` are contiguous `[rows, d]`, `k`, `v` `[b·kvh, cap, d]`, `scores`
-        // `[rows, cap]`; the kernel reads positions below `min(pos + 1, cap)` only.
+        // SAFETY: `q`, `out` are contiguous `[rows, d]`, `k`, `v` `[b·kvh, cap, d]` (read as
+        // 4-float vectors: `d` is a multiple of 4), `scores` `[rows, cap]`; the kernel reads
+        // positions below `min(pos + 1, cap)` only.
         unsafe {
             attention::attention_decode::launch_unchecked(
                 &q.client,
                 grid_1d(rows),
-                CubeDim::new_1d(norm::THREADS),
+                CubeDim::new_1d(attention::THREADS),
+                4,
                 buffer(&q, rows * d),
-                buffer(&k, b * kvh * cap * d),
-                buffer(&v, b * kvh * cap * d),
+                buffer(&k, b * kvh * cap * d / 4),
+                buffer(&v, b * kvh * cap * d / 4),
                 buffer(&pos, 1),
                 buffer(&scores, rows * cap),
                 buffer(&out, rows * d),
                 g as u32,
                 cap as u32,
-                d as u32,
                 scale,
+                d as u32,
             )
         };
         out

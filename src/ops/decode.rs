@@ -67,20 +67,26 @@ pub trait DecodeOpsBackend: Backend {
     /// `[b, kv_heads, g, d]`.
     #[fusion(dtype = q, shape = q)]
     fn attention_decode(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, pos: IntTensor<Self>, scale: f32) -> FloatTensor<Self> {
-        let [b, kvh, g, _] = q.shape().dims::<4>();
-        let cap = k.shape()[2];
-        let device = q.device();
-        let settings = get_or_init_device_settings::<Self>(&device);
-        let scores = Self::float_mul_scalar(Self::float_matmul(q, Self::float_swap_dims(k, 2, 3)), Scalar::from(scale));
-        let full = Shape::new([b, kvh, g, cap]);
-        let cols = Self::int_expand(Self::int_reshape(Self::int_arange(0..cap as i64, &device, settings.int_dtype), Shape::new([1, 1, 1, cap])), full.clone());
-        let pos = Self::int_expand(Self::int_reshape(Self::int_cast(pos, settings.int_dtype), Shape::new([1, 1, 1, 1])), full);
-        let hidden = Self::int_greater(cols, pos, settings.bool_dtype);
-        let scores = Self::float_mask_fill(scores, hidden, Scalar::from(f32::NEG_INFINITY));
-        let e = Self::float_exp(Self::float_sub(scores.clone(), Self::float_max_dim(scores, 3)));
-        let p = Self::float_div(e.clone(), Self::float_sum_dim(e, 3));
-        Self::float_matmul(p, v)
+        attention_decode_composed::<Self>(q, k, v, pos, scale)
     }
+}
+
+/// [`DecodeOpsBackend::attention_decode`] composed of Burn's own primitives (the default body,
+/// and what a backend's kernel falls back to for a head size it does not take).
+pub(super) fn attention_decode_composed<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>, v: FloatTensor<B>, pos: IntTensor<B>, scale: f32) -> FloatTensor<B> {
+    let [b, kvh, g, _] = q.shape().dims::<4>();
+    let cap = k.shape()[2];
+    let device = q.device();
+    let settings = get_or_init_device_settings::<B>(&device);
+    let scores = B::float_mul_scalar(B::float_matmul(q, B::float_swap_dims(k, 2, 3)), Scalar::from(scale));
+    let full = Shape::new([b, kvh, g, cap]);
+    let cols = B::int_expand(B::int_reshape(B::int_arange(0..cap as i64, &device, settings.int_dtype), Shape::new([1, 1, 1, cap])), full.clone());
+    let pos = B::int_expand(B::int_reshape(B::int_cast(pos, settings.int_dtype), Shape::new([1, 1, 1, 1])), full);
+    let hidden = B::int_greater(cols, pos, settings.bool_dtype);
+    let scores = B::float_mask_fill(scores, hidden, Scalar::from(f32::NEG_INFINITY));
+    let e = B::float_exp(B::float_sub(scores.clone(), B::float_max_dim(scores, 3)));
+    let p = B::float_div(e.clone(), B::float_sum_dim(e, 3));
+    B::float_matmul(p, v)
 }
 
 /// [`DecodeOpsBackend::rms_norm`] on tensors of any device.

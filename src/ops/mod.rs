@@ -38,6 +38,15 @@ pub trait QuantMatmulBackend: burn::backend::Backend {
     #[fusion(dtype = x, shape = { let mut s = x.clone(); let last = s.num_dims() - 1; s[last] = layout.out_features(); s })]
     fn quant_matmul(x: FloatTensor<Self>, weight: IntTensor<Self>, layout: QuantLayout) -> FloatTensor<Self>;
 
+    /// `y = x · Wᵀ + r`, `r` of `y`'s shape: a residual added in the product's epilogue where the
+    /// backend can (the cube backends' decode kernels: one launch fewer per residual of a decode
+    /// step). The default adds it after [`quant_matmul`](QuantMatmulBackend::quant_matmul),
+    /// which is also what makes it differentiable under `Autodiff`.
+    #[fusion(dtype = x, shape = r)]
+    fn quant_matmul_add(x: FloatTensor<Self>, weight: IntTensor<Self>, layout: QuantLayout, r: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_add(Self::quant_matmul(x, weight, layout), r)
+    }
+
     /// `g · W`: `g` is `[m, out]`, the result `[m, in]` (the input gradient of
     /// [`quant_matmul`](QuantMatmulBackend::quant_matmul)).
     #[fusion(dtype = g, shape = { let mut s = g.clone(); let last = s.num_dims() - 1; s[last] = layout.in_features; s })]

@@ -38,11 +38,13 @@ impl Qwen3Attention {
     /// `x [batch, seq, hidden]` → `[batch, seq, hidden]`; `rope` says where the rotation of the
     /// new positions comes from ([`RopeAt`]); `past` appends the new keys/values `[batch, kv_heads, seq, head_dim]`
     /// and returns the cache's buffers and mask ([`KvCache::append_layer`](super::KvCache::append_layer)).
+    /// The result is added to `residual` (the block's input) by the output projection.
     pub fn forward(
         &self,
         x: Tensor<3>,
         rope: RopeAt<'_>,
         past: impl FnOnce(Tensor<4>, Tensor<4>) -> KvView,
+        residual: Tensor<3>,
     ) -> Tensor<3> {
         let [b, s, _] = x.dims();
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -91,7 +93,7 @@ impl Qwen3Attention {
                 attention(q, k, v, None, None, AttentionModuleOptions { is_causal: true, ..Default::default() })
             }
         };
-        self.o.forward(y.swap_dims(1, 2).reshape([b, s, h * d]))
+        self.o.forward_add(y.swap_dims(1, 2).reshape([b, s, h * d]), residual)
     }
 }
 

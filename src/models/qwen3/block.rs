@@ -31,7 +31,7 @@ impl Qwen3Block {
         past: impl FnOnce(Tensor<4>, Tensor<4>) -> super::cache::KvView,
     ) -> Tensor<3> {
         let fused = rope.is_fused();
-        let h = x.clone() + self.attn.forward(norm(&self.attn_norm, x, fused), rope, past);
-        h.clone() + self.mlp.forward(norm(&self.ffn_norm, h, fused))
+        let h = self.attn.forward(norm(&self.attn_norm, x.clone(), fused), rope, past, x);
+        self.mlp.forward(norm(&self.ffn_norm, h.clone(), fused), h)
     }
 }

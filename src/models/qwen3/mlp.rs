@@ -17,12 +17,13 @@ pub struct Qwen3Mlp {
 }
 
 impl Qwen3Mlp {
-    /// `[batch, seq, hidden]` → `[batch, seq, hidden]`.
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+    /// `[batch, seq, hidden]` → `[batch, seq, hidden]`, added to `residual` (the block's
+    /// input) by the down projection.
+    pub fn forward(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
         let ffn = self.gate_up.iter().map(|l| l.out_features()).sum::<usize>() / 2;
         let gu = super::forward_concat(&self.gate_up, x);
         let gate = gu.clone().narrow(2, 0, ffn);
         let up = gu.narrow(2, ffn, ffn);
-        self.down.forward(silu(gate) * up)
+        self.down.forward_add(silu(gate) * up, residual)
     }
 }
