@@ -97,6 +97,41 @@ fn bias_is_added(device: Device) {
     assert!(rel_err(&values(layer.forward(x)), &want) <= 1e-5);
 }
 
+/// `forward_add` (the residual in the product's epilogue on the cube backends' decode kernels,
+/// added after the product elsewhere) against ggml's product plus the residual, for the types
+/// with their own decode kernels and one on the generic kernel, at a decode (3) and a prefill
+/// (17) token count; a residual of the wrong shape is an error; under Autodiff the residual's
+/// gradient is the output's.
+fn residual_is_added(device: Device) {
+    let g = file();
+    let r = Ref::open("gguf-blocks/blocks-ref.safetensors");
+    for name in ["q4_K", "q6_K", "q8_0", "q5_0"] {
+        let kind = GgmlType::from_name(name).unwrap();
+        let layer = QuantLinear::from_gguf_bytes(kind, g.tensor_data(&format!("w.{name}")).unwrap(), 64, 512, &device).unwrap();
+        for m in [3usize, 17] {
+            let (x, _) = r.f32(&format!("x.m{m}"));
+            let (mut want, _) = r.f32(&format!("w.{name}.y.m{m}"));
+            let res: Vec<f32> = (0..m * 64).map(|i| ((i * 37) % 101) as f32 * 0.25 - 12.0).collect();
+            for (w, v) in want.iter_mut().zip(&res) {
+                *w += v;
+            }
+            let xt = Tensor::<3>::from_data(TensorData::new(x, [1, m, 512]), &device);
+            let rt = Tensor::<3>::from_data(TensorData::new(res, [1, m, 64]), &device);
+            let e = rel_err(&values(layer.forward_add(xt, rt)), &want);
+            assert!(e <= 1e-5, "{name} m={m}: relative error {e:e}");
+        }
+        let xt = Tensor::<2>::zeros([3, 512], &device);
+        assert!(matches!(layer.try_forward_add(xt, Tensor::<2>::zeros([3, 63], &device)), Err(Error::Shape(_))));
+    }
+    let ad = device.autodiff();
+    let layer = QuantLinear::from_gguf_bytes(GgmlType::Q4_K, g.tensor_data("w.q4_K").unwrap(), 64, 512, &ad).unwrap();
+    let rt = Tensor::<2>::from_data(TensorData::new(vec![0.5f32; 3 * 64], [3, 64]), &ad).require_grad();
+    let c = Tensor::<2>::from_data(TensorData::new((0..3 * 64).map(|i| i as f32).collect::<Vec<_>>(), [3, 64]), &ad);
+    let grads = (layer.forward_add(Tensor::<2>::ones([3, 512], &ad), rt.clone()) * c).sum().backward();
+    let dr = values(rt.grad(&grads).unwrap());
+    assert_eq!(dr, (0..3 * 64).map(|i| i as f32).collect::<Vec<_>>());
+}
+
 fn gradient_flows_to_the_input(device: Device) {
     let device = device.autodiff();
     let g = file();
@@ -172,6 +207,7 @@ backend_tests!(
     record_round_trip_inside_a_derived_module,
     fused_parts_keep_their_types,
     bias_is_added,
+    residual_is_added,
     gradient_flows_to_the_input,
     moves_between_devices,
     bad_shapes_are_errors,
