@@ -37,7 +37,7 @@ impl DecodeOpsBackend for CubeBackend {
             norm::rms_norm::launch_unchecked(
                 &x.client,
                 grid_1d(rows),
-                CubeDim::new_1d(norm::THREADS),
+                CubeDim::new_1d(norm::RMS_THREADS),
                 buffer(&x, rows * n),
                 buffer(&gamma, n),
                 buffer(&y, rows * n),
@@ -48,9 +48,10 @@ impl DecodeOpsBackend for CubeBackend {
         y
     }
 
-    fn norm_rope(x: CubeTensor, gamma: CubeTensor, cos: CubeTensor, sin: CubeTensor, pos: CubeTensor, eps: f32) -> CubeTensor {
+    fn norm_rope(x: CubeTensor, gamma: CubeTensor, gamma2: CubeTensor, first: usize, cos: CubeTensor, sin: CubeTensor, pos: CubeTensor, eps: f32) -> CubeTensor {
         let x = f32_contiguous(x);
-        let (gamma, cos, sin) = (f32_contiguous(gamma), f32_contiguous(cos), f32_contiguous(sin));
+        let (gamma, gamma2) = (f32_contiguous(gamma), f32_contiguous(gamma2));
+        let (cos, sin) = (f32_contiguous(cos), f32_contiguous(sin));
         let pos = positions(pos);
         let shape: Vec<usize> = x.meta.shape().iter().copied().collect();
         let r = shape.len();
@@ -58,8 +59,8 @@ impl DecodeOpsBackend for CubeBackend {
         let rows = x.meta.shape().num_elements() / d.max(1);
         let y = empty_f32(&x, shape);
         let table = cos.meta.shape().num_elements();
-        // SAFETY: `x`, `y` are contiguous `[rows, d]` (`rows` = tokens · heads), `gamma` holds
-        // `d`, `pos` one entry per token (`rows / heads`); the callers' positions index rows of
+        // SAFETY: `x`, `y` are contiguous `[rows, d]` (`rows` = tokens · heads), `gamma` and
+        // `gamma2` hold `d`, `pos` one entry per token (`rows / heads`); the callers' positions index rows of
         // the `[positions, d/2]` tables.
         unsafe {
             norm::norm_rope::launch_unchecked(
@@ -68,11 +69,13 @@ impl DecodeOpsBackend for CubeBackend {
                 CubeDim::new_1d(norm::THREADS),
                 buffer(&x, rows * d),
                 buffer(&gamma, d),
+                buffer(&gamma2, d),
                 buffer(&cos, table),
                 buffer(&sin, table),
                 buffer(&pos, rows / heads.max(1)),
                 buffer(&y, rows * d),
                 heads as u32,
+                first.min(heads) as u32,
                 d as u32,
                 eps,
             )

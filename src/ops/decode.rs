@@ -36,29 +36,35 @@ pub trait DecodeOpsBackend: Backend {
     }
 
     /// Qwen3's q/k prologue on `x [.., tokens, heads, d]`: RMSNorm of each head over `d` (scale
-    /// `gamma [d]`), then NEOX RoPE (pairs `(j, j + d/2)`) with row `pos[t]` of the tables
+    /// `gamma [d]` for heads below `first`, `gamma2 [d]` for the others: q and k heads side by
+    /// side in one call), then NEOX RoPE (pairs `(j, j + d/2)`) with row `pos[t]` of the tables
     /// `cos`/`sin` `[positions, d/2]` for token `t` (`pos` `[tokens]`, on the device).
     #[fusion(dtype = x, shape = x)]
-    fn norm_rope(x: FloatTensor<Self>, gamma: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>, pos: IntTensor<Self>, eps: f32) -> FloatTensor<Self> {
-        let x = Self::rms_norm(x, gamma, eps);
+    #[allow(clippy::too_many_arguments)]
+    fn norm_rope(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        gamma2: FloatTensor<Self>,
+        first: usize,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        pos: IntTensor<Self>,
+        eps: f32,
+    ) -> FloatTensor<Self> {
         let shape = x.shape();
         let r = shape.num_dims();
-        let (tokens, d) = (shape[r - 3], shape[r - 1]);
-        let half = d / 2;
-        let mut tshape = vec![1; r];
-        tshape[r - 3] = tokens;
-        tshape[r - 1] = half;
-        let table = |t: FloatTensor<Self>| Self::float_reshape(Self::float_select(t, 0, pos.clone()), Shape::from(tshape.clone()));
-        let (cos, sin) = (table(cos), table(sin));
-        let half_of = |x: FloatTensor<Self>, from: usize| {
+        let heads = shape[r - 2];
+        if first >= heads {
+            return norm_rope_one::<Self>(x, gamma, cos, sin, pos, eps);
+        }
+        let part = |x: FloatTensor<Self>, range: std::ops::Range<usize>| {
             let mut s: Vec<Slice> = shape.iter().map(|&n| Slice::from(0..n)).collect();
-            s[r - 1] = Slice::from(from..from + half);
+            s[r - 2] = Slice::from(range);
             Self::float_slice(x, &s)
         };
-        let (x1, x2) = (half_of(x.clone(), 0), half_of(x, half));
-        let a = Self::float_sub(Self::float_mul(x1.clone(), cos.clone()), Self::float_mul(x2.clone(), sin.clone()));
-        let b = Self::float_add(Self::float_mul(x2, cos), Self::float_mul(x1, sin));
-        Self::float_cat(vec![a, b], r - 1)
+        let a = norm_rope_one::<Self>(part(x.clone(), 0..first), gamma, cos.clone(), sin.clone(), pos.clone(), eps);
+        let b = norm_rope_one::<Self>(part(x, first..heads), gamma2, cos, sin, pos, eps);
+        Self::float_cat(vec![a, b], r - 2)
     }
 
     /// One token's attention over a KV cache: `q [b, kv_heads, g, d]` (the `g` query heads that
@@ -69,6 +75,30 @@ pub trait DecodeOpsBackend: Backend {
     fn attention_decode(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, pos: IntTensor<Self>, scale: f32) -> FloatTensor<Self> {
         attention_decode_composed::<Self>(q, k, v, pos, scale)
     }
+}
+
+/// [`DecodeOpsBackend::norm_rope`] with one `gamma` for every head, composed of Burn's own
+/// primitives.
+fn norm_rope_one<B: DecodeOpsBackend>(x: FloatTensor<B>, gamma: FloatTensor<B>, cos: FloatTensor<B>, sin: FloatTensor<B>, pos: IntTensor<B>, eps: f32) -> FloatTensor<B> {
+    let x = B::rms_norm(x, gamma, eps);
+    let shape = x.shape();
+    let r = shape.num_dims();
+    let (tokens, d) = (shape[r - 3], shape[r - 1]);
+    let half = d / 2;
+    let mut tshape = vec![1; r];
+    tshape[r - 3] = tokens;
+    tshape[r - 1] = half;
+    let table = |t: FloatTensor<B>| B::float_reshape(B::float_select(t, 0, pos.clone()), Shape::from(tshape.clone()));
+    let (cos, sin) = (table(cos), table(sin));
+    let half_of = |x: FloatTensor<B>, from: usize| {
+        let mut s: Vec<Slice> = shape.iter().map(|&n| Slice::from(0..n)).collect();
+        s[r - 1] = Slice::from(from..from + half);
+        B::float_slice(x, &s)
+    };
+    let (x1, x2) = (half_of(x.clone(), 0), half_of(x, half));
+    let a = B::float_sub(B::float_mul(x1.clone(), cos.clone()), B::float_mul(x2.clone(), sin.clone()));
+    let b = B::float_add(B::float_mul(x2, cos), B::float_mul(x1, sin));
+    B::float_cat(vec![a, b], r - 1)
 }
 
 /// [`DecodeOpsBackend::attention_decode`] composed of Burn's own primitives (the default body,
@@ -94,11 +124,22 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, eps: f64) -> Ten
     Tensor::from_dispatch(<Dispatch as DecodeOpsBackend>::rms_norm(x.into_dispatch(), gamma.into_dispatch(), eps as f32))
 }
 
-/// [`DecodeOpsBackend::norm_rope`] on tensors of any device: `x [b, tokens, heads, d]`.
+/// [`DecodeOpsBackend::norm_rope`] on tensors of any device: `x [b, tokens, heads, d]`, every
+/// head scaled by `gamma`.
 pub fn norm_rope(x: Tensor<4>, gamma: Tensor<1>, cos: Tensor<2>, sin: Tensor<2>, pos: Tensor<1, Int>, eps: f64) -> Tensor<4> {
+    let heads = x.dims()[2];
+    qk_norm_rope(x, gamma.clone(), gamma, heads, cos, sin, pos, eps)
+}
+
+/// [`DecodeOpsBackend::norm_rope`] on tensors of any device: `x [b, tokens, heads, d]`, heads
+/// below `first` scaled by `gamma_q`, the others by `gamma_k` (q and k in one launch).
+#[allow(clippy::too_many_arguments)]
+pub fn qk_norm_rope(x: Tensor<4>, gamma_q: Tensor<1>, gamma_k: Tensor<1>, first: usize, cos: Tensor<2>, sin: Tensor<2>, pos: Tensor<1, Int>, eps: f64) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as DecodeOpsBackend>::norm_rope(
         x.into_dispatch(),
-        gamma.into_dispatch(),
+        gamma_q.into_dispatch(),
+        gamma_k.into_dispatch(),
+        first,
         cos.into_dispatch(),
         sin.into_dispatch(),
         pos.into_dispatch(),

@@ -51,9 +51,24 @@ impl Qwen3Attention {
         let qkv = super::forward_concat(&self.qkv, x);
         let q = qkv.clone().narrow(2, 0, h * d).reshape([b, s, h, d]);
         let k = qkv.clone().narrow(2, h * d, kvh * d).reshape([b, s, kvh, d]);
+        let qk = qkv.clone().narrow(2, 0, (h + kvh) * d).reshape([b, s, h + kvh, d]);
         let v = qkv.narrow(2, (h + kvh) * d, kvh * d).reshape([b, s, kvh, d]);
         let (q, k) = match rope {
             RopeAt::Rows(cos, sin) => (rope::apply(self.q_norm.forward(q), cos, sin), rope::apply(self.k_norm.forward(k), cos, sin)),
+            // q and k heads side by side in `qkv`: one launch for both (they share `eps`).
+            RopeAt::Device { cos, sin, pos } if self.q_norm.epsilon == self.k_norm.epsilon => {
+                let qk = crate::ops::qk_norm_rope(
+                    qk,
+                    self.q_norm.gamma.val(),
+                    self.k_norm.gamma.val(),
+                    h,
+                    cos.clone(),
+                    sin.clone(),
+                    pos.clone(),
+                    self.q_norm.epsilon,
+                );
+                (qk.clone().narrow(2, 0, h), qk.narrow(2, h, kvh))
+            }
             RopeAt::Device { cos, sin, pos } => {
                 let fused = |x, n: &RmsNorm| crate::ops::norm_rope(x, n.gamma.val(), cos.clone(), sin.clone(), pos.clone(), n.epsilon);
                 (fused(q, &self.q_norm), fused(k, &self.k_norm))
