@@ -193,7 +193,52 @@ fn bad_inputs_are_errors(device: Device) {
     assert!(matches!(err, Error::UnsupportedModel(_)), "{err}");
 }
 
+/// The decode step's q/k prologue with q's and k's scales in one call (`qk_norm_rope`: heads
+/// below `first` take the first scale) against a float64 per-head RMSNorm + NEOX RoPE computed
+/// here, at two tokens with different device-held positions.
+fn qk_norm_rope_matches_reference(device: Device) {
+    use burn::tensor::{Int, Tensor, TensorData};
+    let (tokens, heads, first, d, positions) = (2usize, 5usize, 3usize, 8usize, 4usize);
+    let x: Vec<f32> = (0..tokens * heads * d).map(|i| ((i * 29) % 23) as f32 * 0.1 - 1.1).collect();
+    let gq: Vec<f32> = (0..d).map(|j| 0.5 + j as f32 * 0.1).collect();
+    let gk: Vec<f32> = (0..d).map(|j| 1.5 - j as f32 * 0.05).collect();
+    let half = d / 2;
+    let angle = |p: usize, j: usize| p as f64 * 10000f64.powf(-(2.0 * j as f64) / d as f64);
+    let cos: Vec<f32> = (0..positions * half).map(|i| angle(i / half, i % half).cos() as f32).collect();
+    let sin: Vec<f32> = (0..positions * half).map(|i| angle(i / half, i % half).sin() as f32).collect();
+    let pos = [3usize, 1];
+    let eps = 1e-6;
+    let mut want = vec![0f32; x.len()];
+    for t in 0..tokens {
+        for h in 0..heads {
+            let row = &x[(t * heads + h) * d..][..d];
+            let g = if h < first { &gq } else { &gk };
+            let inv = 1.0 / (row.iter().map(|v| *v as f64 * *v as f64).sum::<f64>() / d as f64 + eps).sqrt();
+            let n: Vec<f64> = row.iter().zip(g).map(|(v, g)| *v as f64 * inv * *g as f64).collect();
+            for j in 0..half {
+                let (c, s) = (angle(pos[t], j).cos(), angle(pos[t], j).sin());
+                want[(t * heads + h) * d + j] = (n[j] * c - n[j + half] * s) as f32;
+                want[(t * heads + h) * d + j + half] = (n[j + half] * c + n[j] * s) as f32;
+            }
+        }
+    }
+    let got = burn_quant::ops::qk_norm_rope(
+        Tensor::<4>::from_data(TensorData::new(x, [1, tokens, heads, d]), &device),
+        Tensor::<1>::from_data(TensorData::new(gq, [d]), &device),
+        Tensor::<1>::from_data(TensorData::new(gk, [d]), &device),
+        first,
+        Tensor::<2>::from_data(TensorData::new(cos, [positions, half]), &device),
+        Tensor::<2>::from_data(TensorData::new(sin, [positions, half]), &device),
+        Tensor::<1, Int>::from_data(TensorData::new(pos.iter().map(|&p| p as i64).collect::<Vec<_>>(), [tokens]), &device),
+        eps,
+    );
+    let got = got.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    let e = common::rel_err(&got, &want);
+    assert!(e <= 1e-5, "relative error {e:e}");
+}
+
 backend_tests!(
+    qk_norm_rope_matches_reference,
     logits_match_llamacpp,
     logits_match_f32_dequant_reference,
     greedy_tokens_match,
