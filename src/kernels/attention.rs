@@ -24,7 +24,7 @@ pub const THREADS: u32 = 256;
 
 /// Whether [`attention_decode`] takes rows of `d` values: `d / 4` must divide [`THREADS`].
 pub fn supports(d: usize) -> bool {
-    d % 4 == 0 && d > 0 && (THREADS as usize).is_multiple_of(d / 4)
+    d.is_multiple_of(4) && d > 0 && (THREADS as usize).is_multiple_of(d / 4)
 }
 
 /// `q [rows, d]` with rows `(b·kv_heads)·g + i`; `k`, `v` `[b·kv_heads, cap, d]` read as 16-byte

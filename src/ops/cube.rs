@@ -221,7 +221,7 @@ fn mma_decode(t: &CubeTensor, m: usize) -> bool {
 /// group size for int4 groups of a multiple of 64 weights; `None` for every other part (or one
 /// not on a word boundary).
 fn mma_group(p: &QuantPart) -> Option<u32> {
-    if p.byte_offset % 4 != 0 {
+    if !p.byte_offset.is_multiple_of(4) {
         return None;
     }
     match p.kind {
@@ -258,7 +258,7 @@ fn mma_input(x: &CubeTensor, m: usize, k: usize) -> (CubeTensor, CubeTensor, Cub
 /// [`matvec::MAX_M`] always, up to [`MMA_MAX_M`] where every part runs on the tensor cores.
 fn decode_takes(x: &CubeTensor, layout: &QuantLayout, m: usize) -> bool {
     m <= matvec::MAX_M as usize
-        || (m <= MMA_MAX_M && layout.in_features % 32 == 0 && mma_decode(x, m) && layout.merged_parts().iter().all(|p| mma_group(p).is_some()))
+        || (m <= MMA_MAX_M && layout.in_features.is_multiple_of(32) && mma_decode(x, m) && layout.merged_parts().iter().all(|p| mma_group(p).is_some()))
 }
 
 /// The residual a decode launch adds to its output (`add`), or a one-value stand-in when there
@@ -299,7 +299,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
     let words = layout.total_words();
     let parts = layout.merged_parts();
     // Parts the tensor-core kernel can take; its input is prepared once for all of them.
-    let mma = (k % 32 == 0 && mma_decode(&x, m) && parts.iter().any(|p| mma_group(p).is_some())).then(|| mma_input(&x, m, k));
+    let mma = (k.is_multiple_of(32) && mma_decode(&x, m) && parts.iter().any(|p| mma_group(p).is_some())).then(|| mma_input(&x, m, k));
     let mut col0 = 0;
     for part in &parts {
         let (rows, at) = (part.rows as u32, part.byte_offset);
