@@ -30,23 +30,22 @@ pub fn cube_reduce(v: f32, #[comptime] max: bool, #[comptime] threads: u32) -> f
     s
 }
 
-/// The sum of `v` over the cube's [`THREADS`] threads, returned to every thread.
+/// `1 / √(mean(x[base .. base + n]²) + eps)` over the cube of `threads` threads, each taking
+/// `width` consecutive values per step.
 #[cube]
-pub fn cube_sum(v: f32) -> f32 {
-    cube_reduce(v, false, THREADS)
-}
-
-/// `1 / √(mean(x[base .. base + n]²) + eps)` over the cube.
-#[cube]
-fn inv_rms(x: &[f32], base: u32, n: u32, eps: f32) -> f32 {
+fn inv_rms(x: &[f32], base: u32, n: u32, eps: f32, #[comptime] threads: u32, #[comptime] width: u32) -> f32 {
     let mut s = 0.0f32;
-    let mut i = UNIT_POS;
+    let mut i = UNIT_POS * width;
     while i < n {
-        let v = x[(base + i) as usize];
-        s += v * v;
-        i += THREADS;
+        #[unroll]
+        for e in 0..width {
+            let j = u32::min(i + e, n - 1);
+            let v = select(i + e < n, x[(base + j) as usize], 0.0f32);
+            s += v * v;
+        }
+        i += threads * width;
     }
-    let total = cube_sum(s);
+    let total = cube_reduce(s, false, threads);
     1.0f32 / f32::sqrt(total / f32::cast_from(n) + eps)
 }
 
@@ -60,19 +59,7 @@ pub const RMS_THREADS: u32 = 256;
 #[cube(launch_unchecked)]
 pub fn rms_norm(x: &[f32], gamma: &[f32], y: &mut [f32], n: u32, eps: f32) {
     let base = CUBE_POS as u32 * n;
-    let mut s = 0.0f32;
-    let mut i = UNIT_POS * 4;
-    while i < n {
-        #[unroll]
-        for e in 0..4u32 {
-            let j = u32::min(i + e, n - 1);
-            let v = select(i + e < n, x[(base + j) as usize], 0.0f32);
-            s += v * v;
-        }
-        i += RMS_THREADS * 4;
-    }
-    let total = cube_reduce(s, false, RMS_THREADS);
-    let inv = 1.0f32 / f32::sqrt(total / f32::cast_from(n) + eps);
+    let inv = inv_rms(x, base, n, eps, RMS_THREADS, 4u32);
     let mut i = UNIT_POS * 4;
     while i < n {
         #[unroll]
@@ -107,7 +94,7 @@ pub fn norm_rope(
     let row = CUBE_POS as u32;
     let base = row * d;
     let half = d / 2;
-    let inv = inv_rms(x, base, d, eps);
+    let inv = inv_rms(x, base, d, eps, THREADS, 1u32);
     let p = pos[(row / heads) as usize];
     let one = row % heads < first;
     let mut j = UNIT_POS;

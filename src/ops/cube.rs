@@ -204,7 +204,6 @@ const MMA_MAX_M: usize = 16;
 /// (2..=[`MMA_MAX_M`] rows), `1` (also one row: at one row the SIMT kernels are faster on the
 /// H100, see BENCHMARKS.md) or `0` (never, for comparisons).
 fn mma_decode(t: &CubeTensor, m: usize) -> bool {
-    use cubecl::ir::{ElemType, FloatKind, features::MmaConfig};
     static MODE: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
     let mode = *MODE.get_or_init(|| std::env::var("BURN_QUANT_MMA_DECODE").ok().map(|v| v == "1"));
     let want = match mode {
@@ -212,9 +211,15 @@ fn mma_decode(t: &CubeTensor, m: usize) -> bool {
         Some(false) => false,
         None => (2..=MMA_MAX_M).contains(&m),
     };
+    want && t.client.properties().features.matmul.mma.contains(&f16_f32_config(16, 8, 16))
+}
+
+/// The f16 · f16 → f32 matrix-instruction shape `m × n × k`, to look up in the device's features.
+fn f16_f32_config(m: u32, n: u32, k: u32) -> cubecl::ir::features::MmaConfig {
+    use cubecl::ir::{ElemType, FloatKind};
     let f16 = ElemType::Float(FloatKind::F16);
     let f32 = ElemType::Float(FloatKind::F32);
-    want && t.client.properties().features.matmul.mma.contains(&MmaConfig { a_type: f16, b_type: f16, cd_type: f32, m: 16, n: 8, k: 16 })
+    cubecl::ir::features::MmaConfig { a_type: f16, b_type: f16, cd_type: f32, m, n, k }
 }
 
 /// The tensor-core decode kernel's layout argument for a part it can take: 0 for Q4_K, the
@@ -414,10 +419,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
 /// Whether the device has the 16×16×16 f16·f16→f32 matrix instruction the
 /// [`tiled_mma`] prefill kernel uses.
 fn has_f16_mma(t: &CubeTensor) -> bool {
-    use cubecl::ir::{ElemType, FloatKind, features::MmaConfig};
-    let f16 = ElemType::Float(FloatKind::F16);
-    let f32 = ElemType::Float(FloatKind::F32);
-    t.client.properties().features.matmul.cmma.contains(&MmaConfig { a_type: f16, b_type: f16, cd_type: f32, m: 16, n: 16, k: 16 })
+    t.client.properties().features.matmul.cmma.contains(&f16_f32_config(16, 16, 16))
 }
 
 /// How many slices to split a reduction of `k` into, for `tiles` output tiles, so that about
