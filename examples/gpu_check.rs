@@ -144,6 +144,24 @@ fn gguf_blocks(device: &Device, rep: &mut Report) -> Result<()> {
             }
         }
     }
+    // Q6_K rows of a multiple of 1024 are stored regrouped (Q6_Kx4): ggml's blocks from the
+    // fixture as 15 rows of 2048 (bit-exact decode, the three paths against a float64 product of
+    // ggml's decode), and a weight of 4,099 × 2048 for the widest one-row launch and the decode
+    // kernel at 5 and 8 token rows.
+    {
+        let (rows, k) = (15usize, 2048usize);
+        let bytes = &g.tensor_data("w.q6_K")?[..rows * 4 * GgmlType::Q6_K.row_bytes(512)?];
+        let (dq, _) = r.f32("w.q6_K.dequant")?;
+        let (x3, _) = r.f32("x.m17")?;
+        let x: Vec<f32> = x3.chunks_exact(512).flat_map(|row| (0..4).flat_map(move |c| row.iter().map(move |v| v * (1.0 + c as f32 / 4.0)))).collect();
+        check_q6kx4(device, rep, bytes, &dq[..rows * k], rows, k, &x, &[1, 3, 17])?;
+        let (rows, k) = (4_099usize, 2048usize);
+        let src: Vec<f32> = (0..rows * k).map(|i| ((i.wrapping_mul(2_654_435_761) >> 7) % 2001) as f32 / 1000.0 - 1.0).collect();
+        let bytes = burn_quant::format::quantize::quantize(GgmlType::Q6_K, &src)?;
+        let w = burn_quant::format::dequantize(GgmlType::Q6_K, &bytes, rows, k)?;
+        let x: Vec<f32> = (0..8 * k).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+        check_q6kx4(device, rep, &bytes, &w, rows, k, &x, &[1, 5, 8])?;
+    }
     // Leading dims, and the input gradient under Autodiff (g · W against the f64 product with
     // ggml's dequantized weight).
     let info = g.tensor("w.q4_K")?;
@@ -164,6 +182,29 @@ fn gguf_blocks(device: &Device, rep: &mut Report) -> Result<()> {
     let want: Vec<f32> = (0..3).flat_map(|_| col.clone()).collect();
     let e = rel_err(&dx, &want);
     rep.check("q4_K input gradient under Autodiff".into(), e <= 1e-5, format!("rel. error {e:.2e}"));
+    Ok(())
+}
+
+/// A Q6_K weight (`bytes`, `rows × k`, `k` a multiple of 1024) through a layer, which stores it
+/// as Q6_Kx4: its decode on the device against `w` (ggml's decode, bit for bit) and its products
+/// with the first `m` rows of `x` against float64 (1e-5; 2e-3 where CUDA's prefill takes f16).
+#[allow(clippy::too_many_arguments)]
+fn check_q6kx4(device: &Device, rep: &mut Report, bytes: &[u8], w: &[f32], rows: usize, k: usize, x: &[f32], ms: &[usize]) -> Result<()> {
+    let layer = QuantLinear::from_gguf_bytes(GgmlType::Q6_K, bytes, rows, k, device)?;
+    let stored = layer.layout().parts[0].kind;
+    let got = host(layer.dequantize())?;
+    let bad = got.iter().zip(w).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    rep.check(format!("Q6_K as {stored} {rows}×{k} decode bit-exact"), stored == GgmlType::Q6_Kx4 && bad == 0 && got.len() == w.len(), format!("{bad} values differ"));
+    for &m in ms {
+        let xm = &x[..m * k];
+        let want: Vec<f32> = xm
+            .chunks_exact(k)
+            .flat_map(|xr| w.chunks_exact(k).map(move |r| r.iter().zip(xr).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() as f32))
+            .collect();
+        let e = rel_err(&host(layer.forward(Tensor::<2>::from_data(TensorData::new(xm.to_vec(), [m, k]), device)))?, &want);
+        let bound = if m > 16 && backend_is_cuda(device) { 2e-3 } else { 1e-5 };
+        rep.check(format!("Q6_K as {stored} {rows}×{k} m={m}, ≤ {bound:.0e}"), e <= bound, format!("rel. error {e:.2e}"));
+    }
     Ok(())
 }
 

@@ -127,4 +127,36 @@ fn odd_row_counts(device: Device) {
     }
 }
 
-backend_tests!(forward_matches_float64_reference, forward_keeps_leading_dims, device_decode_is_bit_exact, odd_row_counts);
+/// ggml's Q6_K blocks as rows of 2048 (four fixture rows each: the same bytes, since rows are
+/// contiguous runs of blocks), which a layer stores regrouped as Q6_Kx4: the decode on the device
+/// is bit-exact with ggml's, and products at one, three and 17 token rows (each path: one row's
+/// registers, the decode kernel's decoded weights, prefill) match a float64 product of that
+/// decode, on 15 rows (not a multiple of any kernel's row group) and two groups per row.
+fn regrouped_q6k_matches_ggml(device: Device) {
+    let (g, r) = blocks();
+    let (rows, cols) = (15usize, 2048usize);
+    let bytes = &g.tensor_data("w.q6_K").unwrap()[..rows * 4 * GgmlType::Q6_K.row_bytes(512).unwrap()];
+    let layer = QuantLinear::from_gguf_bytes(GgmlType::Q6_K, bytes, rows, cols, &device).unwrap();
+    assert_eq!(layer.layout().parts[0].kind, GgmlType::Q6_Kx4);
+    let (dequant, _) = r.f32("w.q6_K.dequant");
+    let want = &dequant[..rows * cols];
+    let got = layer.dequantize().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    let bad = got.iter().zip(want).position(|(a, b)| a.to_bits() != b.to_bits());
+    assert!(bad.is_none(), "first differing value at {bad:?}: {} vs {}", got[bad.unwrap()], want[bad.unwrap()]);
+    for m in [1usize, 3, 17] {
+        // Four copies of the fixture's input, each scaled differently, as one row of 2048.
+        let (x, _) = r.f32(&format!("x.m{m}"));
+        let x: Vec<f32> = x.chunks_exact(512).flat_map(|row| (0..4).flat_map(move |c| row.iter().map(move |v| v * (1.0 + c as f32 / 4.0)))).collect();
+        let y_ref: Vec<f32> = (0..m)
+            .flat_map(|t| {
+                let xt = &x[t * cols..(t + 1) * cols];
+                (0..rows).map(move |j| want[j * cols..(j + 1) * cols].iter().zip(xt).map(|(w, v)| *w as f64 * *v as f64).sum::<f64>() as f32)
+            })
+            .collect();
+        let y = layer.forward(Tensor::<2>::from_data(TensorData::new(x, [m, cols]), &device));
+        let e = rel_err(&y.into_data().convert::<f32>().try_to_vec::<f32>().unwrap(), &y_ref);
+        assert!(e <= 1e-5, "m={m}: relative error {e:e}");
+    }
+}
+
+backend_tests!(forward_matches_float64_reference, forward_keeps_leading_dims, device_decode_is_bit_exact, odd_row_counts, regrouped_q6k_matches_ggml);

@@ -282,6 +282,14 @@ impl BlockFormat for BlockQ5K {
     }
 }
 
+impl BlockQ6K {
+    /// This block's fields.
+    #[inline(always)]
+    pub fn fields(&self) -> Q6KFields<'_> {
+        Q6KFields { ql: &self.ql, qh: &self.qh, scales: &self.scales, d: self.d }
+    }
+}
+
 impl BlockFormat for BlockQ6K {
     const TYPE: GgmlType = GgmlType::Q6_K;
     const ELEMS: usize = QK_K;
@@ -291,6 +299,32 @@ impl BlockFormat for BlockQ6K {
     }
     #[inline(always)]
     fn decode(&self, out: &mut [f32]) {
+        self.fields().decode(out);
+    }
+    #[inline(always)]
+    fn dot_acc(&self, x: &[f32], acc: &mut [f32; LANES]) {
+        self.fields().dot_acc(x, acc);
+    }
+}
+
+/// The fields of one Q6_K block, wherever they are stored (a [`BlockQ6K`], or one of the four
+/// blocks of a [`BlockQ6Kx4`]): the one place ggml's Q6_K formula is written.
+#[derive(Clone, Copy, Debug)]
+pub struct Q6KFields<'a> {
+    /// Low 4 bits.
+    pub ql: &'a [u8; QK_K / 2],
+    /// High 2 bits.
+    pub qh: &'a [u8; QK_K / 4],
+    /// Signed 8-bit sub-block scales.
+    pub scales: &'a [i8; QK_K / 16],
+    /// Super-scale (f16).
+    pub d: [u8; 2],
+}
+
+impl Q6KFields<'_> {
+    /// Decodes the block into `out[..256]` (ggml's `dequantize_row_q6_K`, bit-exact).
+    #[inline(always)]
+    pub fn decode(self, out: &mut [f32]) {
         let d = f16_le(self.d);
         for n in 0..2 {
             let ql = &self.ql[64 * n..64 * n + 64];
@@ -311,8 +345,9 @@ impl BlockFormat for BlockQ6K {
         }
     }
 
+    /// [`BlockFormat::dot_acc`] of the block against `x[..256]`.
     #[inline(always)]
-    fn dot_acc(&self, x: &[f32], acc: &mut [f32; LANES]) {
+    pub fn dot_acc(self, x: &[f32], acc: &mut [f32; LANES]) {
         // Sub-blocks are 16 wide, so each lane group has one scale: Σ_s d·sc_s · Σ (q−32)·x.
         // The four 32-weight quarters are summed as a tree before touching `acc`.
         let d = f16_le(self.d);
@@ -342,4 +377,76 @@ impl BlockFormat for BlockQ6K {
             acc[i] += (r[0][i] + r[1][i]) + (r[2][i] + r[3][i]);
         }
     }
+}
+
+/// Four consecutive Q6_K blocks of a row (1024 weights, the same 840 bytes) with each field of
+/// the four stored side by side: `ql` of blocks 0..4, then `qh`, `scales` and `d`. burn-quant's
+/// own layout (never in a GGUF file), into which Q6_K rows of a multiple of 1024 weights are
+/// regrouped at load ([`GgmlType::stored_form`]): every field then sits on an 8-byte boundary
+/// (a 210-byte Q6_K block is only 2-byte aligned), so the GPU kernels read it in whole 8-byte
+/// words. Decoding is ggml's Q6_K, bit for bit.
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct BlockQ6Kx4 {
+    /// `ql` of each block.
+    pub ql: [[u8; QK_K / 2]; 4],
+    /// `qh` of each block.
+    pub qh: [[u8; QK_K / 4]; 4],
+    /// `scales` of each block.
+    pub scales: [[i8; QK_K / 16]; 4],
+    /// `d` of each block.
+    pub d: [[u8; 2]; 4],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ6Kx4>() == 4 * std::mem::size_of::<BlockQ6K>(), "wrong q6_Kx4 block size/padding");
+
+impl BlockQ6Kx4 {
+    /// The fields of block `i` (0..4).
+    #[inline(always)]
+    pub fn fields(&self, i: usize) -> Q6KFields<'_> {
+        Q6KFields { ql: &self.ql[i], qh: &self.qh[i], scales: &self.scales[i], d: self.d[i] }
+    }
+
+    /// The four blocks `b`, regrouped.
+    pub fn from_blocks(b: &[BlockQ6K; 4]) -> Self {
+        Self {
+            ql: std::array::from_fn(|i| b[i].ql),
+            qh: std::array::from_fn(|i| b[i].qh),
+            scales: std::array::from_fn(|i| b[i].scales),
+            d: std::array::from_fn(|i| b[i].d),
+        }
+    }
+}
+
+impl BlockFormat for BlockQ6Kx4 {
+    const TYPE: GgmlType = GgmlType::Q6_Kx4;
+    const ELEMS: usize = 4 * QK_K;
+    #[inline]
+    fn is_finite(&self) -> bool {
+        self.d.iter().all(|&d| finite_f16(d))
+    }
+    #[inline(always)]
+    fn decode(&self, out: &mut [f32]) {
+        for i in 0..4 {
+            self.fields(i).decode(&mut out[QK_K * i..QK_K * (i + 1)]);
+        }
+    }
+    #[inline(always)]
+    fn dot_acc(&self, x: &[f32], acc: &mut [f32; LANES]) {
+        for i in 0..4 {
+            self.fields(i).dot_acc(&x[QK_K * i..QK_K * (i + 1)], acc);
+        }
+    }
+}
+
+/// Regroups Q6_K `bytes` (whole runs of 4 blocks) in place into [`BlockQ6Kx4`]s.
+pub fn regroup_q6k(bytes: &mut [u8]) -> crate::error::Result<()> {
+    let n = std::mem::size_of::<BlockQ6Kx4>();
+    if !bytes.len().is_multiple_of(n) {
+        return Err(crate::error::Error::ByteLength { what: "Q6_K blocks in runs of 4".into(), expected: bytes.len() / n * n, got: bytes.len() });
+    }
+    for chunk in bytes.chunks_exact_mut(n) {
+        let blocks: [BlockQ6K; 4] = bytemuck::pod_read_unaligned(chunk);
+        chunk.copy_from_slice(bytemuck::bytes_of(&BlockQ6Kx4::from_blocks(&blocks)));
+    }
+    Ok(())
 }

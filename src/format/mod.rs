@@ -17,7 +17,7 @@ pub mod quantize;
 
 pub use floats::{BlockBF16, BlockF16, BlockF32};
 pub use int4::{BlockI4_32, BlockI4_64, BlockI4_128, Int4Matrix};
-pub use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K, scale_min_k4, scales_mins_k4};
+pub use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ6Kx4, Q6KFields, QK_K, regroup_q6k, scale_min_k4, scales_mins_k4};
 pub use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, QK4_0, QK8_0};
 
 use crate::error::{Error, Result};
@@ -97,6 +97,8 @@ pub enum GgmlType {
     I4_64 = INTERNAL | 64,
     /// burn-quant's 4-bit groups of 128 (GPTQ/AWQ repacked; never in a GGUF file).
     I4_128 = INTERNAL | 128,
+    /// burn-quant's Q6_K with four blocks' fields side by side ([`BlockQ6Kx4`]; never in a GGUF file).
+    Q6_Kx4 = INTERNAL | 0x1000 | 14,
 }
 
 /// Ids at or above this are burn-quant's own layouts, which a GGUF file cannot name.
@@ -139,6 +141,7 @@ const TYPES: &[(GgmlType, &str, usize, usize)] = &[
     (GgmlType::I4_32, "I4_32", 32, 20),
     (GgmlType::I4_64, "I4_64", 64, 36),
     (GgmlType::I4_128, "I4_128", 128, 68),
+    (GgmlType::Q6_Kx4, "Q6_Kx4", 1024, 840),
 ];
 
 impl GgmlType {
@@ -160,6 +163,18 @@ impl GgmlType {
     /// Whether this is one of burn-quant's own layouts (not a ggml type).
     pub fn is_internal(self) -> bool {
         self as u32 >= INTERNAL
+    }
+
+    /// The group size of burn-quant's int4 layouts (`I4_<G>`), `None` for every other type.
+    pub fn int4_group(self) -> Option<usize> {
+        matches!(self, GgmlType::I4_32 | GgmlType::I4_64 | GgmlType::I4_128).then(|| self.block_elems())
+    }
+
+    /// The type rows of `cols` elements of `self` are stored in on every backend: Q6_K rows of a
+    /// multiple of 1024 are regrouped into [`GgmlType::Q6_Kx4`] (same bytes, aligned fields for
+    /// the GPU kernels; see [`regroup`]); every other type is stored as it comes.
+    pub fn stored_form(self, cols: usize) -> GgmlType {
+        if self == GgmlType::Q6_K && cols.is_multiple_of(GgmlType::Q6_Kx4.block_elems()) { GgmlType::Q6_Kx4 } else { self }
     }
 
     /// The type for a name such as `"Q4_K"` (case-insensitive).
@@ -239,6 +254,7 @@ impl GgmlType {
             GgmlType::I4_32 => visitor.visit::<BlockI4_32>(),
             GgmlType::I4_64 => visitor.visit::<BlockI4_64>(),
             GgmlType::I4_128 => visitor.visit::<BlockI4_128>(),
+            GgmlType::Q6_Kx4 => visitor.visit::<BlockQ6Kx4>(),
             other => return Err(Error::UnsupportedType(other)),
         })
     }
@@ -339,6 +355,16 @@ pub fn dequantize(kind: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Res
     Ok(out)
 }
 
+/// Rewrites `bytes` of type `from` in place into its [`stored_form`](GgmlType::stored_form)
+/// `to` (a no-op when they are the same type).
+pub fn regroup(from: GgmlType, to: GgmlType, bytes: &mut [u8]) -> Result<()> {
+    match (from, to) {
+        (a, b) if a == b => Ok(()),
+        (GgmlType::Q6_K, GgmlType::Q6_Kx4) => regroup_q6k(bytes),
+        _ => Err(Error::Invalid(format!("no regrouping of {from} into {to}"))),
+    }
+}
+
 /// Whether a little-endian IEEE half is finite.
 #[inline(always)]
 pub fn finite_f16(b: [u8; 2]) -> bool {
@@ -402,7 +428,7 @@ mod tests {
                 supported += 1;
             }
         }
-        assert_eq!(supported, 16);
+        assert_eq!(supported, 17);
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub mod kind {
     pub const I4_64: u32 = (1 << 16) | 64;
     /// burn-quant int4, groups of 128.
     pub const I4_128: u32 = (1 << 16) | 128;
+    /// burn-quant Q6_K, four blocks' fields side by side (`format::BlockQ6Kx4`).
+    pub const Q6_KX4: u32 = (1 << 16) | 0x1000 | 14;
 }
 
 /// Byte `b` of the word buffer.
@@ -136,6 +138,7 @@ pub fn block_bytes(k: u32) -> u32 {
         kind::Q4_K => 144,
         kind::Q5_K => 176,
         kind::Q6_K => 210,
+        kind::Q6_KX4 => 840,
         kind::I4_32 => 20,
         kind::I4_64 => 36,
         _ => 68,
@@ -149,8 +152,24 @@ pub fn block_elems(k: u32) -> u32 {
         kind::Q2_K | kind::Q3_K | kind::Q4_K | kind::Q5_K | kind::Q6_K => 256,
         kind::I4_64 => 64,
         kind::I4_128 => 128,
+        kind::Q6_KX4 => 1024,
         _ => 32,
     }
+}
+
+/// Element `i` (0..256) of the Q6_K block whose `ql`, `qh`, `scales` and `d` start at bytes
+/// `ql`, `qh`, `sc` and `d` (ggml's formula).
+#[cube]
+fn q6k_elem(w: &[u32], ql: u32, qh: u32, sc: u32, d: u32, i: u32) -> f32 {
+    let n = i / 128;
+    let r = i % 128;
+    let quarter = r / 32;
+    let l = r % 32;
+    let qlb = byte(w, ql + 64 * n + l + 32 * (quarter % 2));
+    let qhb = byte(w, qh + 32 * n + l);
+    let q = ((qlb >> (4 * (quarter / 2))) & 0x0F) | (((qhb >> (2 * quarter)) & 3) << 4);
+    let s = i8_of(byte(w, sc + 8 * n + l / 16 + 2 * quarter));
+    f16_at(w, d) * f32::cast_from(s) * f32::cast_from(i32::cast_from(q) - 32)
 }
 
 /// Element `i` of the block of format `k` starting at byte `blk`.
@@ -222,15 +241,11 @@ pub fn elem(w: &[u32], blk: u32, i: u32, #[comptime] k: u32) -> f32 {
         }
         out = d1 * f32::cast_from(q) - m1;
     } else if comptime!(k == kind::Q6_K) {
-        let n = i / 128;
-        let r = i % 128;
-        let quarter = r / 32;
-        let l = r % 32;
-        let qlb = byte(w, blk + 64 * n + l + 32 * (quarter % 2));
-        let qhb = byte(w, blk + 128 + 32 * n + l);
-        let q = ((qlb >> (4 * (quarter / 2))) & 0x0F) | (((qhb >> (2 * quarter)) & 3) << 4);
-        let sc = i8_of(byte(w, blk + 192 + 8 * n + l / 16 + 2 * quarter));
-        out = f16_at(w, blk + 208) * f32::cast_from(sc) * f32::cast_from(i32::cast_from(q) - 32);
+        out = q6k_elem(w, blk, blk + 128, blk + 192, blk + 208, i);
+    } else if comptime!(k == kind::Q6_KX4) {
+        // Block `i / 256` of the four: its `ql`, `qh`, `scales`, `d` in the four fields' runs.
+        let s = i / 256;
+        out = q6k_elem(w, blk + 128 * s, blk + 512 + 64 * s, blk + 768 + 16 * s, blk + 832 + 2 * s, i % 256);
     } else {
         // burn-quant int4: d f16 @0, zero u8 @2, codes @4 (weight j low, j + G/2 high nibble).
         let g = comptime!(k & 0xFFFF);

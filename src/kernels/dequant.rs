@@ -9,6 +9,7 @@ use super::decode::elem;
 use super::matvec_i4::decode_unit_i4;
 use super::matvec_q4k::decode_unit;
 use super::matvec_q6k::decode_unit as decode_unit_q6k;
+use super::matvec_q6kx4::{GROUP_WORDS, decode_lane};
 
 /// `out[t, c] = W[ids[t], c]` for the part starting at byte `off` whose first global row is
 /// `first`; ids outside `first..first + rows` are skipped (another part writes them).
@@ -142,5 +143,29 @@ pub fn dequant_i4_f16<N: Size>(w: &[u32], out: &mut [Vector<f16, N>], off: u32, 
     for v in 0..4u32 {
         store4(out, e + v, &wt, (8 * v) as usize);
         store4(out, e + group / 8 + v, &wt, (8 * v + 4) as usize);
+    }
+}
+
+/// [`dequant_f16`] for Q6_Kx4, one thread per 32 weights (lane `u` of block `i` of a group, as
+/// in [`super::matvec_q6kx4`]): `w` in 8-byte vectors from word `off8`, `out` (`[n, k]`) in
+/// 4-wide f16 vectors.
+#[cube(launch_unchecked)]
+pub fn dequant_q6kx4_f16<N: Size, W: Size>(w: &[Vector<u32, W>], out: &mut [Vector<f16, N>], off8: u32, row0: u32, rows: u32, k: u32) {
+    let pos = ABSOLUTE_POS as u32;
+    if pos >= rows * (k / 1024) * 32 {
+        terminate!();
+    }
+    let (i, u) = ((pos % 32) / 8, pos % 8);
+    // Group `g` counts over all rows of the part: row `g / groups`, columns from `1024 (g % groups)`.
+    let g = pos / 32;
+    let mut wt = Array::<f32>::new(32usize);
+    decode_lane(w, off8 + g * GROUP_WORDS, i, u, &mut wt, 0usize, false);
+    let e = (row0 * k + g * 1024 + 256 * i + 128 * (u / 4) + 8 * (u % 4)) / 4;
+    #[unroll]
+    for s in 0..4u32 {
+        #[unroll]
+        for h in 0..2u32 {
+            store4(out, e + 8 * s + h, &wt, (4 * (4 * h + s)) as usize);
+        }
     }
 }

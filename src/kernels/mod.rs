@@ -5,10 +5,10 @@
 //!   `crate::format`, bit-exact with ggml's reference decode).
 //! - [`dequant`]: weight rows picked by id → f32 (the embedding lookup).
 //! - [`matvec`]: the generic decode path (1–8 token rows): one pass over the weight for all token
-//!   rows at once; [`matvec_q4k`] and [`matvec_q6k`] are the vectorised kernels of the two types
-//!   every Q4_K_M file is made of, [`matvec_q80`] Q8_0's, [`matvec_i4`] that of the GPTQ/AWQ int4
-//!   groups; [`reduce`]
-//!   ends them. [`matvec_mma`] is the opt-in tensor-core Q4_K kernel for one token row.
+//!   rows at once; [`matvec_q4k`] and [`matvec_q6kx4`] are the vectorised kernels of the two types
+//!   every Q4_K_M file is made of (Q6_K as regrouped at load; [`matvec_q6k`] reads the plain
+//!   blocks), [`matvec_q80`] Q8_0's, [`matvec_i4`] that of the GPTQ/AWQ int4 groups; [`reduce`]
+//!   ends them. [`matvec_mma`] is the tensor-core Q4_K / int4 kernel for 2..16 token rows.
 //! - [`tiled`]: the prefill path and the input gradient, weight tiles decoded into shared memory.
 //! - [`tiled_mma`]: the prefill path on matrix units (f16 tiles, f32 accumulation).
 //! - [`norm`] and [`attention`]: the fused ops of a decode step (RMSNorm, q/k norm + RoPE, one
@@ -25,6 +25,7 @@ pub mod matvec_i4;
 pub mod matvec_mma;
 pub mod matvec_q4k;
 pub mod matvec_q6k;
+pub mod matvec_q6kx4;
 pub mod matvec_q80;
 pub mod norm;
 pub mod reduce;

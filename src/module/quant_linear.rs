@@ -15,13 +15,20 @@ fn named(name: &impl Fn(usize) -> Option<String>, i: usize, e: Error) -> Error {
     }
 }
 
+/// `parts` with each type replaced by the form it is stored in ([`GgmlType::stored_form`]).
+fn stored(parts: &[(GgmlType, usize)], in_features: usize) -> Vec<(GgmlType, usize)> {
+    parts.iter().map(|&(k, r)| (k.stored_form(in_features), r)).collect()
+}
+
 /// Describes a [`QuantLinear`] without its data, like Burn's `LinearConfig`: `init` builds one
 /// with zeroed blocks, ready for `load_record` / `load_file`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QuantLinearConfig {
     /// Input features.
     pub in_features: usize,
-    /// Row parts `(type, rows)` stacked along the output dimension.
+    /// Row parts `(type, rows)` stacked along the output dimension, in the types a file names
+    /// (Q6_K, not its stored form: `init` and the constructors regroup alike, so a record saved
+    /// from a layer built from a file loads into the skeleton built from the same types).
     pub parts: Vec<(GgmlType, usize)>,
     /// Whether the layer has a bias.
     pub bias: bool,
@@ -43,7 +50,7 @@ impl QuantLinearConfig {
 
     /// Builds the layer with zeroed weight blocks (and bias) on `device`.
     pub fn init(&self, device: &Device) -> Result<QuantLinear> {
-        let layout = QuantLayout::new(self.in_features, &self.parts)?;
+        let layout = QuantLayout::new(self.in_features, &stored(&self.parts, self.in_features))?;
         let words = vec![0u32; layout.total_words()];
         let bias = self.bias.then(|| vec![0f32; layout.out_features()]);
         let mut layer = QuantLinear::from_words(words, layout, bias, device);
@@ -55,6 +62,11 @@ impl QuantLinearConfig {
 }
 
 /// A linear layer `y = x · Wᵀ + b` whose weight `W[out, in]` is held as GGUF blocks on the device.
+///
+/// The blocks are kept as the file stores them, except Q6_K rows of a multiple of 1024 weights,
+/// which are regrouped at load into [`GgmlType::Q6_Kx4`] (the same bytes, four blocks' fields
+/// side by side, so GPU kernels read them with aligned 8-byte loads); [`layout`](Self::layout)
+/// names the stored types.
 ///
 /// It is a Burn [`Module`] with no backend generic (the device picks the backend): it can be a
 /// field of any `#[derive(Module)]` struct, moves with `to_device`, and saves and loads with
@@ -123,17 +135,18 @@ impl QuantLinear {
         for (i, &part) in spec.iter().enumerate() {
             QuantLayout::new(in_features, &[part]).map_err(|e| named(&name, i, e))?;
         }
-        let layout = QuantLayout::new(in_features, spec)?;
+        let layout = QuantLayout::new(in_features, &stored(spec, in_features))?;
         // The words are filled in place: the only copy of the weight made here is the layer's.
         let mut words = vec![0u32; layout.total_words()];
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
-        for (i, p) in layout.parts.iter().enumerate() {
+        for (i, (p, &(kind, _))) in layout.parts.iter().zip(spec).enumerate() {
             let len = p.kind.matrix_bytes(p.rows, in_features)?;
             let dst = bytes
                 .get_mut(p.byte_offset..p.byte_offset + len)
                 .ok_or_else(|| Error::Overflow("packed weight layout".into()))?;
             fill(i, dst).map_err(|e| named(&name, i, e))?;
-            crate::format::validate(p.kind, dst, in_features).map_err(|e| named(&name, i, e))?;
+            crate::format::validate(kind, dst, in_features).map_err(|e| named(&name, i, e))?;
+            crate::format::regroup(kind, p.kind, dst).map_err(|e| named(&name, i, e))?;
         }
         // The blocks are little-endian bytes; the words hold them as little-endian u32s.
         for w in &mut words {

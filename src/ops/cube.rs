@@ -16,7 +16,7 @@ use cubecl::prelude::*;
 
 use super::{QuantLayout, QuantMatmulBackend, QuantPart};
 use crate::kernels::decode::{block_bytes, block_elems};
-use crate::kernels::{dequant, matvec, matvec_i4, matvec_mma, matvec_q4k, matvec_q6k, matvec_q80, reduce, tiled, tiled_mma};
+use crate::kernels::{dequant, matvec, matvec_i4, matvec_mma, matvec_q4k, matvec_q6k, matvec_q6kx4, matvec_q80, reduce, tiled, tiled_mma};
 
 /// Cubes the prefill path aims for (about 4 per SM of a large GPU).
 const SPLIT_K_TARGET: usize = 528;
@@ -90,6 +90,21 @@ fn q6k_launch(m: usize, k: usize) -> (u32, u32) {
     }
 }
 
+/// `(rows per thread, planes per row group)` of the Q6_Kx4 decode kernel (a plane step covers
+/// 1024 columns, as Q4_K's): at one token row 4 rows per thread where that still gives
+/// [`MIN_DECODE_CUBES`] cubes, else 2 (`BURN_QUANT_Q6K_M1` overrides); 2 with more token rows.
+fn q6kx4_launch(m: usize, rows: usize, k: usize) -> (u32, u32) {
+    if m != 1 {
+        return (2, decode_split(k / 1024, 4));
+    }
+    if let Some(o) = knobs().q6k {
+        return o;
+    }
+    let split = decode_split(k / 1024, 8);
+    let cubes = rows.div_ceil((4 * reduce::PLANES / split) as usize);
+    (if cubes >= MIN_DECODE_CUBES { 4 } else { 2 }, split)
+}
+
 /// `(rows per thread, planes per row group)` of the Q8_0 decode kernel.
 fn q80_launch(m: usize, k: usize) -> (u32, u32) {
     match (m, knobs().q80) {
@@ -108,7 +123,7 @@ const MIN_DECODE_CUBES: usize = 256;
 struct LaunchKnobs {
     /// `BURN_QUANT_DECODE_M1`: the Q4_K kernel ([`q4k_launch`]).
     q4k: Option<(u32, u32)>,
-    /// `BURN_QUANT_Q6K_M1`: the Q6_K kernel ([`q6k_launch`]).
+    /// `BURN_QUANT_Q6K_M1`: the Q6_K kernels ([`q6k_launch`], [`q6kx4_launch`]).
     q6k: Option<(u32, u32)>,
     /// `BURN_QUANT_Q80_M1`: the Q8_0 kernel ([`q80_launch`]).
     q80: Option<(u32, u32)>,
@@ -169,11 +184,16 @@ fn planes_are_32(t: &CubeTensor) -> bool {
 
 /// Launches one of the vectorised decode kernels over a layout part: the grid of row groups
 /// (`r` rows per thread, `split` planes per row group), the cube of `LANES × PLANES` threads,
-/// 16-byte input loads, the weight (as `w_words` words), the input, the output and the residual
+/// 16-byte input loads (the vector sizes in `[..]` where the kernel takes more than one: the
+/// input's, then the weight's), the weight (as `w_words` vectors), the input, the output and the residual
 /// ([`Residual`]), then the kernel's own arguments; the kernels take `m, r, split, plane32, add`
 /// last.
 macro_rules! launch_decode {
     ($kernel:path, $client:expr, $part:expr, $r_split:expr, $w:expr, $w_words:expr, $x:expr, $y:expr, $res:expr,
+     ($m:expr, $k:expr, $n:expr), $plane32:expr; $($arg:expr),* $(,)?) => {
+        launch_decode!($kernel, $client, $part, $r_split, [4], $w, $w_words, $x, $y, $res, ($m, $k, $n), $plane32; $($arg),*)
+    };
+    ($kernel:path, $client:expr, $part:expr, $r_split:expr, [$($size:expr),+], $w:expr, $w_words:expr, $x:expr, $y:expr, $res:expr,
      ($m:expr, $k:expr, $n:expr), $plane32:expr; $($arg:expr),* $(,)?) => {{
         let (r, split): (u32, u32) = $r_split;
         let groups = (reduce::PLANES / split) as usize * r as usize;
@@ -181,7 +201,7 @@ macro_rules! launch_decode {
             &$client,
             grid_1d($part.rows.div_ceil(groups)),
             CubeDim::new_2d(reduce::LANES, reduce::PLANES),
-            4,
+            $($size,)+
             buffer($w, $w_words),
             buffer(&$x, $m * $k / 4),
             buffer(&$y, $m * $n),
@@ -231,8 +251,7 @@ fn mma_group(p: &QuantPart) -> Option<u32> {
     }
     match p.kind {
         crate::GgmlType::Q4_K => Some(0),
-        kind if kind.is_internal() && kind.block_elems() % 64 == 0 => Some(kind.block_elems() as u32),
-        _ => None,
+        kind => kind.int4_group().filter(|g| g % 64 == 0).map(|g| g as u32),
     }
 }
 
@@ -346,7 +365,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
                     w, words / 4, x, y, res, (m, k, n), plane32; (at / 16) as u32, rows, k as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw)
             };
             true
-        } else if part.kind.is_internal() && at % 4 == 0 {
+        } else if part.kind.int4_group().is_some() && at % 4 == 0 {
             // SAFETY: the part starts on a word boundary and its rows are whole groups of
             // `4 + G/2` bytes (a multiple of 4), so every word read is inside it; rows past
             // `rows` are clamped in the kernel; `y` is `[m, n]`, the part writes columns
@@ -365,6 +384,17 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
                 launch_decode!(matvec_q80::matvec_q80::launch_unchecked, client, part, q80_launch(m, k),
                     w, words, x, y, res, (m, k, n), plane32;
                     at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32)
+            };
+            true
+        } else if part.kind == crate::GgmlType::Q6_Kx4 && at % 8 == 0 {
+            // SAFETY: the part starts on an 8-byte boundary and its rows are whole 840-byte
+            // groups (105 words of 8 bytes), so every 8-byte read is inside it; rows past `rows`
+            // are clamped in the kernel; `y` is `[m, n]` and the part writes columns
+            // `col0..col0 + rows`.
+            unsafe {
+                launch_decode!(matvec_q6kx4::matvec_q6kx4::launch_unchecked, client, part, q6kx4_launch(m, part.rows, k), [4, 2],
+                    w, words / 2, x, y, res, (m, k, n), plane32;
+                    (at / 8) as u32, rows, k as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw)
             };
             true
         } else if part.kind == crate::GgmlType::Q6_K {
@@ -503,9 +533,10 @@ fn matmul_prefill_dequant(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout) -
         let code = kind_code(part);
         let (words, out16) = (layout.total_words(), n * k);
         let units = |per_unit: usize| calculate_cube_count_elemwise(&client, part.rows * k / per_unit, dim);
-        // SAFETY (the three specialised launches): one thread per unit of `per_unit` weights,
-        // threads past the part's units return; reads stay inside the part (Q4_K: 16-byte
-        // aligned, whole 144-byte blocks; int4: word aligned, whole groups); `w16` is `[n, k]`,
+        // SAFETY (the specialised launches): one thread per unit of `per_unit` weights, threads
+        // past the part's units return; reads stay inside the part (Q4_K: 16-byte aligned,
+        // whole 144-byte blocks; Q6_Kx4: 8-byte aligned, whole 840-byte groups; int4: word
+        // aligned, whole groups); `w16` is `[n, k]`,
         // written in 4-wide vectors at rows `row0..row0 + rows`.
         if part.kind == crate::GgmlType::Q4_K && part.byte_offset % 16 == 0 {
             unsafe {
@@ -513,6 +544,17 @@ fn matmul_prefill_dequant(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout) -
                     &client, units(32), dim, 4,
                     buffer(w, words / 4), buffer(&w16, out16 / 4),
                     (part.byte_offset / 16) as u32, row0 as u32, part.rows as u32, k as u32,
+                )
+            };
+            row0 += part.rows;
+            continue;
+        }
+        if part.kind == crate::GgmlType::Q6_Kx4 && part.byte_offset % 8 == 0 {
+            unsafe {
+                dequant::dequant_q6kx4_f16::launch_unchecked(
+                    &client, units(32), dim, 4, 2,
+                    buffer(w, words / 2), buffer(&w16, out16 / 4),
+                    (part.byte_offset / 8) as u32, row0 as u32, part.rows as u32, k as u32,
                 )
             };
             row0 += part.rows;
@@ -529,7 +571,7 @@ fn matmul_prefill_dequant(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout) -
             row0 += part.rows;
             continue;
         }
-        if part.kind.is_internal() && part.byte_offset % 4 == 0 {
+        if part.kind.int4_group().is_some() && part.byte_offset % 4 == 0 {
             unsafe {
                 dequant::dequant_i4_f16::launch_unchecked(
                     &client, units(32), dim, 4,

@@ -26,7 +26,8 @@ const CHUNK: usize = 256;
 const DECODE_ROWS_PER_TASK: usize = 16;
 /// Weight rows per panel in the prefill path.
 const PANEL_ROWS: usize = 64;
-/// Columns per decoded tile in the prefill path (64 × 2048 × 4 B = 512 KiB, fits L2).
+/// Columns per decoded tile in the prefill path (64 × 2048 × 4 B = 512 KiB, fits L2); a
+/// multiple of every type's block (at most 1024 weights).
 const PANEL_K: usize = 2048;
 
 /// Checks that `x` holds `m` rows of `k`, and that `w` holds at least the layout's bytes.
@@ -98,10 +99,11 @@ impl FormatVisitor for Matvec<'_> {
         // Small weights run on the calling thread (one task): waking the pool costs more.
         let serial = dst.len() * k < SERIAL_MACS;
         #[cfg(target_arch = "x86_64")]
-        if m == 1 && super::x86::has_avx512() && matches!(F::TYPE, crate::GgmlType::Q4_K | crate::GgmlType::Q6_K) {
+        if m == 1 && super::x86::has_avx512() && matches!(F::TYPE, crate::GgmlType::Q4_K | crate::GgmlType::Q6_K | crate::GgmlType::Q6_Kx4) {
             // One token row on AVX-512: the hand-written kernels for the hottest formats, on runs
             // of rows. The casts are between alignment-1 Pod types of equal size, so they cannot fail.
             let q4k = F::TYPE == crate::GgmlType::Q4_K;
+            let x4 = F::TYPE == crate::GgmlType::Q6_Kx4;
             let xl = if q4k { super::x86::lane_order(x) } else { Vec::new() };
             let task_rows = if serial { dst.len().max(1) } else { DECODE_ROWS_PER_TASK };
             dst.par_chunks_mut(task_rows).enumerate().for_each(|(task, out)| {
@@ -110,8 +112,10 @@ impl FormatVisitor for Matvec<'_> {
                 // SAFETY (both): AVX-512F/BW were checked above.
                 if q4k {
                     unsafe { super::x86::q4k_rows(bytemuck::cast_slice(rows), per_row, &xl, out) }
+                } else if x4 {
+                    unsafe { super::x86::q6k_rows::<crate::format::BlockQ6Kx4>(bytemuck::cast_slice(rows), per_row, x, out) }
                 } else {
-                    unsafe { super::x86::q6k_rows(bytemuck::cast_slice(rows), per_row, x, out) }
+                    unsafe { super::x86::q6k_rows::<crate::format::BlockQ6K>(bytemuck::cast_slice(rows), per_row, x, out) }
                 }
             });
             return Ok(());
@@ -311,8 +315,9 @@ pub fn matmul_transposed(g: &[f32], m: usize, w: &[u8], layout: &QuantLayout) ->
     if m == 0 {
         return Ok(dx);
     }
-    const KC: usize = 512;
-    const NR: usize = 256;
+    // Column slices of whole blocks of every type (Q6_Kx4 holds 1024 weights).
+    const KC: usize = 1024;
+    const NR: usize = 128;
     let dp = SyncPtr(dx.as_mut_ptr());
     (0..k.div_ceil(KC)).into_par_iter().for_each_init(
         || vec![0f32; NR * KC],

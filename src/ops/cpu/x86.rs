@@ -19,7 +19,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::format::{BlockQ4K, BlockQ6K, f16_le};
+use crate::format::{BlockQ4K, BlockQ6K, BlockQ6Kx4, Q6KFields, f16_le};
 
 /// Weight rows dotted side by side (each load of x serves all of them).
 pub const ROWS: usize = 4;
@@ -144,14 +144,38 @@ fn q4k_group<const R: usize>(rows: [&[BlockQ4K]; R], xl: &[f32]) -> [f32; R] {
     std::array::from_fn(|i| _mm512_reduce_add_ps(_mm512_add_ps(acc[i][0], acc[i][1])))
 }
 
-/// The dots of `out.len()` consecutive Q6_K rows of `per_row` blocks (`rows`) with `x`
+/// A block type holding whole Q6_K blocks: [`BlockQ6K`] (one) or [`BlockQ6Kx4`] (four).
+pub trait Q6KBlocks: Sync {
+    /// Q6_K blocks per struct.
+    const PER: usize;
+    /// The fields of Q6_K block `i` (`< PER`).
+    fn q6k(&self, i: usize) -> Q6KFields<'_>;
+}
+
+impl Q6KBlocks for BlockQ6K {
+    const PER: usize = 1;
+    #[inline(always)]
+    fn q6k(&self, _: usize) -> Q6KFields<'_> {
+        self.fields()
+    }
+}
+
+impl Q6KBlocks for BlockQ6Kx4 {
+    const PER: usize = 4;
+    #[inline(always)]
+    fn q6k(&self, i: usize) -> Q6KFields<'_> {
+        self.fields(i)
+    }
+}
+
+/// The dots of `out.len()` consecutive Q6_K rows of `per_row` structs `B` (`rows`) with `x`
 /// (natural order): `out[r] = Σ_k W[r, k]·x[k]`.
 ///
 /// # Safety
 /// The CPU must have the features [`has_avx512`] checks.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn q6k_rows(rows: &[BlockQ6K], per_row: usize, x: &[f32], out: &mut [f32]) {
-    assert!(x.len() >= per_row * 256 && rows.len() >= out.len() * per_row);
+pub unsafe fn q6k_rows<B: Q6KBlocks>(rows: &[B], per_row: usize, x: &[f32], out: &mut [f32]) {
+    assert!(x.len() >= per_row * B::PER * 256 && rows.len() >= out.len() * per_row);
     by_groups(rows, per_row, out, |g| q6k_group(g, x), |r| q6k_group([r], x)[0]);
 }
 
@@ -163,7 +187,7 @@ struct Codes([i8; 256]);
 /// Writes the codes of `blk` minus 32 into `out` (byte lanes, 64 weights per instruction).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
-fn q6k_codes(blk: &BlockQ6K, out: &mut Codes) {
+fn q6k_codes(blk: Q6KFields<'_>, out: &mut Codes) {
     let (low4, bits45, c32) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30), _mm512_set1_epi8(32));
     // (A & C) | B: the low nibble of A beside the already-masked high bits B.
     const MERGE: i32 = 0xEC;
@@ -188,13 +212,13 @@ fn q6k_codes(blk: &BlockQ6K, out: &mut Codes) {
 /// [`q6k_rows`] for `R` rows of equal length.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
-fn q6k_group<const R: usize>(rows: [&[BlockQ6K]; R], x: &[f32]) -> [f32; R] {
+fn q6k_group<B: Q6KBlocks, const R: usize>(rows: [&[B]; R], x: &[f32]) -> [f32; R] {
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     let mut codes = [Codes([0; 256]); R];
     let mut ds = [[0f32; 16]; R];
-    for b in 0..rows[0].len() {
+    for b in 0..rows[0].len() * B::PER {
         for i in 0..R {
-            let blk = &rows[i][b];
+            let blk = rows[i][b / B::PER].q6k(b % B::PER);
             q6k_codes(blk, &mut codes[i]);
             // d·scale[s]: the scale of elements 16s..16s + 16.
             // SAFETY: scales has 16 bytes; ds[i] holds 16 floats.
