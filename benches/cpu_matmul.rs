@@ -14,6 +14,11 @@ const OUT: usize = 4096;
 const IN: usize = 14336;
 
 fn weights(kind: GgmlType) -> Vec<u8> {
+    weights_of(kind, OUT, IN)
+}
+
+/// `out` rows of `k` quantized in `kind`: 64 distinct rows tiled.
+fn weights_of(kind: GgmlType, out: usize, k: usize) -> Vec<u8> {
     let mut state = 0x2545F4914F6CDD1Du64;
     let mut rnd = || {
         state ^= state << 13;
@@ -21,9 +26,9 @@ fn weights(kind: GgmlType) -> Vec<u8> {
         state ^= state << 17;
         ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
     };
-    let src: Vec<f32> = (0..64 * IN).map(|_| rnd()).collect();
+    let src: Vec<f32> = (0..64 * k).map(|_| rnd()).collect();
     let q = quantize(kind, &src).expect("quantizable");
-    q.repeat(OUT / 64)
+    q.repeat(out.div_ceil(64))[..q.len() / 64 * out].to_vec()
 }
 
 #[allow(deprecated)]
@@ -62,6 +67,18 @@ fn bench(c: &mut Criterion) {
         }
         g.finish();
     }
+    // The tiny Qwen3's tied LM head (151,936 × 256 Q6_K, 32 MB), one token row: what the CPU
+    // generation of tests/fixtures/qwen3-tiny spends most of its time in.
+    let (out, k) = (151_936usize, 256usize);
+    let mut g = c.benchmark_group(format!("lm_head_{out}x{k}_m1"));
+    g.sample_size(20);
+    for (dev_name, device) in devices() {
+        let layer = QuantLinear::from_gguf_bytes(GgmlType::Q6_K, &weights_of(GgmlType::Q6_K, out, k), out, k, &device).expect("layer");
+        let x = Tensor::<2>::from_data(TensorData::new((0..k).map(|i| (i % 13) as f32 / 13.0 - 0.5).collect::<Vec<f32>>(), [1, k]), &device);
+        g.throughput(Throughput::Bytes(layer.num_bytes() as u64));
+        g.bench_function(BenchmarkId::new(format!("{dev_name}/Q6_K"), 1), |b| b.iter(|| layer.forward(x.clone()).into_data()));
+    }
+    g.finish();
 }
 
 criterion_group!(benches, bench);

@@ -150,7 +150,7 @@ pub fn dequant_i4_f16<N: Size>(w: &[u32], out: &mut [Vector<f16, N>], off: u32, 
 /// in [`super::matvec_q6kx4`]): `w` in 8-byte vectors from word `off8`, `out` (`[n, k]`) in
 /// 4-wide f16 vectors.
 #[cube(launch_unchecked)]
-pub fn dequant_q6kx4_f16<N: Size, W: Size>(w: &[Vector<u32, W>], out: &mut [Vector<f16, N>], off8: u32, row0: u32, rows: u32, k: u32) {
+pub fn dequant_q6kx4_f16<N: Size, Wv: Size>(w: &[Vector<u32, Wv>], out: &mut [Vector<f16, N>], off8: u32, row0: u32, rows: u32, k: u32) {
     let pos = ABSOLUTE_POS as u32;
     if pos >= rows * (k / 1024) * 32 {
         terminate!();

@@ -26,7 +26,7 @@ pub const GROUP_WORDS: u32 = 105;
 /// `128h + 32s + 8a + 4e + j`), and the block's scale words for the lane's half and its `d`
 /// bits: `(s0, s1, d)`.
 #[cube]
-pub fn lane_codes<W: Size>(w: &[Vector<u32, W>], g8: u32, i: u32, u: u32, q: &mut Array<u32>, o: usize) -> (u32, u32, u32) {
+pub fn lane_codes<Wv: Size>(w: &[Vector<u32, Wv>], g8: u32, i: u32, u: u32, q: &mut Array<u32>, o: usize) -> (u32, u32, u32) {
     let h = u / 4;
     let a = u % 4;
     let lo = w[(g8 + 16 * i + 8 * h + a) as usize];
@@ -50,7 +50,7 @@ pub fn lane_codes<W: Size>(w: &[Vector<u32, W>], g8: u32, i: u32, u: u32, q: &mu
 /// Decodes the 32 weights of lane `u` of block `i` of the group at word `g8` into
 /// `out[o + 4(4e + s) + j]` (element `128h + 32s + 8a + 4e + j`).
 #[cube]
-pub fn decode_lane<W: Size>(w: &[Vector<u32, W>], g8: u32, i: u32, u: u32, out: &mut Array<f32>, o: usize, #[comptime] f16hw: bool) {
+pub fn decode_lane<Wv: Size>(w: &[Vector<u32, Wv>], g8: u32, i: u32, u: u32, out: &mut Array<f32>, o: usize, #[comptime] f16hw: bool) {
     let mut q = Array::<u32>::new(8usize);
     let (s0, s1, db) = lane_codes(w, g8, i, u, &mut q, 0usize);
     let (d, _) = f16_pair(db, f16hw);
@@ -70,11 +70,11 @@ pub fn decode_lane<W: Size>(w: &[Vector<u32, W>], g8: u32, i: u32, u: u32, out: 
     }
 }
 
-/// See the module docs. `w` is read in 8-byte vectors (`W` = 2) from word `off8`, `x` in 16-byte
+/// See the module docs. `w` is read in 8-byte vectors (`Wv` = 2) from word `off8`, `x` in 16-byte
 /// vectors (`N` = 4); `y` is `[m, ny]`, this launch writing columns `col0..col0 + rows`.
 #[cube(launch_unchecked)]
-pub fn matvec_q6kx4<N: Size, W: Size>(
-    w: &[Vector<u32, W>],
+pub fn matvec_q6kx4<N: Size, Wv: Size>(
+    w: &[Vector<u32, Wv>],
     x: &[Vector<f32, N>],
     y: &mut [f32],
     res: &[f32],

@@ -99,23 +99,23 @@ impl FormatVisitor for Matvec<'_> {
         // Small weights run on the calling thread (one task): waking the pool costs more.
         let serial = dst.len() * k < SERIAL_MACS;
         #[cfg(target_arch = "x86_64")]
-        if m == 1 && super::x86::has_avx512() && matches!(F::TYPE, crate::GgmlType::Q4_K | crate::GgmlType::Q6_K | crate::GgmlType::Q6_Kx4) {
-            // One token row on AVX-512: the hand-written kernels for the hottest formats, on runs
-            // of rows. The casts are between alignment-1 Pod types of equal size, so they cannot fail.
-            let q4k = F::TYPE == crate::GgmlType::Q4_K;
-            let x4 = F::TYPE == crate::GgmlType::Q6_Kx4;
-            let xl = if q4k { super::x86::lane_order(x) } else { Vec::new() };
+        if m == 1 && let Some(simd) = x86_m1::<F>() {
+            // One token row: the hand-written kernels for the hottest formats, on runs of rows.
+            // The casts are between alignment-1 Pod types of equal size, so they cannot fail.
+            let xl = if simd == X86M1::Q4kAvx512 { super::x86::lane_order(x) } else { Vec::new() };
             let task_rows = if serial { dst.len().max(1) } else { DECODE_ROWS_PER_TASK };
+            let x4 = F::TYPE == crate::GgmlType::Q6_Kx4;
             dst.par_chunks_mut(task_rows).enumerate().for_each(|(task, out)| {
                 let first = task * task_rows;
                 let rows = &blocks[first * per_row..(first + out.len()) * per_row];
-                // SAFETY (both): AVX-512F/BW were checked above.
-                if q4k {
-                    unsafe { super::x86::q4k_rows(bytemuck::cast_slice(rows), per_row, &xl, out) }
-                } else if x4 {
-                    unsafe { super::x86::q6k_rows::<crate::format::BlockQ6Kx4>(bytemuck::cast_slice(rows), per_row, x, out) }
-                } else {
-                    unsafe { super::x86::q6k_rows::<crate::format::BlockQ6K>(bytemuck::cast_slice(rows), per_row, x, out) }
+                // SAFETY (all): `x86_m1` checked the CPU features each kernel needs.
+                use crate::format::{BlockQ6K, BlockQ6Kx4};
+                match (simd, x4) {
+                    (X86M1::Q4kAvx512, _) => unsafe { super::x86::q4k_rows(bytemuck::cast_slice(rows), per_row, &xl, out) },
+                    (X86M1::Q6kAvx512, false) => unsafe { super::x86::q6k_rows::<BlockQ6K>(bytemuck::cast_slice(rows), per_row, x, out) },
+                    (X86M1::Q6kAvx512, true) => unsafe { super::x86::q6k_rows::<BlockQ6Kx4>(bytemuck::cast_slice(rows), per_row, x, out) },
+                    (X86M1::Q6kAvx2, false) => unsafe { super::x86_avx2::q6k_rows::<BlockQ6K>(bytemuck::cast_slice(rows), per_row, x, out) },
+                    (X86M1::Q6kAvx2, true) => unsafe { super::x86_avx2::q6k_rows::<BlockQ6Kx4>(bytemuck::cast_slice(rows), per_row, x, out) },
                 }
             });
             return Ok(());
@@ -127,6 +127,31 @@ impl FormatVisitor for Matvec<'_> {
             pulp::Arch::new().dispatch(MatvecRows { rows, per_row, x, m, k, dst });
         });
         Ok(())
+    }
+}
+
+/// The hand-written x86 kernel for one token row of format `F` on this CPU, if there is one.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum X86M1 {
+    /// [`super::x86::q4k_rows`].
+    Q4kAvx512,
+    /// [`super::x86::q6k_rows`] (Q6_K and Q6_Kx4).
+    Q6kAvx512,
+    /// [`super::x86_avx2::q6k_rows`] (Q6_K and Q6_Kx4).
+    Q6kAvx2,
+}
+
+/// See [`X86M1`].
+#[cfg(target_arch = "x86_64")]
+fn x86_m1<F: BlockFormat>() -> Option<X86M1> {
+    use crate::GgmlType::{Q4_K, Q6_K, Q6_Kx4};
+    let avx512 = super::x86::has_avx512();
+    match F::TYPE {
+        Q4_K if avx512 => Some(X86M1::Q4kAvx512),
+        Q6_K | Q6_Kx4 if avx512 => Some(X86M1::Q6kAvx512),
+        Q6_K | Q6_Kx4 if super::x86_avx2::has_avx2() => Some(X86M1::Q6kAvx2),
+        _ => None,
     }
 }
 

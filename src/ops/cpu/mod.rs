@@ -4,6 +4,8 @@
 pub mod kernel;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx2;
 
 #[allow(unused_imports)]
 use super::{QuantLayout, QuantMatmulBackend};

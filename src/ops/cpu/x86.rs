@@ -58,7 +58,7 @@ pub unsafe fn q4k_rows(rows: &[BlockQ4K], per_row: usize, xl: &[f32], out: &mut 
 /// Writes `out[r]` for `out.len()` consecutive rows of `per_row` blocks each: [`ROWS`] rows at a
 /// time through `group`, the remainder one by one through `single`.
 #[inline(always)]
-fn by_groups<B>(
+pub(super) fn by_groups<B>(
     rows: &[B],
     per_row: usize,
     out: &mut [f32],

@@ -1,0 +1,130 @@
+//! AVX2 + FMA versions of [`super::x86`]'s one-token-row Q6_K dots, for x86 CPUs without
+//! AVX-512 (AMD Zen 2/3, older Intel cores), chosen at run time. The same arithmetic (exact f32):
+//! the 6-bit codes minus 32 are assembled in byte lanes (32 weights per instruction) into a
+//! stack buffer, then per 8 weights a sign-extending load, a conversion, a multiply by x (or an
+//! FMA into the sub-block's partial sum) and one FMA by the sub-block scale per 16.
+
+#![cfg(target_arch = "x86_64")]
+
+use std::arch::x86_64::*;
+
+use super::x86::{Q6KBlocks, by_groups};
+use crate::format::{Q6KFields, f16_le};
+
+/// Whether this CPU runs the AVX2 kernels (AVX2 and FMA), checked once.
+pub fn has_avx2() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+/// The dots of `out.len()` consecutive Q6_K rows of `per_row` structs `B` (`rows`) with `x`
+/// (natural order): `out[r] = Σ_k W[r, k]·x[k]`.
+///
+/// # Safety
+/// The CPU must have the features [`has_avx2`] checks.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn q6k_rows<B: Q6KBlocks>(rows: &[B], per_row: usize, x: &[f32], out: &mut [f32]) {
+    assert!(x.len() >= per_row * B::PER * 256 && rows.len() >= out.len() * per_row);
+    by_groups(rows, per_row, out, |g| q6k_group(g, x), |r| q6k_group([r], x)[0]);
+}
+
+/// How far ahead (bytes) [`q6k_group`] prefetches the weight.
+const PREFETCH: usize = 4096;
+
+/// One Q6_K block's 256 codes minus 32, in element order, on a 32-byte boundary.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct Codes([i8; 256]);
+
+/// Writes the codes of `blk` minus 32 into `out` (byte lanes, 32 weights per instruction).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn q6k_codes(blk: Q6KFields<'_>, out: *mut Codes) {
+    let (low4, bits45, c32) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30), _mm256_set1_epi8(32));
+    let merge = |lo: __m256i, hi: __m256i| _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(lo, low4), _mm256_and_si256(hi, bits45)), c32);
+    for n in 0..2 {
+        // SAFETY: ql has 128 bytes (64n + 64 ≤ 128), qh 64 (32n + 32 ≤ 64); `out` points to a
+        // `Codes` (256 bytes, aligned to 32), and 128n + 96 + 32 ≤ 256.
+        unsafe {
+            let qa = _mm256_loadu_si256(blk.ql.as_ptr().add(64 * n).cast());
+            let qb = _mm256_loadu_si256(blk.ql.as_ptr().add(64 * n + 32).cast());
+            let qh = _mm256_loadu_si256(blk.qh.as_ptr().add(32 * n).cast());
+            let o = out.cast::<i8>().add(128 * n);
+            // Elements 128n + 32s + l: a nibble of ql[64n + l] (s = 0, 2) or ql[64n + 32 + l]
+            // (s = 1, 3), low for s < 2, beside bits 2s..2s + 2 of qh[32n + l] moved to bits 4–5.
+            _mm256_store_si256(o.cast(), merge(qa, _mm256_slli_epi16::<4>(qh)));
+            _mm256_store_si256(o.add(32).cast(), merge(qb, _mm256_slli_epi16::<2>(qh)));
+            _mm256_store_si256(o.add(64).cast(), merge(_mm256_srli_epi16::<4>(qa), qh));
+            _mm256_store_si256(o.add(96).cast(), merge(_mm256_srli_epi16::<4>(qb), _mm256_srli_epi16::<2>(qh)));
+        }
+    }
+}
+
+/// Codes `o .. o + 8` of `c` as floats.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn codes8(c: &Codes, o: usize) -> __m256 {
+    // SAFETY: callers pass o + 8 ≤ 256.
+    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(unsafe { _mm_loadl_epi64(c.0.as_ptr().add(o).cast()) }))
+}
+
+/// [`q6k_rows`] for `R` rows of equal length.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn q6k_group<B: Q6KBlocks, const R: usize>(rows: [&[B]; R], x: &[f32]) -> [f32; R] {
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    // Every block's codes are written before they are read, so the buffer is not zeroed (a
+    // kilobyte per call of four rows, which with one-block rows is as much as the weights).
+    let mut codes = [const { std::mem::MaybeUninit::<Codes>::uninit() }; R];
+    let mut ds = [[0f32; 16]; R];
+    for b in 0..rows[0].len() * B::PER {
+        for i in 0..R {
+            if b % B::PER == 0 {
+                // The same bytes PREFETCH ahead (a few row groups on, for short rows; further
+                // along this row for long ones): the hardware prefetcher alone left the loads
+                // waiting on memory.
+                let p = (&raw const rows[i][b / B::PER]).cast::<i8>().wrapping_add(PREFETCH);
+                for l in 0..std::mem::size_of::<B>().div_ceil(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * l));
+                }
+            }
+            let blk = rows[i][b / B::PER].q6k(b % B::PER);
+            q6k_codes(blk, codes[i].as_mut_ptr());
+            // d·scale[s]: the scale of elements 16s..16s + 16.
+            // SAFETY: scales has 16 bytes; ds[i] holds 16 floats.
+            unsafe {
+                let sc = _mm_loadu_si128(blk.scales.as_ptr().cast());
+                let d = _mm256_set1_ps(f16_le(blk.d));
+                let lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc));
+                let hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(sc, sc)));
+                _mm256_storeu_ps(ds[i].as_mut_ptr(), _mm256_mul_ps(lo, d));
+                _mm256_storeu_ps(ds[i].as_mut_ptr().add(8), _mm256_mul_ps(hi, d));
+            }
+        }
+        let xb = &x[b * 256..b * 256 + 256];
+        // Sub-blocks in pairs, the even one into `acc[i][0]` and the odd one into `acc[i][1]`
+        // (fixed indices keep the accumulators in registers).
+        for p in 0..8 {
+            // SAFETY: 32p + 32 ≤ 256 values of this block's x.
+            let xs: [__m256; 4] = std::array::from_fn(|h| unsafe { _mm256_loadu_ps(xb.as_ptr().add(32 * p + 8 * h)) });
+            for i in 0..R {
+                // SAFETY: `q6k_codes` wrote all 256 codes of this block above.
+                let c = unsafe { codes[i].assume_init_ref() };
+                let even = _mm256_fmadd_ps(codes8(c, 32 * p + 8), xs[1], _mm256_mul_ps(codes8(c, 32 * p), xs[0]));
+                let odd = _mm256_fmadd_ps(codes8(c, 32 * p + 24), xs[3], _mm256_mul_ps(codes8(c, 32 * p + 16), xs[2]));
+                acc[i][0] = _mm256_fmadd_ps(even, _mm256_set1_ps(ds[i][2 * p]), acc[i][0]);
+                acc[i][1] = _mm256_fmadd_ps(odd, _mm256_set1_ps(ds[i][2 * p + 1]), acc[i][1]);
+            }
+        }
+    }
+    std::array::from_fn(|i| hsum(_mm256_add_ps(acc[i][0], acc[i][1])))
+}
+
+/// The sum of the 8 lanes of `v`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
+}
