@@ -187,12 +187,13 @@ struct Codes([i8; 256]);
 /// Writes the codes of `blk` minus 32 into `out` (byte lanes, 64 weights per instruction).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
-fn q6k_codes(blk: Q6KFields<'_>, out: &mut Codes) {
+fn q6k_codes(blk: Q6KFields<'_>, out: *mut Codes) {
     let (low4, bits45, c32) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30), _mm512_set1_epi8(32));
     // (A & C) | B: the low nibble of A beside the already-masked high bits B.
     const MERGE: i32 = 0xEC;
     for n in 0..2 {
-        // SAFETY: ql has 128 bytes (64n + 64 ≤ 128), qh 64 (32n + 32 ≤ 64); out has 256.
+        // SAFETY: ql has 128 bytes (64n + 64 ≤ 128), qh 64 (32n + 32 ≤ 64); `out` points to a
+        // `Codes` (256 bytes, aligned to 64).
         unsafe {
             let ql = _mm512_loadu_si512(blk.ql.as_ptr().add(64 * n).cast());
             let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(blk.qh.as_ptr().add(32 * n).cast()));
@@ -200,11 +201,11 @@ fn q6k_codes(blk: Q6KFields<'_>, out: &mut Codes) {
             // 0–1 for the first 32 and 2–3 for the next 32, moved to bits 4–5.
             let h01 = _mm512_and_si512(_mm512_mask_blend_epi64(0xF0, _mm512_slli_epi16(qh, 4), _mm512_slli_epi16(qh, 2)), bits45);
             let q01 = _mm512_sub_epi8(_mm512_ternarylogic_epi32(ql, h01, low4, MERGE), c32);
-            _mm512_store_si512(out.0.as_mut_ptr().add(128 * n).cast(), q01);
+            _mm512_store_si512(out.cast::<i8>().add(128 * n).cast(), q01);
             // Elements 128n + 64..128: high nibbles; qh bits 4–5, then 6–7.
             let h23 = _mm512_and_si512(_mm512_mask_blend_epi64(0xF0, qh, _mm512_srli_epi16(qh, 2)), bits45);
             let q23 = _mm512_sub_epi8(_mm512_ternarylogic_epi32(_mm512_srli_epi16(ql, 4), h23, low4, MERGE), c32);
-            _mm512_store_si512(out.0.as_mut_ptr().add(128 * n + 64).cast(), q23);
+            _mm512_store_si512(out.cast::<i8>().add(128 * n + 64).cast(), q23);
         }
     }
 }
@@ -214,12 +215,13 @@ fn q6k_codes(blk: Q6KFields<'_>, out: &mut Codes) {
 #[target_feature(enable = "avx512f,avx512bw")]
 fn q6k_group<B: Q6KBlocks, const R: usize>(rows: [&[B]; R], x: &[f32]) -> [f32; R] {
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
-    let mut codes = [Codes([0; 256]); R];
+    // Every block's codes are written before they are read, so the buffer is not zeroed.
+    let mut codes = [const { std::mem::MaybeUninit::<Codes>::uninit() }; R];
     let mut ds = [[0f32; 16]; R];
     for b in 0..rows[0].len() * B::PER {
         for i in 0..R {
             let blk = rows[i][b / B::PER].q6k(b % B::PER);
-            q6k_codes(blk, &mut codes[i]);
+            q6k_codes(blk, codes[i].as_mut_ptr());
             // d·scale[s]: the scale of elements 16s..16s + 16.
             // SAFETY: scales has 16 bytes; ds[i] holds 16 floats.
             unsafe {
@@ -234,10 +236,11 @@ fn q6k_group<B: Q6KBlocks, const R: usize>(rows: [&[B]; R], x: &[f32]) -> [f32; 
             // SAFETY: 32p + 32 ≤ 256 for both x and the codes.
             let (x0, x1) = unsafe { (_mm512_loadu_ps(xb.as_ptr().add(32 * p)), _mm512_loadu_ps(xb.as_ptr().add(32 * p + 16))) };
             for i in 0..R {
+                // SAFETY: `q6k_codes` wrote this block's 256 codes above; 32p + 32 ≤ 256.
                 let (q0, q1) = unsafe {
                     (
-                        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_load_si128(codes[i].0.as_ptr().add(32 * p).cast()))),
-                        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_load_si128(codes[i].0.as_ptr().add(32 * p + 16).cast()))),
+                        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_load_si128(codes[i].as_ptr().cast::<i8>().add(32 * p).cast()))),
+                        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_load_si128(codes[i].as_ptr().cast::<i8>().add(32 * p + 16).cast()))),
                     )
                 };
                 acc[i][0] = _mm512_fmadd_ps(_mm512_mul_ps(q0, x0), _mm512_set1_ps(ds[i][2 * p]), acc[i][0]);
