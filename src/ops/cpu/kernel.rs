@@ -102,7 +102,11 @@ impl FormatVisitor for Matvec<'_> {
         if m == 1 && let Some(simd) = x86_m1::<F>() {
             // One token row: the hand-written kernels for the hottest formats, on runs of rows.
             // The casts are between alignment-1 Pod types of equal size, so they cannot fail.
-            let xl = if simd == X86M1::Q4kAvx512 { super::x86::lane_order(x) } else { Vec::new() };
+            let xl = match simd {
+                X86M1::Q4kAvx512 => super::x86::lane_order(x),
+                X86M1::Q4kAvx2 => super::x86_avx2::sub_block_sums(x),
+                _ => Vec::new(),
+            };
             let task_rows = if serial { dst.len().max(1) } else { DECODE_ROWS_PER_TASK };
             let x4 = F::TYPE == crate::GgmlType::Q6_Kx4;
             dst.par_chunks_mut(task_rows).enumerate().for_each(|(task, out)| {
@@ -112,6 +116,7 @@ impl FormatVisitor for Matvec<'_> {
                 use crate::format::{BlockQ6K, BlockQ6Kx4};
                 match (simd, x4) {
                     (X86M1::Q4kAvx512, _) => unsafe { super::x86::q4k_rows(bytemuck::cast_slice(rows), per_row, &xl, out) },
+                    (X86M1::Q4kAvx2, _) => unsafe { super::x86_avx2::q4k_rows(bytemuck::cast_slice(rows), per_row, x, &xl, out) },
                     (X86M1::Q6kAvx512, false) => unsafe { super::x86::q6k_rows::<BlockQ6K>(bytemuck::cast_slice(rows), per_row, x, out) },
                     (X86M1::Q6kAvx512, true) => unsafe { super::x86::q6k_rows::<BlockQ6Kx4>(bytemuck::cast_slice(rows), per_row, x, out) },
                     (X86M1::Q6kAvx2, false) => unsafe { super::x86_avx2::q6k_rows::<BlockQ6K>(bytemuck::cast_slice(rows), per_row, x, out) },
@@ -138,6 +143,8 @@ enum X86M1 {
     Q4kAvx512,
     /// [`super::x86::q6k_rows`] (Q6_K and Q6_Kx4).
     Q6kAvx512,
+    /// [`super::x86_avx2::q4k_rows`].
+    Q4kAvx2,
     /// [`super::x86_avx2::q6k_rows`] (Q6_K and Q6_Kx4).
     Q6kAvx2,
 }
@@ -150,6 +157,7 @@ fn x86_m1<F: BlockFormat>() -> Option<X86M1> {
     match F::TYPE {
         Q4_K if avx512 => Some(X86M1::Q4kAvx512),
         Q6_K | Q6_Kx4 if avx512 => Some(X86M1::Q6kAvx512),
+        Q4_K if super::x86_avx2::has_avx2() => Some(X86M1::Q4kAvx2),
         Q6_K | Q6_Kx4 if super::x86_avx2::has_avx2() => Some(X86M1::Q6kAvx2),
         _ => None,
     }

@@ -83,8 +83,8 @@ pub(super) fn by_groups<B>(
 /// `get_scale_min_k4` done on whole words: `sc[0..4] = s0 & 63`, `sc[4..8] = (s2 & 15) |
 /// (s0 >> 6) << 4`, `m[0..4] = s1 & 63`, `m[4..8] = (s2 >> 4) | (s1 >> 6) << 4`, byte-wise.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx2")]
-fn q4k_scales_mins(head: __m128i) -> __m128i {
+#[target_feature(enable = "avx2")]
+pub(super) fn q4k_scales_mins(head: __m128i) -> __m128i {
     // Words [s0, s2, s1, s2] shifted by [0, 0, 0, 4], masked to the low bits of each byte...
     let low = _mm_and_si128(
         _mm_srlv_epi32(_mm_shuffle_epi32::<0b11_10_11_01>(head), _mm_setr_epi32(0, 0, 0, 4)),

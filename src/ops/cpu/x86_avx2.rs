@@ -1,20 +1,108 @@
-//! AVX2 + FMA versions of [`super::x86`]'s one-token-row Q6_K dots, for x86 CPUs without
-//! AVX-512 (AMD Zen 2/3, older Intel cores), chosen at run time. The same arithmetic (exact f32):
-//! the 6-bit codes minus 32 are assembled in byte lanes (32 weights per instruction) into a
-//! stack buffer, then per 8 weights a sign-extending load, a conversion, a multiply by x (or an
-//! FMA into the sub-block's partial sum) and one FMA by the sub-block scale per 16.
+//! AVX2 + FMA versions of [`super::x86`]'s one-token-row dots, for x86 CPUs without AVX-512
+//! (AMD Zen 2/3, older Intel cores), chosen at run time; exact f32 like the portable path.
+//!
+//! - **Q6_K** (and Q6_Kx4): the 6-bit codes minus 32 are assembled in byte lanes (32 weights per
+//!   instruction) into a stack buffer, then per 8 weights a sign-extending load, a conversion, a
+//!   multiply by x (or an FMA into the sub-block's partial sum) and one FMA by the sub-block
+//!   scale per 16.
+//! - **Q4_K**: `Σ (d·sc·q − dmin·m)·x` is taken as `d·sc·Σ q·x − dmin·m·Σ x` per 32-weight
+//!   sub-block, the sums of x per sub-block computed once per call for every row; per 8 weights a
+//!   zero-extension of masked nibbles, a conversion and an FMA with x.
+//!
+//! Both prefetch the weight ahead: the hardware prefetcher alone left the loads waiting.
 
 #![cfg(target_arch = "x86_64")]
 
 use std::arch::x86_64::*;
 
-use super::x86::{Q6KBlocks, by_groups};
-use crate::format::{Q6KFields, f16_le};
+use super::x86::{Q6KBlocks, by_groups, q4k_scales_mins};
+use crate::format::{BlockQ4K, Q6KFields, f16_le};
 
-/// Whether this CPU runs the AVX2 kernels (AVX2 and FMA), checked once.
+/// Whether this CPU runs the AVX2 kernels (AVX2, FMA and F16C), checked once.
 pub fn has_avx2() -> bool {
     static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c"))
+}
+
+/// The sums of `x` over each run of 32 values (a Q4_K sub-block's inputs), for [`q4k_rows`].
+pub fn sub_block_sums(x: &[f32]) -> Vec<f32> {
+    x.chunks_exact(32).map(|c| c.iter().sum()).collect()
+}
+
+/// The dots of `out.len()` consecutive Q4_K rows of `per_row` blocks (`rows`) with `x`
+/// (natural order), given `xsum` = [`sub_block_sums`]`(x)`.
+///
+/// # Safety
+/// The CPU must have the features [`has_avx2`] checks.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q4k_rows(rows: &[BlockQ4K], per_row: usize, x: &[f32], xsum: &[f32], out: &mut [f32]) {
+    assert!(x.len() >= per_row * 256 && xsum.len() >= per_row * 8 && rows.len() >= out.len() * per_row);
+    by_groups(rows, per_row, out, |g| q4k_group(g, x, xsum), |r| q4k_group([r], x, xsum)[0]);
+}
+
+/// `Σ q·x` over 16 codes (`q`'s low 16 bytes, one code per byte) and `x[o .. o + 16]`, as 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn dot16(q: __m128i, x: &[f32], o: usize, acc: __m256) -> __m256 {
+    // SAFETY: callers pass o + 16 ≤ x.len().
+    unsafe {
+        let a = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q));
+        let b = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128::<8>(q)));
+        _mm256_fmadd_ps(b, _mm256_loadu_ps(x.as_ptr().add(o + 8)), _mm256_fmadd_ps(a, _mm256_loadu_ps(x.as_ptr().add(o)), acc))
+    }
+}
+
+/// [`q4k_rows`] for `R` rows of equal length.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4k_group<const R: usize>(rows: [&[BlockQ4K]; R], x: &[f32], xsum: &[f32]) -> [f32; R] {
+    let low4 = _mm_set1_epi8(0x0F);
+    // d·sc·Σ q·x and dmin·m·Σ x, 8 lanes each.
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut mins = [_mm256_setzero_ps(); R];
+    let mut dsc = [[0f32; 8]; R];
+    for b in 0..rows[0].len() {
+        // SAFETY: xsum has 8 sums per block (checked in `q4k_rows`).
+        let sx = unsafe { _mm256_loadu_ps(xsum.as_ptr().add(8 * b)) };
+        for i in 0..R {
+            let blk = &rows[i][b];
+            _mm_prefetch::<_MM_HINT_T0>((blk as *const BlockQ4K).cast::<i8>().wrapping_add(PREFETCH));
+            _mm_prefetch::<_MM_HINT_T0>((blk as *const BlockQ4K).cast::<i8>().wrapping_add(PREFETCH + 64));
+            _mm_prefetch::<_MM_HINT_T0>((blk as *const BlockQ4K).cast::<i8>().wrapping_add(PREFETCH + 128));
+            // SAFETY: the first 16 bytes of a block are d, dmin and the 12 scale bytes.
+            let head = unsafe { _mm_loadu_si128((blk as *const BlockQ4K).cast()) };
+            let sm = q4k_scales_mins(head);
+            let dd = _mm_cvtph_ps(head);
+            let sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm));
+            let mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128::<8>(sm)));
+            let d = _mm256_broadcastss_ps(dd);
+            let dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dd));
+            // SAFETY: dsc[i] holds 8 floats.
+            unsafe { _mm256_storeu_ps(dsc[i].as_mut_ptr(), _mm256_mul_ps(sc, d)) };
+            mins[i] = _mm256_fmadd_ps(_mm256_mul_ps(mn, dmin), sx, mins[i]);
+        }
+        let xb = &x[b * 256..b * 256 + 256];
+        for j in 0..4 {
+            for i in 0..R {
+                // Bytes 32j..32j + 32 of the codes: low nibbles are elements 64j + 0..32 (sub-block
+                // 2j), high nibbles 64j + 32..64 (sub-block 2j + 1).
+                // SAFETY: qs has 128 bytes; 32j + 32 ≤ 128.
+                let (q0, q1) = unsafe {
+                    let p = rows[i][b].qs.as_ptr().add(32 * j);
+                    (_mm_loadu_si128(p.cast()), _mm_loadu_si128(p.add(16).cast()))
+                };
+                let lo = dot16(_mm_and_si128(q1, low4), xb, 64 * j + 16, dot16(_mm_and_si128(q0, low4), xb, 64 * j, _mm256_setzero_ps()));
+                let hi = dot16(
+                    _mm_and_si128(_mm_srli_epi16::<4>(q1), low4),
+                    xb,
+                    64 * j + 48,
+                    dot16(_mm_and_si128(_mm_srli_epi16::<4>(q0), low4), xb, 64 * j + 32, _mm256_setzero_ps()),
+                );
+                acc[i] = _mm256_fmadd_ps(hi, _mm256_set1_ps(dsc[i][2 * j + 1]), _mm256_fmadd_ps(lo, _mm256_set1_ps(dsc[i][2 * j]), acc[i]));
+            }
+        }
+    }
+    std::array::from_fn(|i| hsum(acc[i]) - hsum(mins[i]))
 }
 
 /// The dots of `out.len()` consecutive Q6_K rows of `per_row` structs `B` (`rows`) with `x`
