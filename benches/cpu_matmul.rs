@@ -67,6 +67,16 @@ fn bench(c: &mut Criterion) {
         }
         g.finish();
     }
+    // The tiny Qwen3's prompt: a 128-token prefill through its 768×256 Q4_K gate projection.
+    let (out, k, m) = (768usize, 256usize, 128usize);
+    let mut g = c.benchmark_group(format!("prefill_{out}x{k}_m{m}"));
+    g.sample_size(30);
+    for (dev_name, device) in devices() {
+        let layer = QuantLinear::from_gguf_bytes(GgmlType::Q4_K, &weights_of(GgmlType::Q4_K, out, k), out, k, &device).expect("layer");
+        let x = Tensor::<2>::from_data(TensorData::new((0..m * k).map(|i| (i % 13) as f32 / 13.0 - 0.5).collect::<Vec<f32>>(), [m, k]), &device);
+        g.bench_function(BenchmarkId::new(format!("{dev_name}/Q4_K"), m), |b| b.iter(|| layer.forward(x.clone()).into_data()));
+    }
+    g.finish();
     // The tiny Qwen3's tied LM head (151,936 × 256 Q6_K, 32 MB), one token row: what the CPU
     // generation of tests/fixtures/qwen3-tiny spends most of its time in.
     let (out, k) = (151_936usize, 256usize);
