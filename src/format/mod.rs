@@ -431,6 +431,25 @@ mod tests {
         assert_eq!(supported, 17);
     }
 
+    /// Q6_K rows of a multiple of 1024 are stored as Q6_Kx4, whose decode is the Q6_K blocks'
+    /// decode value for value; nothing else is regrouped.
+    #[test]
+    fn q6k_regroups_into_x4_and_decodes_the_same() {
+        assert_eq!(GgmlType::Q6_K.stored_form(2048), GgmlType::Q6_Kx4);
+        assert_eq!(GgmlType::Q6_K.stored_form(512), GgmlType::Q6_K);
+        assert_eq!(GgmlType::Q4_K.stored_form(2048), GgmlType::Q4_K);
+        let src: Vec<f32> = (0..2 * 2048).map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0).collect();
+        let plain = quantize::quantize(GgmlType::Q6_K, &src).unwrap();
+        let mut x4 = plain.clone();
+        regroup(GgmlType::Q6_K, GgmlType::Q6_Kx4, &mut x4).unwrap();
+        assert_ne!(x4, plain);
+        let a = dequantize(GgmlType::Q6_K, &plain, 2, 2048).unwrap();
+        let b = dequantize(GgmlType::Q6_Kx4, &x4, 2, 2048).unwrap();
+        assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
+        assert!(regroup(GgmlType::Q6_K, GgmlType::Q6_Kx4, &mut x4[..839]).is_err());
+        assert!(regroup(GgmlType::Q4_K, GgmlType::Q6_Kx4, &mut x4).is_err());
+    }
+
     #[test]
     fn row_bytes_rejects_partial_blocks() {
         assert_eq!(GgmlType::Q4_K.row_bytes(512).unwrap(), 288);
