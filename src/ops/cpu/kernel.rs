@@ -117,6 +117,7 @@ impl FormatVisitor for Matvec<'_> {
                 match (simd, x4) {
                     (X86M1::Q4kAvx512, _) => unsafe { super::x86::q4k_rows(bytemuck::cast_slice(rows), per_row, &xl, out) },
                     (X86M1::Q4kAvx2, _) => unsafe { super::x86_avx2::q4k_rows(bytemuck::cast_slice(rows), per_row, x, &xl, out) },
+                    (X86M1::Q80Avx2, _) => unsafe { super::x86_avx2::q80_rows(bytemuck::cast_slice(rows), per_row, x, out) },
                     (X86M1::Q6kAvx512, false) => unsafe { super::x86::q6k_rows::<BlockQ6K>(bytemuck::cast_slice(rows), per_row, x, out) },
                     (X86M1::Q6kAvx512, true) => unsafe { super::x86::q6k_rows::<BlockQ6Kx4>(bytemuck::cast_slice(rows), per_row, x, out) },
                     (X86M1::Q6kAvx2, false) => unsafe { super::x86_avx2::q6k_rows::<BlockQ6K>(bytemuck::cast_slice(rows), per_row, x, out) },
@@ -147,18 +148,21 @@ enum X86M1 {
     Q4kAvx2,
     /// [`super::x86_avx2::q6k_rows`] (Q6_K and Q6_Kx4).
     Q6kAvx2,
+    /// [`super::x86_avx2::q80_rows`].
+    Q80Avx2,
 }
 
 /// See [`X86M1`].
 #[cfg(target_arch = "x86_64")]
 fn x86_m1<F: BlockFormat>() -> Option<X86M1> {
-    use crate::GgmlType::{Q4_K, Q6_K, Q6_Kx4};
+    use crate::GgmlType::{Q4_K, Q6_K, Q6_Kx4, Q8_0};
     let avx512 = super::x86::has_avx512();
     match F::TYPE {
         Q4_K if avx512 => Some(X86M1::Q4kAvx512),
         Q6_K | Q6_Kx4 if avx512 => Some(X86M1::Q6kAvx512),
         Q4_K if super::x86_avx2::has_avx2() => Some(X86M1::Q4kAvx2),
         Q6_K | Q6_Kx4 if super::x86_avx2::has_avx2() => Some(X86M1::Q6kAvx2),
+        Q8_0 if !avx512 && super::x86_avx2::has_avx2() => Some(X86M1::Q80Avx2),
         _ => None,
     }
 }

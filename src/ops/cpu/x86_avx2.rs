@@ -9,14 +9,17 @@
 //!   sub-block, the sums of x per sub-block computed once per call for every row; per 8 weights a
 //!   zero-extension of masked nibbles, a conversion and an FMA with x.
 //!
-//! Both prefetch the weight ahead: the hardware prefetcher alone left the loads waiting.
+//! - **Q8_0**: per 8 weights a sign-extending load, a conversion and an FMA with x; one FMA by
+//!   the block's scale per 32.
+//!
+//! All prefetch the weight ahead: the hardware prefetcher alone left the loads waiting.
 
 #![cfg(target_arch = "x86_64")]
 
 use std::arch::x86_64::*;
 
 use super::x86::{Q6KBlocks, by_groups, q4k_scales_mins};
-use crate::format::{BlockQ4K, Q6KFields, f16_le};
+use crate::format::{BlockQ4K, BlockQ8_0, Q6KFields, f16_le};
 
 /// Whether this CPU runs the AVX2 kernels (AVX2, FMA and F16C), checked once.
 pub fn has_avx2() -> bool {
@@ -215,4 +218,36 @@ fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
+}
+
+/// The dots of `out.len()` consecutive Q8_0 rows of `per_row` blocks (`rows`) with `x` (natural
+/// order).
+///
+/// # Safety
+/// The CPU must have the features [`has_avx2`] checks.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q80_rows(rows: &[BlockQ8_0], per_row: usize, x: &[f32], out: &mut [f32]) {
+    assert!(x.len() >= per_row * 32 && rows.len() >= out.len() * per_row);
+    by_groups(rows, per_row, out, |g| q80_group(g, x), |r| q80_group([r], x)[0]);
+}
+
+/// [`q80_rows`] for `R` rows of equal length.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop)] // `b` walks the R rows' blocks in lockstep.
+fn q80_group<const R: usize>(rows: [&[BlockQ8_0]; R], x: &[f32]) -> [f32; R] {
+    let mut acc = [_mm256_setzero_ps(); R];
+    for b in 0..rows[0].len() {
+        // SAFETY: 32b + 32 ≤ x.len() (checked in `q80_rows`).
+        let xs: [__m256; 4] = std::array::from_fn(|h| unsafe { _mm256_loadu_ps(x.as_ptr().add(32 * b + 8 * h)) });
+        for i in 0..R {
+            let blk = &rows[i][b];
+            _mm_prefetch::<_MM_HINT_T0>((blk as *const BlockQ8_0).cast::<i8>().wrapping_add(PREFETCH));
+            // SAFETY: qs has 32 bytes; 8h + 8 ≤ 32.
+            let q = |h: usize| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(unsafe { _mm_loadl_epi64(blk.qs.as_ptr().add(8 * h).cast()) }));
+            let s = _mm256_fmadd_ps(q(3), xs[3], _mm256_fmadd_ps(q(2), xs[2], _mm256_fmadd_ps(q(1), xs[1], _mm256_mul_ps(q(0), xs[0]))));
+            acc[i] = _mm256_fmadd_ps(s, _mm256_set1_ps(f16_le(blk.d)), acc[i]);
+        }
+    }
+    std::array::from_fn(|i| hsum(acc[i]))
 }
