@@ -134,12 +134,7 @@ fn gguf_blocks(device: &Device, rep: &mut Report) -> Result<()> {
             let w = burn_quant::format::dequantize(kind, &bytes, rows, k)?;
             let layer = QuantLinear::from_gguf_bytes(kind, &bytes, rows, k, device)?;
             for m in [1usize, 5, 16] {
-                let xm = &x[..m * k];
-                let want: Vec<f32> = xm
-                    .chunks_exact(k)
-                    .flat_map(|xr| w.chunks_exact(k).map(move |r| r.iter().zip(xr).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() as f32))
-                    .collect();
-                let e = rel_err(&host(layer.forward(Tensor::<2>::from_data(TensorData::new(xm.to_vec(), [m, k]), device)))?, &want);
+                let e = forward_err(&layer, &x[..m * k], &w, k, device)?;
                 rep.check(format!("{} {rows}×{k} m={m} (widest decode launches), f32", kind.name()), e <= 1e-5, format!("rel. error {e:.2e}"));
             }
         }
@@ -185,6 +180,17 @@ fn gguf_blocks(device: &Device, rep: &mut Report) -> Result<()> {
     Ok(())
 }
 
+/// The relative error of `layer`'s product with the token rows `x` (of `k`) against a float64
+/// product with `w` (its decoded weight, rows of `k`).
+fn forward_err(layer: &QuantLinear, x: &[f32], w: &[f32], k: usize, device: &Device) -> Result<f64> {
+    let want: Vec<f32> = x
+        .chunks_exact(k)
+        .flat_map(|xr| w.chunks_exact(k).map(move |r| r.iter().zip(xr).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() as f32))
+        .collect();
+    let y = host(layer.forward(Tensor::<2>::from_data(TensorData::new(x.to_vec(), [x.len() / k, k]), device)))?;
+    Ok(rel_err(&y, &want))
+}
+
 /// A Q6_K weight (`bytes`, `rows × k`, `k` a multiple of 1024) through a layer, which stores it
 /// as Q6_Kx4: its decode on the device against `w` (ggml's decode, bit for bit) and its products
 /// with the first `m` rows of `x` against float64 (1e-5; 2e-3 where CUDA's prefill takes f16).
@@ -196,12 +202,7 @@ fn check_q6kx4(device: &Device, rep: &mut Report, bytes: &[u8], w: &[f32], rows:
     let bad = got.iter().zip(w).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
     rep.check(format!("Q6_K as {stored} {rows}×{k} decode bit-exact"), stored == GgmlType::Q6_Kx4 && bad == 0 && got.len() == w.len(), format!("{bad} values differ"));
     for &m in ms {
-        let xm = &x[..m * k];
-        let want: Vec<f32> = xm
-            .chunks_exact(k)
-            .flat_map(|xr| w.chunks_exact(k).map(move |r| r.iter().zip(xr).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() as f32))
-            .collect();
-        let e = rel_err(&host(layer.forward(Tensor::<2>::from_data(TensorData::new(xm.to_vec(), [m, k]), device)))?, &want);
+        let e = forward_err(&layer, &x[..m * k], w, k, device)?;
         let bound = if m > 16 && backend_is_cuda(device) { 2e-3 } else { 1e-5 };
         rep.check(format!("Q6_K as {stored} {rows}×{k} m={m}, ≤ {bound:.0e}"), e <= bound, format!("rel. error {e:.2e}"));
     }

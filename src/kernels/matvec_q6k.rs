@@ -41,17 +41,24 @@ pub fn decode4(q: u32, ds: f32, out: &mut Array<f32>, o: usize) {
 /// the half and its `d` bits: `(q0, q1, q2, q3, s0, s1, d)`.
 #[cube]
 pub fn unit_codes(w: &[u32], blk: u32, h: u32, c: u32) -> (u32, u32, u32, u32, u32, u32, u32) {
-    let a = word_at(w, blk + 64 * h + 4 * c);
-    let cw = word_at(w, blk + 64 * h + 32 + 4 * c);
-    let hw = word_at(w, blk + 128 + 32 * h + 4 * c);
+    let (q0, q1, q2, q3) = codes6(
+        word_at(w, blk + 64 * h + 4 * c),
+        word_at(w, blk + 64 * h + 32 + 4 * c),
+        word_at(w, blk + 128 + 32 * h + 4 * c),
+    );
+    (q0, q1, q2, q3, word_at(w, blk + 192 + 8 * h), word_at(w, blk + 196 + 8 * h), half_bits(w, blk + 208))
+}
+
+/// ggml's Q6_K codes from a word of `ql[64h + l ..]` (`lo`), one of `ql[64h + 32 + l ..]` (`hi`)
+/// and one of `qh[32h + l ..]` (`hb`): byte `e` of the `s`-th word returned is the 6-bit code of
+/// element `128h + 32s + l + e` (a nibble of `lo` or `hi` beside two bits of `hb`, byte-parallel).
+#[cube]
+pub fn codes6(lo: u32, hi: u32, hb: u32) -> (u32, u32, u32, u32) {
     (
-        (a & 0x0F0F_0F0F) | ((hw << 4) & 0x3030_3030),
-        (cw & 0x0F0F_0F0F) | ((hw << 2) & 0x3030_3030),
-        ((a >> 4) & 0x0F0F_0F0F) | (hw & 0x3030_3030),
-        ((cw >> 4) & 0x0F0F_0F0F) | ((hw >> 2) & 0x3030_3030),
-        word_at(w, blk + 192 + 8 * h),
-        word_at(w, blk + 196 + 8 * h),
-        half_bits(w, blk + 208),
+        (lo & 0x0F0F_0F0F) | ((hb << 4) & 0x3030_3030),
+        (hi & 0x0F0F_0F0F) | ((hb << 2) & 0x3030_3030),
+        ((lo >> 4) & 0x0F0F_0F0F) | (hb & 0x3030_3030),
+        ((hi >> 4) & 0x0F0F_0F0F) | ((hb >> 2) & 0x3030_3030),
     )
 }
 

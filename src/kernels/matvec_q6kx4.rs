@@ -15,7 +15,7 @@ use cubecl::prelude::*;
 
 use super::decode::f16_pair;
 use super::matvec_q4k::dot4;
-use super::matvec_q6k::{code, dot_codes_in_place, prescale_inputs6, scale};
+use super::matvec_q6k::{codes6, decode4, dot_codes_in_place, prescale_inputs6, scale};
 use super::reduce::{group_row0, reduce_groups};
 
 /// 8-byte words per group of four blocks.
@@ -36,12 +36,12 @@ pub fn lane_codes<Wv: Size>(w: &[Vector<u32, Wv>], g8: u32, i: u32, u: u32, q: &
     let dw = w[(g8 + 104) as usize];
     #[unroll]
     for e in 0..2u32 {
-        let (l, c, hh) = (lo.extract(e as usize), hi.extract(e as usize), hb.extract(e as usize));
+        let (q0, q1, q2, q3) = codes6(lo.extract(e as usize), hi.extract(e as usize), hb.extract(e as usize));
         let b = o + (4 * e) as usize;
-        q[b] = (l & 0x0F0F_0F0F) | ((hh << 4) & 0x3030_3030);
-        q[b + 1] = (c & 0x0F0F_0F0F) | ((hh << 2) & 0x3030_3030);
-        q[b + 2] = ((l >> 4) & 0x0F0F_0F0F) | (hh & 0x3030_3030);
-        q[b + 3] = ((c >> 4) & 0x0F0F_0F0F) | ((hh >> 2) & 0x3030_3030);
+        q[b] = q0;
+        q[b + 1] = q1;
+        q[b + 2] = q2;
+        q[b + 3] = q3;
     }
     let dpair = select(i < 2, dw.extract(0usize), dw.extract(1usize));
     (sc.extract(0usize), sc.extract(1usize), (dpair >> (16 * (i % 2))) & 0xFFFF)
@@ -60,12 +60,7 @@ pub fn decode_lane<Wv: Size>(w: &[Vector<u32, Wv>], g8: u32, i: u32, u: u32, out
         let ds = d * scale(s0, s1, is + 2 * s);
         #[unroll]
         for e in 0..2u32 {
-            let qw = q[(4 * e + s) as usize];
-            let b = o + (4 * (4 * e + s)) as usize;
-            out[b] = ds * code(qw, 0u32);
-            out[b + 1] = ds * code(qw, 1u32);
-            out[b + 2] = ds * code(qw, 2u32);
-            out[b + 3] = ds * code(qw, 3u32);
+            decode4(q[(4 * e + s) as usize], ds, out, o + (4 * (4 * e + s)) as usize);
         }
     }
 }

@@ -58,22 +58,30 @@ pub(super) fn grid_1d(cubes: usize) -> CubeCount {
 }
 
 /// `(rows per thread, planes per row group)` of the Q4_K decode kernel for `m` token rows over a
-/// part of `rows` rows and `k` columns. With more than one token row the kernel keeps decoded
-/// weights and takes 2 rows per thread. With one it keeps the input in registers and takes 8 rows
-/// (split up to 8 ways) where that still gives [`MIN_DECODE_CUBES`] cubes, else 4: more rows per
-/// thread put more loads in flight per thread, which is what bounds it (H100, 4096×14336 alone
-/// under ncu: 4 rows at 76 registers 33.2 µs, 8 rows at 120 registers 23.2–23.7 µs, despite 22%
-/// occupancy instead of 31%). `BURN_QUANT_DECODE_M1` overrides the one-row choice.
+/// part of `rows` rows and `k` columns ([`step1024_launch`] with 8 rows per thread at one token
+/// row): more rows per thread put more loads in flight per thread, which is what bounds it
+/// (H100, 4096×14336 alone under ncu: 4 rows at 76 registers 33.2 µs, 8 rows at 120 registers
+/// 23.2–23.7 µs, despite 22% occupancy instead of 31%). `BURN_QUANT_DECODE_M1` overrides the
+/// one-row choice.
 fn q4k_launch(m: usize, rows: usize, k: usize) -> (u32, u32) {
+    step1024_launch(m, rows, k, 8, knobs().q4k)
+}
+
+/// `(rows per thread, planes per row group)` of a decode kernel whose plane step covers 1024
+/// columns (Q4_K, Q6_Kx4). With more than one token row the kernel keeps decoded weights and
+/// takes 2 rows per thread. With one it keeps the input in registers and takes `wide` rows (split
+/// up to 8 ways) where that still gives [`MIN_DECODE_CUBES`] cubes, else `wide / 2`; `knob`
+/// (a benchmarking override) replaces the one-row choice.
+fn step1024_launch(m: usize, rows: usize, k: usize, wide: u32, knob: Option<(u32, u32)>) -> (u32, u32) {
     if m != 1 {
         return (2, decode_split(k / 1024, 4));
     }
-    if let Some(o) = knobs().q4k {
+    if let Some(o) = knob {
         return o;
     }
     let split = decode_split(k / 1024, 8);
-    let cubes = rows.div_ceil((8 * reduce::PLANES / split) as usize);
-    (if cubes >= MIN_DECODE_CUBES { 8 } else { 4 }, split)
+    let cubes = rows.div_ceil((wide * reduce::PLANES / split) as usize);
+    (if cubes >= MIN_DECODE_CUBES { wide } else { wide / 2 }, split)
 }
 
 /// `(rows per thread, planes per row group)` of the int4 decode kernel: 4 rows at one token
@@ -90,19 +98,10 @@ fn q6k_launch(m: usize, k: usize) -> (u32, u32) {
     }
 }
 
-/// `(rows per thread, planes per row group)` of the Q6_Kx4 decode kernel (a plane step covers
-/// 1024 columns, as Q4_K's): at one token row 4 rows per thread where that still gives
-/// [`MIN_DECODE_CUBES`] cubes, else 2 (`BURN_QUANT_Q6K_M1` overrides); 2 with more token rows.
+/// `(rows per thread, planes per row group)` of the Q6_Kx4 decode kernel: [`step1024_launch`]
+/// with 4 rows per thread at one token row (`BURN_QUANT_Q6K_M1` overrides).
 fn q6kx4_launch(m: usize, rows: usize, k: usize) -> (u32, u32) {
-    if m != 1 {
-        return (2, decode_split(k / 1024, 4));
-    }
-    if let Some(o) = knobs().q6k {
-        return o;
-    }
-    let split = decode_split(k / 1024, 8);
-    let cubes = rows.div_ceil((4 * reduce::PLANES / split) as usize);
-    (if cubes >= MIN_DECODE_CUBES { 4 } else { 2 }, split)
+    step1024_launch(m, rows, k, 4, knobs().q6k)
 }
 
 /// `(rows per thread, planes per row group)` of the Q8_0 decode kernel.

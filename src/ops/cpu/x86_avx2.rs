@@ -69,9 +69,7 @@ fn q4k_group<const R: usize>(rows: [&[BlockQ4K]; R], x: &[f32], xsum: &[f32]) ->
         let sx = unsafe { _mm256_loadu_ps(xsum.as_ptr().add(8 * b)) };
         for i in 0..R {
             let blk = &rows[i][b];
-            _mm_prefetch::<_MM_HINT_T0>((blk as *const BlockQ4K).cast::<i8>().wrapping_add(PREFETCH));
-            _mm_prefetch::<_MM_HINT_T0>((blk as *const BlockQ4K).cast::<i8>().wrapping_add(PREFETCH + 64));
-            _mm_prefetch::<_MM_HINT_T0>((blk as *const BlockQ4K).cast::<i8>().wrapping_add(PREFETCH + 128));
+            prefetch_ahead(blk);
             // SAFETY: the first 16 bytes of a block are d, dmin and the 12 scale bytes.
             let head = unsafe { _mm_loadu_si128((blk as *const BlockQ4K).cast()) };
             let sm = q4k_scales_mins(head);
@@ -119,8 +117,20 @@ pub unsafe fn q6k_rows<B: Q6KBlocks>(rows: &[B], per_row: usize, x: &[f32], out:
     by_groups(rows, per_row, out, |g| q6k_group(g, x), |r| q6k_group([r], x)[0]);
 }
 
-/// How far ahead (bytes) [`q6k_group`] prefetches the weight.
+/// How far ahead (bytes) the kernels prefetch the weight.
 const PREFETCH: usize = 4096;
+
+/// Prefetches the bytes of `*blk` [`PREFETCH`] bytes on (a few row groups on, for short rows;
+/// further along the row for long ones): the hardware prefetcher alone left the loads waiting on
+/// memory. A hint only: an address past the weight is never dereferenced.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn prefetch_ahead<T>(blk: &T) {
+    let p = (blk as *const T).cast::<i8>().wrapping_add(PREFETCH);
+    for l in 0..std::mem::size_of::<T>().div_ceil(64) {
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * l));
+    }
+}
 
 /// One Q6_K block's 256 codes minus 32, in element order, on a 32-byte boundary.
 #[derive(Clone, Copy)]
@@ -171,13 +181,7 @@ fn q6k_group<B: Q6KBlocks, const R: usize>(rows: [&[B]; R], x: &[f32]) -> [f32; 
     for b in 0..rows[0].len() * B::PER {
         for i in 0..R {
             if b % B::PER == 0 {
-                // The same bytes PREFETCH ahead (a few row groups on, for short rows; further
-                // along this row for long ones): the hardware prefetcher alone left the loads
-                // waiting on memory.
-                let p = (&raw const rows[i][b / B::PER]).cast::<i8>().wrapping_add(PREFETCH);
-                for l in 0..std::mem::size_of::<B>().div_ceil(64) {
-                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * l));
-                }
+                prefetch_ahead(&rows[i][b / B::PER]);
             }
             let blk = rows[i][b / B::PER].q6k(b % B::PER);
             q6k_codes(blk, codes[i].as_mut_ptr());
@@ -242,7 +246,7 @@ fn q80_group<const R: usize>(rows: [&[BlockQ8_0]; R], x: &[f32]) -> [f32; R] {
         let xs: [__m256; 4] = std::array::from_fn(|h| unsafe { _mm256_loadu_ps(x.as_ptr().add(32 * b + 8 * h)) });
         for i in 0..R {
             let blk = &rows[i][b];
-            _mm_prefetch::<_MM_HINT_T0>((blk as *const BlockQ8_0).cast::<i8>().wrapping_add(PREFETCH));
+            prefetch_ahead(blk);
             // SAFETY: qs has 32 bytes; 8h + 8 ≤ 32.
             let q = |h: usize| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(unsafe { _mm_loadl_epi64(blk.qs.as_ptr().add(8 * h).cast()) }));
             let s = _mm256_fmadd_ps(q(3), xs[3], _mm256_fmadd_ps(q(2), xs[2], _mm256_fmadd_ps(q(1), xs[1], _mm256_mul_ps(q(0), xs[0]))));
