@@ -137,6 +137,7 @@ fn gguf_blocks(device: &Device, rep: &mut Report) -> Result<()> {
                 let e = forward_err(&layer, &x[..m * k], &w, k, device)?;
                 rep.check(format!("{} {rows}×{k} m={m} (widest decode launches), f32", kind.name()), e <= 1e-5, format!("rel. error {e:.2e}"));
             }
+            check_input_ops(device, rep, &layer, &w, k, &[1, 5])?;
         }
     }
     // Q6_K rows of a multiple of 1024 are stored regrouped (Q6_Kx4): ggml's blocks from the
@@ -156,6 +157,7 @@ fn gguf_blocks(device: &Device, rep: &mut Report) -> Result<()> {
         let w = burn_quant::format::dequantize(GgmlType::Q6_K, &bytes, rows, k)?;
         let x: Vec<f32> = (0..8 * k).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
         check_q6kx4(device, rep, &bytes, &w, rows, k, &x, &[1, 5, 8])?;
+        check_input_ops(device, rep, &QuantLinear::from_gguf_bytes(GgmlType::Q6_K, &bytes, rows, k, device)?, &w, k, &[1, 5])?;
     }
     // Leading dims, and the input gradient under Autodiff (g · W against the f64 product with
     // ggml's dequantized weight).
@@ -189,6 +191,48 @@ fn forward_err(layer: &QuantLinear, x: &[f32], w: &[f32], k: usize, device: &Dev
         .collect();
     let y = host(layer.forward(Tensor::<2>::from_data(TensorData::new(x.to_vec(), [x.len() / k, k]), device)))?;
     Ok(rel_err(&y, &want))
+}
+
+/// `forward_norm` and `forward_swiglu_add` of `layer` (decoded weight `w`, rows of `k`) at `ms`
+/// token rows against float64 (the RMSNorm / SwiGLU done by the one-pass decode kernels as they
+/// read the input, or composed where the tensor-core kernel runs): 1e-5.
+fn check_input_ops(device: &Device, rep: &mut Report, layer: &QuantLinear, w: &[f32], k: usize, ms: &[usize]) -> Result<()> {
+    let name = format!("{} {}×{k}", layer.layout().parts[0].kind, layer.out_features());
+    let rows = layer.out_features();
+    let val = |i: usize, s: usize| ((i.wrapping_mul(s) >> 5) % 2001) as f32 / 1000.0 - 1.0;
+    let gamma: Vec<f32> = (0..k).map(|i| 0.5 + val(i, 40_503)).collect();
+    let eps = 1e-6f64;
+    let mut norm = burn::nn::RmsNormConfig::new(k).with_epsilon(eps).init(device);
+    norm.gamma = burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(gamma.clone(), [k]), device));
+    let product = |xin: &[f64], m: usize| -> Vec<f64> {
+        (0..m).flat_map(|t| w.chunks_exact(k).map(move |r| r.iter().zip(&xin[t * k..(t + 1) * k]).map(|(a, b)| *a as f64 * b).sum::<f64>())).collect()
+    };
+    for &m in ms {
+        let x: Vec<f32> = (0..m * k).map(|i| val(i, 7_919) * (1 + i / k) as f32).collect();
+        let xn: Vec<f64> = x
+            .chunks_exact(k)
+            .flat_map(|r| {
+                let inv = 1.0 / (r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / k as f64 + eps).sqrt();
+                r.iter().zip(&gamma).map(move |(v, g)| *v as f64 * inv * *g as f64).collect::<Vec<_>>()
+            })
+            .collect();
+        let want: Vec<f32> = product(&xn, m).into_iter().map(|v| v as f32).collect();
+        let y = host(layer.forward_norm(Tensor::<2>::from_data(TensorData::new(x, [m, k]), device), &norm))?;
+        let e = rel_err(&y, &want);
+        rep.check(format!("{name} RMSNorm in the product, m={m}, f32"), e <= 1e-5, format!("rel. error {e:.2e}"));
+        let gu: Vec<f32> = (0..m * 2 * k).map(|i| 3.0 * val(i, 104_729)).collect();
+        let res: Vec<f32> = (0..m * rows).map(|i| val(i, 15_485_863)).collect();
+        let act: Vec<f64> = gu
+            .chunks_exact(2 * k)
+            .flat_map(|r| (0..k).map(move |j| r[j] as f64 / (1.0 + (-(r[j] as f64)).exp()) * r[k + j] as f64))
+            .collect();
+        let want: Vec<f32> = product(&act, m).into_iter().zip(&res).map(|(v, r)| (v + *r as f64) as f32).collect();
+        let gt = Tensor::<2>::from_data(TensorData::new(gu, [m, 2 * k]), device);
+        let y = host(layer.forward_swiglu_add(gt, Tensor::<2>::from_data(TensorData::new(res, [m, rows]), device)))?;
+        let e = rel_err(&y, &want);
+        rep.check(format!("{name} SwiGLU in the product + residual, m={m}, f32"), e <= 1e-5, format!("rel. error {e:.2e}"));
+    }
+    Ok(())
 }
 
 /// A Q6_K weight (`bytes`, `rows × k`, `k` a multiple of 1024) through a layer, which stores it

@@ -202,7 +202,104 @@ fn tall_weight_one_token(device: Device) {
     assert!(e <= 1e-5, "relative error {e:e}");
 }
 
+/// A xorshift stream of values in [-1, 1) (deterministic test data).
+fn noise(seed: u64) -> impl FnMut() -> f32 {
+    let mut state = seed;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// A GPTQ int4 layer (symmetric, group 128) of random codes and scales.
+fn gptq_layer(out: usize, inp: usize, device: &Device) -> QuantLinear {
+    use burn_quant::format::gptq::{GptqTensors, GptqZeros};
+    let mut rnd = noise(0x5151_2727);
+    let mut qweight = vec![0i32; inp / 8 * out];
+    for k in 0..inp {
+        for n in 0..out {
+            let code = ((rnd() + 1.0) * 8.0) as u32 & 15;
+            qweight[(k / 8) * out + n] |= (code << (4 * (k % 8))) as i32;
+        }
+    }
+    let groups = inp / 128;
+    let qzeros: Vec<i32> = vec![0x7777_7777; groups * out / 8];
+    let scales: Vec<half::f16> = (0..groups * out).map(|_| half::f16::from_f32(0.01 + 0.02 * rnd().abs())).collect();
+    let t = GptqTensors { qweight: &qweight, qzeros: &qzeros, scales: &scales, g_idx: None };
+    QuantLinear::from_gptq(t, out, inp, 128, GptqZeros::V1, device).unwrap()
+}
+
+/// `forward_norm` and `forward_swiglu_add` (the RMSNorm / SwiGLU done by the cube backends'
+/// one-pass decode kernels as they read the input, composed of Burn's ops elsewhere and on the
+/// other paths) against the same product in float64 on the host, from the layer's own
+/// dequantized weight: for each type with a one-pass kernel (Q4_K, Q6_K regrouped to Q6_Kx4,
+/// Q8_0, GPTQ int4) and one on the generic kernel (Q4_0), 40 rows (not a multiple of any
+/// kernel's row group) of 2,048 inputs, at 1 token row (the fused one-pass kernels), 3 (the
+/// tensor-core kernel where the device has one: composed) and 9 (the prefill path), with leading
+/// batch dims.
+fn input_ops_fuse_into_the_product(device: Device) {
+    let (rows, k) = (40usize, 2048usize);
+    let mut rnd = noise(0x9E37_79B9_7F4A_7C15);
+    let src: Vec<f32> = (0..rows * k).map(|_| rnd()).collect();
+    let mut layers: Vec<(&str, QuantLinear)> = [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::Q4_0]
+        .into_iter()
+        .map(|kind| {
+            let bytes = burn_quant::format::quantize::quantize(kind, &src).unwrap();
+            (kind.name(), QuantLinear::from_gguf_bytes(kind, &bytes, rows, k, &device).unwrap())
+        })
+        .collect();
+    layers.push(("gptq int4", gptq_layer(rows, k, &device)));
+    let gamma: Vec<f32> = (0..k).map(|_| 0.5 + rnd()).collect();
+    let eps = 1e-6f64;
+    let mut norm = burn::nn::RmsNormConfig::new(k).with_epsilon(eps).init(&device);
+    norm.gamma = burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(gamma.clone(), [k]), &device));
+    for (name, layer) in &layers {
+        let w: Vec<f64> = values(layer.dequantize()).into_iter().map(f64::from).collect();
+        let product = |xin: &[f64], m: usize| -> Vec<f64> {
+            (0..m).flat_map(|t| w.chunks_exact(k).map(move |row| row.iter().zip(&xin[t * k..(t + 1) * k]).map(|(a, b)| a * b).sum::<f64>())).collect()
+        };
+        for m in [1usize, 3, 9] {
+            // Rows of different magnitudes, so each token's norm matters.
+            let x: Vec<f32> = (0..m * k).map(|i| rnd() * (1 + i / k) as f32).collect();
+            let xn: Vec<f64> = x
+                .chunks_exact(k)
+                .flat_map(|r| {
+                    let ms = r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / k as f64;
+                    let inv = 1.0 / (ms + eps).sqrt();
+                    r.iter().zip(&gamma).map(move |(v, g)| *v as f64 * inv * *g as f64).collect::<Vec<_>>()
+                })
+                .collect();
+            let want: Vec<f32> = product(&xn, m).into_iter().map(|v| v as f32).collect();
+            let xt = Tensor::<3>::from_data(TensorData::new(x, [1, m, k]), &device);
+            let e = rel_err(&values(layer.forward_norm(xt, &norm)), &want);
+            assert!(e <= 1e-5, "{name} norm m={m}: relative error {e:e}");
+
+            let gu: Vec<f32> = (0..m * 2 * k).map(|_| 3.0 * rnd()).collect();
+            let res: Vec<f32> = (0..m * rows).map(|_| rnd()).collect();
+            let act: Vec<f64> = gu
+                .chunks_exact(2 * k)
+                .flat_map(|r| (0..k).map(move |j| {
+                    let g = r[j] as f64;
+                    g / (1.0 + (-g).exp()) * r[k + j] as f64
+                }))
+                .collect();
+            let want: Vec<f32> = product(&act, m).into_iter().zip(&res).map(|(v, r)| (v + *r as f64) as f32).collect();
+            let gt = Tensor::<3>::from_data(TensorData::new(gu, [1, m, 2 * k]), &device);
+            let rt = Tensor::<3>::from_data(TensorData::new(res, [1, m, rows]), &device);
+            let e = rel_err(&values(layer.forward_swiglu_add(gt, rt)), &want);
+            assert!(e <= 1e-5, "{name} swiglu m={m}: relative error {e:e}");
+        }
+        let bad = Tensor::<2>::zeros([1, k], &device);
+        assert!(matches!(layer.try_forward_swiglu_add(bad, Tensor::<2>::zeros([1, rows], &device)), Err(Error::Shape(_))), "{name}");
+    }
+    let short = burn::nn::RmsNormConfig::new(k / 2).init(&device);
+    assert!(matches!(layers[0].1.try_forward_norm(Tensor::<2>::zeros([1, k], &device), &short), Err(Error::Shape(_))));
+}
+
 backend_tests!(
+    input_ops_fuse_into_the_product,
     tall_weight_one_token,
     record_round_trip_inside_a_derived_module,
     fused_parts_keep_their_types,

@@ -12,6 +12,7 @@ use cubecl::prelude::*;
 
 use super::decode::f16_pair;
 use super::matvec_q4k::{decode_word, dot_word_in_place, dot4, hsum, prescale_inputs};
+use super::input::{input, row_scales};
 use super::reduce::{group_row0, reduce_groups};
 
 /// Decodes the 32 weights of unit `u` of the group at word `blk`: `out[o + 8v .. + 4]` are
@@ -36,6 +37,7 @@ pub fn matvec_i4<N: Size>(
     x: &[Vector<f32, N>],
     y: &mut [f32],
     res: &[f32],
+    gamma: &[Vector<f32, N>],
     off: u32,
     rows: u32,
     k: u32,
@@ -44,11 +46,13 @@ pub fn matvec_i4<N: Size>(
     magic: u32,
     #[comptime] group: u32,
     #[comptime] f16hw: bool,
+    eps: f32,
     #[comptime] m: u32,
     #[comptime] r: u32,
     #[comptime] split: u32,
     #[comptime] plane32: bool,
     #[comptime] add: bool,
+    #[comptime] pre: u32,
 ) {
     let lane = UNIT_POS_X;
     let slot = UNIT_POS_Y;
@@ -59,6 +63,9 @@ pub fn matvec_i4<N: Size>(
     let words = comptime!((4 + group / 2) / 4);
     let groups = k / group;
     let u = lane % lpg;
+    let k4 = k / 4;
+    let mut inv = Array::<f32>::new(m as usize);
+    row_scales(x, k4, eps, &mut inv, m, pre);
     let mut acc = Array::<f32>::new((r * m) as usize);
     #[unroll]
     for o in 0..r * m {
@@ -91,8 +98,8 @@ pub fn matvec_i4<N: Size>(
                 let mut xs = Array::<f32>::new(32usize);
                 #[unroll]
                 for v in 0..4u32 {
-                    let xl = x[(xb + v) as usize];
-                    let xh = x[(xb + group / 8 + v) as usize];
+                    let xl = input(x, gamma, 0, xb + v, k4, &inv, pre);
+                    let xh = input(x, gamma, 0, xb + group / 8 + v, k4, &inv, pre);
                     sx += hsum(xl) + hsum(xh);
                     prescale_inputs(xl, xh, &mut xs, (8 * v) as usize);
                 }
@@ -119,11 +126,11 @@ pub fn matvec_i4<N: Size>(
                 }
                 #[unroll]
                 for t in 0..m {
-                    let xb = (t * k + b * group + 16 * u) / 4;
+                    let xb = (b * group + 16 * u) / 4;
                     #[unroll]
                     for v in 0..4u32 {
-                        let xl = x[(xb + v) as usize];
-                        let xh = x[(xb + group / 8 + v) as usize];
+                        let xl = input(x, gamma, t, xb + v, k4, &inv, pre);
+                        let xh = input(x, gamma, t, xb + group / 8 + v, k4, &inv, pre);
                         #[unroll]
                         for i in 0..r {
                             let o = (i * 32 + v * 8) as usize;

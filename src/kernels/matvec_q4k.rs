@@ -17,6 +17,7 @@
 use cubecl::prelude::*;
 
 use super::decode::f16_pair;
+use super::input::{input, row_scales};
 use super::reduce::{group_row0, reduce_groups};
 
 /// Byte `sh / 8` of `w` as an exact f32 (through the bits of `2²³ + byte`).
@@ -138,6 +139,7 @@ pub fn matvec_q4k<N: Size>(
     x: &[Vector<f32, N>],
     y: &mut [f32],
     res: &[f32],
+    gamma: &[Vector<f32, N>],
     off: u32,
     rows: u32,
     k: u32,
@@ -145,11 +147,13 @@ pub fn matvec_q4k<N: Size>(
     col0: u32,
     magic: u32,
     #[comptime] f16hw: bool,
+    eps: f32,
     #[comptime] m: u32,
     #[comptime] r: u32,
     #[comptime] split: u32,
     #[comptime] plane32: bool,
     #[comptime] add: bool,
+    #[comptime] pre: u32,
 ) {
     let lane = UNIT_POS_X;
     let slot = UNIT_POS_Y;
@@ -159,6 +163,9 @@ pub fn matvec_q4k<N: Size>(
     let u = lane % 8;
     let j = u / 2;
     let hh = u % 2;
+    let k4 = k / 4;
+    let mut inv = Array::<f32>::new(m as usize);
+    row_scales(x, k4, eps, &mut inv, m, pre);
     let mut acc = Array::<f32>::new((r * m) as usize);
     #[unroll]
     for o in 0..r * m {
@@ -197,8 +204,8 @@ pub fn matvec_q4k<N: Size>(
                 let mut sh = 0.0f32;
                 #[unroll]
                 for v in 0..4u32 {
-                    let xl = x[(xb + v) as usize];
-                    let xh = x[(xb + 8 + v) as usize];
+                    let xl = input(x, gamma, 0, xb + v, k4, &inv, pre);
+                    let xh = input(x, gamma, 0, xb + 8 + v, k4, &inv, pre);
                     sl += hsum(xl);
                     sh += hsum(xh);
                     prescale_inputs(xl, xh, &mut xs, (8 * v) as usize);
@@ -231,11 +238,11 @@ pub fn matvec_q4k<N: Size>(
                 }
                 #[unroll]
                 for t in 0..m {
-                    let xb = (t * k + b * 256 + 64 * j + 16 * hh) / 4;
+                    let xb = (b * 256 + 64 * j + 16 * hh) / 4;
                     #[unroll]
                     for v in 0..4u32 {
-                        let xl = x[(xb + v) as usize];
-                        let xh = x[(xb + 8 + v) as usize];
+                        let xl = input(x, gamma, t, xb + v, k4, &inv, pre);
+                        let xh = input(x, gamma, t, xb + 8 + v, k4, &inv, pre);
                         #[unroll]
                         for i in 0..r {
                             let o = (i * 32 + v * 8) as usize;

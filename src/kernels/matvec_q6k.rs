@@ -12,6 +12,7 @@ use cubecl::prelude::*;
 
 use super::decode::{f16_pair, f16_to_f32, half_bits, word_at};
 use super::matvec_q4k::dot4;
+use super::input::{input, row_scales};
 use super::reduce::{group_row0, reduce_groups};
 
 /// Byte `e` of `word` (holding a 6-bit code) as the exact f32 `code − 32`.
@@ -108,6 +109,7 @@ pub fn matvec_q6k<N: Size>(
     x: &[Vector<f32, N>],
     y: &mut [f32],
     res: &[f32],
+    gamma: &[Vector<f32, N>],
     off: u32,
     rows: u32,
     k: u32,
@@ -116,11 +118,13 @@ pub fn matvec_q6k<N: Size>(
     col0: u32,
     magic: u32,
     #[comptime] f16hw: bool,
+    eps: f32,
     #[comptime] m: u32,
     #[comptime] r: u32,
     #[comptime] split: u32,
     #[comptime] plane32: bool,
     #[comptime] add: bool,
+    #[comptime] pre: u32,
 ) {
     let lane = UNIT_POS_X;
     let slot = UNIT_POS_Y;
@@ -129,6 +133,9 @@ pub fn matvec_q6k<N: Size>(
     let blocks = k / 256;
     let h = (lane / 8) % 2;
     let c = lane % 8;
+    let k4 = k / 4;
+    let mut inv = Array::<f32>::new(m as usize);
+    row_scales(x, k4, eps, &mut inv, m, pre);
     let mut acc = Array::<f32>::new((r * m) as usize);
     #[unroll]
     for o in 0..r * m {
@@ -147,7 +154,7 @@ pub fn matvec_q6k<N: Size>(
                 let mut xs = Array::<f32>::new(16usize);
                 #[unroll]
                 for s in 0..4u32 {
-                    prescale_inputs6(x[(xb + 8 * s) as usize], &mut xs, (4 * s) as usize);
+                    prescale_inputs6(input(x, gamma, 0, xb + 8 * s, k4, &inv, pre), &mut xs, (4 * s) as usize);
                 }
                 let is = c / 4;
                 #[unroll]
@@ -173,10 +180,10 @@ pub fn matvec_q6k<N: Size>(
                 }
                 #[unroll]
                 for t in 0..m {
-                    let xb = (t * k + b * 256 + 128 * h + 4 * c) / 4;
+                    let xb = (b * 256 + 128 * h + 4 * c) / 4;
                     #[unroll]
                     for s in 0..4u32 {
-                        let xv = x[(xb + 8 * s) as usize];
+                        let xv = input(x, gamma, t, xb + 8 * s, k4, &inv, pre);
                         #[unroll]
                         for i in 0..r {
                             acc[(i * m + t) as usize] += dot4(&wt, (i * 16 + s * 4) as usize, xv);

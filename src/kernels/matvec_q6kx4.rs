@@ -14,6 +14,7 @@
 use cubecl::prelude::*;
 
 use super::decode::f16_pair;
+use super::input::{input, row_scales};
 use super::matvec_q4k::dot4;
 use super::matvec_q6k::{codes6, decode4, dot_codes_in_place, prescale_inputs6, scale};
 use super::reduce::{group_row0, reduce_groups};
@@ -73,6 +74,7 @@ pub fn matvec_q6kx4<N: Size, Wv: Size>(
     x: &[Vector<f32, N>],
     y: &mut [f32],
     res: &[f32],
+    gamma: &[Vector<f32, N>],
     off8: u32,
     rows: u32,
     k: u32,
@@ -80,11 +82,13 @@ pub fn matvec_q6kx4<N: Size, Wv: Size>(
     col0: u32,
     magic: u32,
     #[comptime] f16hw: bool,
+    eps: f32,
     #[comptime] m: u32,
     #[comptime] r: u32,
     #[comptime] split: u32,
     #[comptime] plane32: bool,
     #[comptime] add: bool,
+    #[comptime] pre: u32,
 ) {
     let lane = UNIT_POS_X;
     let slot = UNIT_POS_Y;
@@ -94,6 +98,9 @@ pub fn matvec_q6kx4<N: Size, Wv: Size>(
     let i = lane / 8;
     let u = lane % 8;
     let is = (u % 4) / 2;
+    let k4 = k / 4;
+    let mut inv = Array::<f32>::new(m as usize);
+    row_scales(x, k4, eps, &mut inv, m, pre);
     let mut acc = Array::<f32>::new((r * m) as usize);
     #[unroll]
     for o in 0..r * m {
@@ -125,7 +132,7 @@ pub fn matvec_q6kx4<N: Size, Wv: Size>(
                 for s in 0..4u32 {
                     #[unroll]
                     for e in 0..2u32 {
-                        prescale_inputs6(x[(xb + 8 * s + e) as usize], &mut xs, (4 * (4 * e + s)) as usize);
+                        prescale_inputs6(input(x, gamma, 0, xb + 8 * s + e, k4, &inv, pre), &mut xs, (4 * (4 * e + s)) as usize);
                     }
                 }
                 #[unroll]
@@ -154,7 +161,7 @@ pub fn matvec_q6kx4<N: Size, Wv: Size>(
                     for s in 0..4u32 {
                         #[unroll]
                         for e in 0..2u32 {
-                            let xv = x[(tok * k / 4 + xb + 8 * s + e) as usize];
+                            let xv = input(x, gamma, tok, xb + 8 * s + e, k4, &inv, pre);
                             #[unroll]
                             for t in 0..r {
                                 acc[(t * m + tok) as usize] += dot4(&wt, (32 * t + 4 * (4 * e + s)) as usize, xv);

@@ -9,6 +9,7 @@ use cubecl::prelude::*;
 
 use super::decode::{f16_to_f32, half_bits, word_at};
 use super::matvec_q4k::dot4;
+use super::input::{input, row_scales};
 use super::reduce::{group_row0, reduce_groups};
 
 /// Byte `e` of `word` (an i8 code whose sign bit has been flipped) as the exact f32 code.
@@ -36,17 +37,20 @@ pub fn matvec_q80<N: Size>(
     x: &[Vector<f32, N>],
     y: &mut [f32],
     res: &[f32],
+    gamma: &[Vector<f32, N>],
     off: u32,
     rows: u32,
     k: u32,
     row_bytes: u32,
     ny: u32,
     col0: u32,
+    eps: f32,
     #[comptime] m: u32,
     #[comptime] r: u32,
     #[comptime] split: u32,
     #[comptime] plane32: bool,
     #[comptime] add: bool,
+    #[comptime] pre: u32,
 ) {
     let lane = UNIT_POS_X;
     let slot = UNIT_POS_Y;
@@ -54,6 +58,9 @@ pub fn matvec_q80<N: Size>(
     let part = slot % split;
     let blocks = k / 32;
     let u = lane % 4;
+    let k4 = k / 4;
+    let mut inv = Array::<f32>::new(m as usize);
+    row_scales(x, k4, eps, &mut inv, m, pre);
     let mut acc = Array::<f32>::new((r * m) as usize);
     #[unroll]
     for o in 0..r * m {
@@ -75,9 +82,9 @@ pub fn matvec_q80<N: Size>(
             }
             #[unroll]
             for t in 0..m {
-                let xb = (t * k + b * 32 + 8 * u) / 4;
-                let x0 = x[xb as usize];
-                let x1 = x[(xb + 1) as usize];
+                let xb = (b * 32 + 8 * u) / 4;
+                let x0 = input(x, gamma, t, xb, k4, &inv, pre);
+                let x1 = input(x, gamma, t, xb + 1, k4, &inv, pre);
                 #[unroll]
                 for i in 0..r {
                     acc[(i * m + t) as usize] += dot4(&wt, (i * 8) as usize, x0) + dot4(&wt, (i * 8 + 4) as usize, x1);

@@ -8,7 +8,8 @@
 //!   rows at once; [`matvec_q4k`] and [`matvec_q6kx4`] are the vectorised kernels of the two types
 //!   every Q4_K_M file is made of (Q6_K as regrouped at load; [`matvec_q6k`] reads the plain
 //!   blocks), [`matvec_q80`] Q8_0's, [`matvec_i4`] that of the GPTQ/AWQ int4 groups; [`reduce`]
-//!   ends them. [`matvec_mma`] is the tensor-core Q4_K / int4 kernel for 2..16 token rows.
+//!   ends them, and [`input`] is what they do to their input as they read it (SwiGLU, RMSNorm).
+//!   [`matvec_mma`] is the tensor-core Q4_K / int4 kernel for 2..16 token rows.
 //! - [`tiled`]: the prefill path and the input gradient, weight tiles decoded into shared memory.
 //! - [`tiled_mma`]: the prefill path on matrix units (f16 tiles, f32 accumulation).
 //! - [`norm`] and [`attention`]: the fused ops of a decode step (RMSNorm, q/k norm + RoPE, one
@@ -20,6 +21,7 @@
 pub mod attention;
 pub mod decode;
 pub mod dequant;
+pub mod input;
 pub mod matvec;
 pub mod matvec_i4;
 pub mod matvec_mma;

@@ -1,11 +1,24 @@
 //! [`QuantLinear`]: a linear layer whose weight stays quantized in device memory.
 
+use burn::backend::ops::FloatTensorOps;
 use burn::module::{Module, Param, ParamId};
+use burn::nn::RmsNorm;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 use crate::format::GgmlType;
 use crate::ops::{QuantLayout, QuantMatmulBackend};
+
+/// What [`QuantLinear`]'s product does to its input first.
+#[derive(Clone, Copy)]
+enum Pre<'a> {
+    /// Nothing.
+    Plain,
+    /// This RMSNorm.
+    Norm(&'a RmsNorm),
+    /// `silu(gate) ⊙ up` of an input twice as wide.
+    SwiGlu,
+}
 
 /// `e` wrapped with `name(i)` when there is one.
 fn named(name: &impl Fn(usize) -> Option<String>, i: usize, e: Error) -> Error {
@@ -256,13 +269,48 @@ impl QuantLinear {
 
     /// `x · Wᵀ + b` over any leading dims (`[..., in]` → `[..., out]`); checks the last dim.
     pub fn try_forward<const D: usize>(&self, x: Tensor<D>) -> Result<Tensor<D>> {
-        self.product(x, None)
+        self.product(x, None, Pre::Plain)
     }
 
     /// `x · Wᵀ + b + r` with `r` of the output's shape (a residual connection), the addition
     /// done by the product's kernels where the backend can; checks both shapes.
     pub fn try_forward_add<const D: usize>(&self, x: Tensor<D>, r: Tensor<D>) -> Result<Tensor<D>> {
-        self.product(x, Some(r))
+        self.product(x, Some(r), Pre::Plain)
+    }
+
+    /// `norm(x) · Wᵀ + b`: the RMSNorm `norm` (over `in` features) before this layer, done by the
+    /// product's kernels as they read `x` where the backend can (the cube backends' one-token
+    /// decode); the same as `self.forward(norm.forward(x))` everywhere. Checks the shapes.
+    pub fn try_forward_norm<const D: usize>(&self, x: Tensor<D>, norm: &RmsNorm) -> Result<Tensor<D>> {
+        let len = norm.gamma.dims()[0];
+        if len != self.in_features() {
+            return Err(Error::Shape(format!("norm over {len} features before a layer of {} inputs", self.in_features())));
+        }
+        self.product(x, None, Pre::Norm(norm))
+    }
+
+    /// [`try_forward_norm`](Self::try_forward_norm), panicking on a shape mismatch.
+    pub fn forward_norm<const D: usize>(&self, x: Tensor<D>, norm: &RmsNorm) -> Tensor<D> {
+        match self.try_forward_norm(x, norm) {
+            Ok(y) => y,
+            Err(e) => panic!("QuantLinear::forward_norm: {e}"),
+        }
+    }
+
+    /// `(silu(gate) ⊙ up) · Wᵀ + b + r` for `gu = [gate | up]` (`[..., 2·in]`: a SwiGLU MLP's
+    /// fused gate/up output before its down projection) and `r` of the output's shape; the
+    /// SwiGLU is done by the product's kernels as they read `gu` where the backend can. Checks
+    /// the shapes.
+    pub fn try_forward_swiglu_add<const D: usize>(&self, gu: Tensor<D>, r: Tensor<D>) -> Result<Tensor<D>> {
+        self.product(gu, Some(r), Pre::SwiGlu)
+    }
+
+    /// [`try_forward_swiglu_add`](Self::try_forward_swiglu_add), panicking on a shape mismatch.
+    pub fn forward_swiglu_add<const D: usize>(&self, gu: Tensor<D>, r: Tensor<D>) -> Tensor<D> {
+        match self.try_forward_swiglu_add(gu, r) {
+            Ok(y) => y,
+            Err(e) => panic!("QuantLinear::forward_swiglu_add: {e}"),
+        }
     }
 
     /// [`try_forward_add`](Self::try_forward_add), panicking on a shape mismatch.
@@ -273,29 +321,45 @@ impl QuantLinear {
         }
     }
 
-    /// `x · Wᵀ + b (+ r)`.
-    fn product<const D: usize>(&self, x: Tensor<D>, r: Option<Tensor<D>>) -> Result<Tensor<D>> {
+    /// `pre(x) · Wᵀ + b (+ r)`.
+    fn product<const D: usize>(&self, x: Tensor<D>, r: Option<Tensor<D>>, pre: Pre<'_>) -> Result<Tensor<D>> {
+        type B = burn::backend::Dispatch;
         let dims = x.dims();
         let k = self.in_features();
-        if D == 0 || dims[D - 1] != k {
-            return Err(Error::Shape(format!("input {dims:?}: last dim must be {k}")));
+        let width = if matches!(pre, Pre::SwiGlu) { 2 * k } else { k };
+        if D == 0 || dims[D - 1] != width {
+            return Err(Error::Shape(format!("input {dims:?}: last dim must be {width}")));
         }
         let m: usize = dims[..D - 1].iter().product();
-        let mut x2 = x.reshape([m, k]);
+        let mut x2 = x.reshape([m, width]);
+        let mut pre = pre;
         if let Some(p) = &self.perm {
+            // The permutation applies to the op's output: the op first, as Burn's ops.
+            x2 = match pre {
+                Pre::Plain => x2,
+                Pre::Norm(n) => n.forward(x2),
+                Pre::SwiGlu => burn::tensor::activation::silu(x2.clone().narrow(1, 0, k)) * x2.narrow(1, k, k),
+            };
             x2 = x2.select(1, p.val());
+            pre = Pre::Plain;
         }
         let mut out = dims;
         out[D - 1] = self.out_features();
         let (w, layout) = (self.weight.val().into_dispatch(), self.layout.clone());
-        let y = match r {
-            None => <burn::backend::Dispatch as QuantMatmulBackend>::quant_matmul(x2.into_dispatch(), w, layout),
-            Some(r) => {
-                if r.dims() != out {
-                    return Err(Error::Shape(format!("residual {:?}: must be the output's {out:?}", r.dims())));
-                }
-                let r = r.reshape([m, self.out_features()]).into_dispatch();
-                <burn::backend::Dispatch as QuantMatmulBackend>::quant_matmul_add(x2.into_dispatch(), w, layout, r)
+        let r = match r {
+            Some(r) if r.dims() != out => return Err(Error::Shape(format!("residual {:?}: must be the output's {out:?}", r.dims()))),
+            r => r.map(|r| r.reshape([m, self.out_features()]).into_dispatch()),
+        };
+        let x2 = x2.into_dispatch();
+        let y = match (pre, r) {
+            (Pre::Plain, None) => B::quant_matmul(x2, w, layout),
+            (Pre::Plain, Some(r)) => B::quant_matmul_add(x2, w, layout, r),
+            (Pre::Norm(n), None) => B::quant_matmul_norm(x2, n.gamma.val().into_dispatch(), n.epsilon as f32, w, layout),
+            (Pre::SwiGlu, Some(r)) => B::quant_matmul_swiglu_add(x2, w, layout, r),
+            (Pre::Norm(n), Some(r)) => B::float_add(B::quant_matmul_norm(x2, n.gamma.val().into_dispatch(), n.epsilon as f32, w, layout), r),
+            (Pre::SwiGlu, None) => {
+                let zeros = Tensor::<2>::zeros([m, self.out_features()], &self.weight.val().device()).into_dispatch();
+                B::quant_matmul_swiglu_add(x2, w, layout, zeros)
             }
         };
         let mut y = Tensor::<2>::from_dispatch(y);

@@ -16,7 +16,7 @@ use cubecl::prelude::*;
 
 use super::{QuantLayout, QuantMatmulBackend, QuantPart};
 use crate::kernels::decode::{block_bytes, block_elems};
-use crate::kernels::{dequant, matvec, matvec_i4, matvec_mma, matvec_q4k, matvec_q6k, matvec_q6kx4, matvec_q80, reduce, tiled, tiled_mma};
+use crate::kernels::{dequant, input, matvec, matvec_i4, matvec_mma, matvec_q4k, matvec_q6k, matvec_q6kx4, matvec_q80, reduce, tiled, tiled_mma};
 
 /// Cubes the prefill path aims for (about 4 per SM of a large GPU).
 const SPLIT_K_TARGET: usize = 528;
@@ -58,30 +58,22 @@ pub(super) fn grid_1d(cubes: usize) -> CubeCount {
 }
 
 /// `(rows per thread, planes per row group)` of the Q4_K decode kernel for `m` token rows over a
-/// part of `rows` rows and `k` columns ([`step1024_launch`] with 8 rows per thread at one token
-/// row): more rows per thread put more loads in flight per thread, which is what bounds it
-/// (H100, 4096×14336 alone under ncu: 4 rows at 76 registers 33.2 µs, 8 rows at 120 registers
-/// 23.2–23.7 µs, despite 22% occupancy instead of 31%). `BURN_QUANT_DECODE_M1` overrides the
-/// one-row choice.
+/// part of `rows` rows and `k` columns. With more than one token row the kernel keeps decoded
+/// weights and takes 2 rows per thread. With one it keeps the input in registers and takes 8 rows
+/// (split up to 8 ways) where that still gives [`MIN_DECODE_CUBES`] cubes, else 4: more rows per
+/// thread put more loads in flight per thread, which is what bounds it (H100, 4096×14336 alone
+/// under ncu: 4 rows at 76 registers 33.2 µs, 8 rows at 120 registers 23.2–23.7 µs, despite 22%
+/// occupancy instead of 31%). `BURN_QUANT_DECODE_M1` overrides the one-row choice.
 fn q4k_launch(m: usize, rows: usize, k: usize) -> (u32, u32) {
-    step1024_launch(m, rows, k, 8, knobs().q4k)
-}
-
-/// `(rows per thread, planes per row group)` of a decode kernel whose plane step covers 1024
-/// columns (Q4_K, Q6_Kx4). With more than one token row the kernel keeps decoded weights and
-/// takes 2 rows per thread. With one it keeps the input in registers and takes `wide` rows (split
-/// up to 8 ways) where that still gives [`MIN_DECODE_CUBES`] cubes, else `wide / 2`; `knob`
-/// (a benchmarking override) replaces the one-row choice.
-fn step1024_launch(m: usize, rows: usize, k: usize, wide: u32, knob: Option<(u32, u32)>) -> (u32, u32) {
     if m != 1 {
         return (2, decode_split(k / 1024, 4));
     }
-    if let Some(o) = knob {
+    if let Some(o) = knobs().q4k {
         return o;
     }
     let split = decode_split(k / 1024, 8);
-    let cubes = rows.div_ceil((wide * reduce::PLANES / split) as usize);
-    (if cubes >= MIN_DECODE_CUBES { wide } else { wide / 2 }, split)
+    let cubes = rows.div_ceil((8 * reduce::PLANES / split) as usize);
+    (if cubes >= MIN_DECODE_CUBES { 8 } else { 4 }, split)
 }
 
 /// `(rows per thread, planes per row group)` of the int4 decode kernel: 4 rows at one token
@@ -98,10 +90,16 @@ fn q6k_launch(m: usize, k: usize) -> (u32, u32) {
     }
 }
 
-/// `(rows per thread, planes per row group)` of the Q6_Kx4 decode kernel: [`step1024_launch`]
-/// with 4 rows per thread at one token row (`BURN_QUANT_Q6K_M1` overrides).
-fn q6kx4_launch(m: usize, rows: usize, k: usize) -> (u32, u32) {
-    step1024_launch(m, rows, k, 4, knobs().q6k)
+/// `(rows per thread, planes per row group)` of the Q6_Kx4 decode kernel: 2 rows per thread, up
+/// to 4 planes per row group, at any token count (`BURN_QUANT_Q6K_M1` overrides at one row).
+/// H100, 4096×14336 at one row alone under ncu (2026-11-23), µs: 2 rows × 4 planes 27.3–28.8,
+/// × 8 planes 27.5–29.3; 4 × 4 39.1–40.5, 4 × 8 33.9–35.6; 8 × 4 27.5–28.2, 8 × 8 27.1–28.3 (at
+/// 22% of warp slots instead of 44%).
+fn q6kx4_launch(m: usize, k: usize) -> (u32, u32) {
+    match (m, knobs().q6k) {
+        (1, Some(o)) => o,
+        _ => (2, decode_split(k / 1024, 4)),
+    }
 }
 
 /// `(rows per thread, planes per row group)` of the Q8_0 decode kernel.
@@ -184,15 +182,15 @@ fn planes_are_32(t: &CubeTensor) -> bool {
 /// Launches one of the vectorised decode kernels over a layout part: the grid of row groups
 /// (`r` rows per thread, `split` planes per row group), the cube of `LANES × PLANES` threads,
 /// 16-byte input loads (the vector sizes in `[..]` where the kernel takes more than one: the
-/// input's, then the weight's), the weight (as `w_words` vectors), the input, the output and the residual
-/// ([`Residual`]), then the kernel's own arguments; the kernels take `m, r, split, plane32, add`
-/// last.
+/// input's, then the weight's), the weight (as `w_words` vectors), the input, the output, the residual
+/// ([`Residual`]) and the norm's scale ([`Prologue`]), then the kernel's own arguments; the kernels
+/// take `eps, m, r, split, plane32, add, pre` last.
 macro_rules! launch_decode {
-    ($kernel:path, $client:expr, $part:expr, $r_split:expr, $w:expr, $w_words:expr, $x:expr, $y:expr, $res:expr,
+    ($kernel:path, $client:expr, $part:expr, $r_split:expr, $w:expr, $w_words:expr, $x:expr, $y:expr, $res:expr, $pre:expr,
      ($m:expr, $k:expr, $n:expr), $plane32:expr; $($arg:expr),* $(,)?) => {
-        launch_decode!($kernel, $client, $part, $r_split, [4], $w, $w_words, $x, $y, $res, ($m, $k, $n), $plane32; $($arg),*)
+        launch_decode!($kernel, $client, $part, $r_split, [4], $w, $w_words, $x, $y, $res, $pre, ($m, $k, $n), $plane32; $($arg),*)
     };
-    ($kernel:path, $client:expr, $part:expr, $r_split:expr, [$($size:expr),+], $w:expr, $w_words:expr, $x:expr, $y:expr, $res:expr,
+    ($kernel:path, $client:expr, $part:expr, $r_split:expr, [$($size:expr),+], $w:expr, $w_words:expr, $x:expr, $y:expr, $res:expr, $pre:expr,
      ($m:expr, $k:expr, $n:expr), $plane32:expr; $($arg:expr),* $(,)?) => {{
         let (r, split): (u32, u32) = $r_split;
         let groups = (reduce::PLANES / split) as usize * r as usize;
@@ -202,15 +200,18 @@ macro_rules! launch_decode {
             CubeDim::new_2d(reduce::LANES, reduce::PLANES),
             $($size,)+
             buffer($w, $w_words),
-            buffer(&$x, $m * $k / 4),
+            buffer(&$x, $pre.x_vectors($m, $k)),
             buffer(&$y, $m * $n),
             $res.arg(),
+            $pre.gamma_arg(),
             $($arg,)*
+            $pre.eps,
             $m as u32,
             r,
             split,
             $plane32,
             $res.add,
+            $pre.code,
         )
     }};
 }
@@ -310,9 +311,102 @@ impl Residual {
     }
 }
 
+/// What a product does to its input first ([`input`]): nothing, SwiGLU or RMSNorm.
+enum Pre {
+    /// The input as it is.
+    Plain,
+    /// `silu(gate) ⊙ up` of an input `[m, 2k]`.
+    SwiGlu,
+    /// RMSNorm with this scale (`[k]`) and `eps`.
+    Norm(CubeTensor, f32),
+}
+
+/// A [`Pre`] as the one-pass decode kernels take it: their `pre` code, the norm's scale (a
+/// one-vector stand-in where there is none: every kernel binds one) and `eps`.
+struct Prologue {
+    gamma: CubeTensor,
+    len: usize,
+    eps: f32,
+    code: u32,
+}
+
+impl Prologue {
+    /// `pre` for the kernels, `like` giving the device of the stand-in.
+    fn new(pre: Pre, like: &CubeTensor) -> Self {
+        let stand_in = || empty_f32(like, vec![4]);
+        match pre {
+            Pre::Plain => Self { gamma: stand_in(), len: 1, eps: 0.0, code: input::PLAIN },
+            Pre::SwiGlu => Self { gamma: stand_in(), len: 1, eps: 0.0, code: input::SWIGLU },
+            Pre::Norm(g, eps) => {
+                let len = g.meta.shape().num_elements() / 4;
+                Self { gamma: g, len, eps, code: input::RMS_NORM }
+            }
+        }
+    }
+
+    /// 4-float vectors of the op's input for `m` token rows of a product over `k` columns.
+    fn x_vectors(&self, m: usize, k: usize) -> usize {
+        if self.code == input::SWIGLU { m * k / 2 } else { m * k / 4 }
+    }
+
+    /// The kernel argument for `gamma`.
+    fn gamma_arg(&self) -> BufferArg {
+        buffer(&self.gamma, self.len)
+    }
+}
+
+/// Which kernel [`matmul_decode`] launches for a part.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DecodeKernel {
+    /// [`matvec_mma`], with its layout argument ([`mma_group`]).
+    Mma(u32),
+    /// [`matvec_q4k`].
+    Q4K,
+    /// [`matvec_i4`].
+    I4,
+    /// [`matvec_q80`].
+    Q80,
+    /// [`matvec_q6kx4`].
+    Q6Kx4,
+    /// [`matvec_q6k`].
+    Q6K,
+    /// [`matvec::matvec`], any type.
+    Generic,
+}
+
+impl DecodeKernel {
+    /// The kernel for `part` (`mma`: the tensor-core kernel is on for this launch's token rows,
+    /// [`mma_on`]).
+    fn of(part: &QuantPart, mma: bool) -> Self {
+        use crate::GgmlType as T;
+        let at = part.byte_offset;
+        match (mma.then(|| mma_group(part)).flatten(), part.kind) {
+            (Some(g), _) => Self::Mma(g),
+            (None, T::Q4_K) if at % 16 == 0 => Self::Q4K,
+            (None, kind) if kind.int4_group().is_some() && at % 4 == 0 => Self::I4,
+            (None, T::Q8_0) => Self::Q80,
+            (None, T::Q6_Kx4) if at % 8 == 0 => Self::Q6Kx4,
+            (None, T::Q6_K) => Self::Q6K,
+            _ => Self::Generic,
+        }
+    }
+
+    /// Whether the kernel does a [`Pre`] itself (the one-pass kernels of [`input`]).
+    fn takes_pre(self) -> bool {
+        !matches!(self, Self::Mma(_) | Self::Generic)
+    }
+}
+
+/// Whether the tensor-core kernel is on for `m` token rows of `x` over `k` columns (for the
+/// parts it can take).
+fn mma_on(x: &CubeTensor, m: usize, k: usize) -> bool {
+    k.is_multiple_of(32) && mma_decode(x, m)
+}
+
 /// `x · Wᵀ` (plus `res`, `[m, n]` f32 contiguous, in the kernels' epilogue) for `m` token rows
-/// that [`decode_takes`].
-fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, res: Option<CubeTensor>) -> CubeTensor {
+/// that [`decode_takes`], `x` read through `pre` (every part's kernel must [take
+/// it](DecodeKernel::takes_pre) unless it is `Plain`).
+fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, res: Option<CubeTensor>, pre: Pre) -> CubeTensor {
     let (k, n) = (layout.in_features, layout.out_features());
     let y = empty_f32(&x, vec![m, n]);
     let res = Residual::new(res, &x);
@@ -321,12 +415,15 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
     let f16hw = has_f16(&x);
     let words = layout.total_words();
     let parts = layout.merged_parts();
+    let pre = Prologue::new(pre, &x);
+    let on = mma_on(&x, m, k);
     // Parts the tensor-core kernel can take; its input is prepared once for all of them.
-    let mma = (k.is_multiple_of(32) && mma_decode(&x, m) && parts.iter().any(|p| mma_group(p).is_some())).then(|| mma_input(&x, m, k));
+    let mma = parts.iter().any(|p| matches!(DecodeKernel::of(p, on), DecodeKernel::Mma(_))).then(|| mma_input(&x, m, k));
     let mut col0 = 0;
     for part in &parts {
         let (rows, at) = (part.rows as u32, part.byte_offset);
-        let launched = if let (Some((xq, xsum, xinv)), Some(group)) = (&mma, mma_group(part)) {
+        let kernel = DecodeKernel::of(part, on);
+        let launched = if let (Some((xq, xsum, xinv)), DecodeKernel::Mma(group)) = (&mma, kernel) {
             // SAFETY: the part starts on a word boundary and its rows are whole blocks of whole
             // words (36 for Q4_K, 1 + G/8 for int4); rows past `rows` are clamped in the kernel;
             // `xq`, `xsum`, `xinv` cover `m · k` values and tokens past `m` are clamped; `y` is
@@ -355,54 +452,54 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
                 )
             };
             true
-        } else if part.kind == crate::GgmlType::Q4_K && at % 16 == 0 {
+        } else if kernel == DecodeKernel::Q4K {
             // SAFETY: the part starts on a 16-byte boundary and its rows are whole 144-byte
             // blocks, so every 16-byte read stays inside it; rows past `rows` are clamped in
             // the kernel; `y` is `[m, n]` and the part writes columns `col0..col0 + rows`.
             unsafe {
                 launch_decode!(matvec_q4k::matvec_q4k::launch_unchecked, client, part, q4k_launch(m, part.rows, k),
-                    w, words / 4, x, y, res, (m, k, n), plane32; (at / 16) as u32, rows, k as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw)
+                    w, words / 4, x, y, res, pre, (m, k, n), plane32; (at / 16) as u32, rows, k as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw)
             };
             true
-        } else if part.kind.int4_group().is_some() && at % 4 == 0 {
+        } else if kernel == DecodeKernel::I4 {
             // SAFETY: the part starts on a word boundary and its rows are whole groups of
             // `4 + G/2` bytes (a multiple of 4), so every word read is inside it; rows past
             // `rows` are clamped in the kernel; `y` is `[m, n]`, the part writes columns
             // `col0..col0 + rows`.
             unsafe {
                 launch_decode!(matvec_i4::matvec_i4::launch_unchecked, client, part, i4_launch(m, k),
-                    w, words, x, y, res, (m, k, n), plane32;
+                    w, words, x, y, res, pre, (m, k, n), plane32;
                     (at / 4) as u32, rows, k as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, part.kind.block_elems() as u32, f16hw)
             };
             true
-        } else if part.kind == crate::GgmlType::Q8_0 {
+        } else if kernel == DecodeKernel::Q80 {
             // SAFETY: every word read is inside a block of a row below `rows` (rows past it are
             // clamped in the kernel; a straddling read's second half is the same block's); `y`
             // is `[m, n]` and the part writes columns `col0..col0 + rows`.
             unsafe {
                 launch_decode!(matvec_q80::matvec_q80::launch_unchecked, client, part, q80_launch(m, k),
-                    w, words, x, y, res, (m, k, n), plane32;
+                    w, words, x, y, res, pre, (m, k, n), plane32;
                     at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32)
             };
             true
-        } else if part.kind == crate::GgmlType::Q6_Kx4 && at % 8 == 0 {
+        } else if kernel == DecodeKernel::Q6Kx4 {
             // SAFETY: the part starts on an 8-byte boundary and its rows are whole 840-byte
             // groups (105 words of 8 bytes), so every 8-byte read is inside it; rows past `rows`
             // are clamped in the kernel; `y` is `[m, n]` and the part writes columns
             // `col0..col0 + rows`.
             unsafe {
-                launch_decode!(matvec_q6kx4::matvec_q6kx4::launch_unchecked, client, part, q6kx4_launch(m, part.rows, k), [4, 2],
-                    w, words / 2, x, y, res, (m, k, n), plane32;
+                launch_decode!(matvec_q6kx4::matvec_q6kx4::launch_unchecked, client, part, q6kx4_launch(m, k), [4, 2],
+                    w, words / 2, x, y, res, pre, (m, k, n), plane32;
                     (at / 8) as u32, rows, k as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw)
             };
             true
-        } else if part.kind == crate::GgmlType::Q6_K {
+        } else if kernel == DecodeKernel::Q6K {
             // SAFETY: every word read is inside a block of a row below `rows` (rows past it are
             // clamped in the kernel); `y` is `[m, n]` and the part writes columns
             // `col0..col0 + rows`.
             unsafe {
                 launch_decode!(matvec_q6k::matvec_q6k::launch_unchecked, client, part, q6k_launch(m, k),
-                    w, words, x, y, res, (m, k, n), plane32;
+                    w, words, x, y, res, pre, (m, k, n), plane32;
                     at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw)
             };
             true
@@ -685,19 +782,33 @@ fn matmul_transposed_tiled(g: CubeTensor, w: &CubeTensor, layout: &QuantLayout, 
     dx
 }
 
-/// `x · Wᵀ (+ r)`: decode launches add `r` in their epilogue; the prefill path adds it after.
-fn quant_matmul_res(x: CubeTensor, weight: CubeTensor, layout: QuantLayout, r: Option<CubeTensor>) -> CubeTensor {
+/// `pre(x) · Wᵀ (+ r)`: decode launches add `r` in their epilogue and, where every part's kernel
+/// [takes it](DecodeKernel::takes_pre), do `pre` as they read `x`; otherwise `pre` is a launch of
+/// its own first and the prefill path adds `r` after.
+fn quant_matmul_res(x: CubeTensor, weight: CubeTensor, layout: QuantLayout, r: Option<CubeTensor>, pre: Pre) -> CubeTensor {
     let dtype = x.dtype;
     let shape = x.meta.shape().clone();
     let k = layout.in_features;
     let n = layout.out_features();
-    let m = shape.num_elements() / k.max(1);
-    let x = f32_contiguous(x);
-    let x2 = CubeBackend::float_reshape(x, Shape::new([m, k]));
+    let width = if matches!(pre, Pre::SwiGlu) { 2 * k } else { k };
+    let m = shape.num_elements() / width.max(1);
+    let x = CubeBackend::float_reshape(f32_contiguous(x), Shape::new([m, width]));
     let weight = into_contiguous(weight);
     let r = r.map(|r| CubeBackend::float_reshape(f32_contiguous(r), Shape::new([m, n])));
+    let fused = matches!(pre, Pre::Plain)
+        || (m <= matvec::MAX_M as usize && layout.merged_parts().iter().all(|p| DecodeKernel::of(p, mma_on(&x, m, k)).takes_pre()));
+    let (x2, pre) = if fused {
+        (x, pre)
+    } else {
+        let x = match pre {
+            Pre::SwiGlu => super::decode::swiglu_composed::<CubeBackend>(x),
+            Pre::Norm(gamma, eps) => <CubeBackend as super::DecodeOpsBackend>::rms_norm(x, gamma, eps),
+            Pre::Plain => x,
+        };
+        (x, Pre::Plain)
+    };
     let y = if decode_takes(&x2, &layout, m) {
-        matmul_decode(x2, &weight, &layout, m, r)
+        matmul_decode(x2, &weight, &layout, m, r, pre)
     } else {
         let y = matmul_prefill(x2, &weight, &layout, m);
         match r {
@@ -714,11 +825,19 @@ fn quant_matmul_res(x: CubeTensor, weight: CubeTensor, layout: QuantLayout, r: O
 
 impl QuantMatmulBackend for CubeBackend {
     fn quant_matmul(x: CubeTensor, weight: CubeTensor, layout: QuantLayout) -> CubeTensor {
-        quant_matmul_res(x, weight, layout, None)
+        quant_matmul_res(x, weight, layout, None, Pre::Plain)
     }
 
     fn quant_matmul_add(x: CubeTensor, weight: CubeTensor, layout: QuantLayout, r: CubeTensor) -> CubeTensor {
-        quant_matmul_res(x, weight, layout, Some(r))
+        quant_matmul_res(x, weight, layout, Some(r), Pre::Plain)
+    }
+
+    fn quant_matmul_norm(x: CubeTensor, gamma: CubeTensor, eps: f32, weight: CubeTensor, layout: QuantLayout) -> CubeTensor {
+        quant_matmul_res(x, weight, layout, None, Pre::Norm(f32_contiguous(gamma), eps))
+    }
+
+    fn quant_matmul_swiglu_add(gu: CubeTensor, weight: CubeTensor, layout: QuantLayout, r: CubeTensor) -> CubeTensor {
+        quant_matmul_res(gu, weight, layout, Some(r), Pre::SwiGlu)
     }
 
     fn quant_matmul_transposed(g: CubeTensor, weight: CubeTensor, layout: QuantLayout) -> CubeTensor {

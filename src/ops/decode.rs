@@ -26,13 +26,7 @@ pub trait DecodeOpsBackend: Backend {
     /// length.
     #[fusion(dtype = x, shape = x)]
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, eps: f32) -> FloatTensor<Self> {
-        let shape = x.shape();
-        let last = shape.num_dims() - 1;
-        let mut gshape = vec![1; shape.num_dims()];
-        gshape[last] = shape[last];
-        let ms = Self::float_mean_dim(Self::float_mul(x.clone(), x.clone()), last);
-        let rms = Self::float_sqrt(Self::float_add_scalar(ms, Scalar::from(eps)));
-        Self::float_mul(Self::float_div(x, rms), Self::float_reshape(gamma, Shape::from(gshape)))
+        rms_norm_composed::<Self>(x, gamma, eps)
     }
 
     /// Qwen3's q/k prologue on `x [.., tokens, heads, d]`: RMSNorm of each head over `d` (scale
@@ -75,6 +69,32 @@ pub trait DecodeOpsBackend: Backend {
     fn attention_decode(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, pos: IntTensor<Self>, scale: f32) -> FloatTensor<Self> {
         attention_decode_composed::<Self>(q, k, v, pos, scale)
     }
+}
+
+/// [`DecodeOpsBackend::rms_norm`] composed of Burn's own primitives.
+pub(super) fn rms_norm_composed<B: Backend>(x: FloatTensor<B>, gamma: FloatTensor<B>, eps: f32) -> FloatTensor<B> {
+    let shape = x.shape();
+    let last = shape.num_dims() - 1;
+    let mut gshape = vec![1; shape.num_dims()];
+    gshape[last] = shape[last];
+    let ms = B::float_mean_dim(B::float_mul(x.clone(), x.clone()), last);
+    let rms = B::float_sqrt(B::float_add_scalar(ms, Scalar::from(eps)));
+    B::float_mul(B::float_div(x, rms), B::float_reshape(gamma, Shape::from(gshape)))
+}
+
+/// `silu(gate) ⊙ up` of `gu = [gate | up]` (the last dim split in halves), composed of Burn's own
+/// primitives.
+pub(super) fn swiglu_composed<B: Backend>(gu: FloatTensor<B>) -> FloatTensor<B> {
+    let shape = gu.shape();
+    let last = shape.num_dims() - 1;
+    let half = shape[last] / 2;
+    let part = |from: usize| {
+        let mut s: Vec<Slice> = shape.iter().map(|&n| Slice::from(0..n)).collect();
+        s[last] = Slice::from(from..from + half);
+        B::float_slice(gu.clone(), &s)
+    };
+    let gate = part(0);
+    B::float_mul(B::float_mul(gate.clone(), B::sigmoid(gate)), part(half))
 }
 
 /// [`DecodeOpsBackend::norm_rope`] with one `gamma` for every head, composed of Burn's own

@@ -47,6 +47,27 @@ pub trait QuantMatmulBackend: burn::backend::Backend {
         Self::float_add(Self::quant_matmul(x, weight, layout), r)
     }
 
+    /// `y = rms_norm(x) · Wᵀ`, where `rms_norm(x) = x / √(mean(x²) + eps) · gamma` over the last
+    /// dim (`gamma [in]`): the RMSNorm before a projection, done by the product's kernels as they
+    /// read the input where the backend can (the cube backends' one-pass decode kernels: one
+    /// launch fewer per norm of a decode step). The default composes
+    /// [`DecodeOpsBackend::rms_norm`]'s body and [`quant_matmul`](QuantMatmulBackend::quant_matmul),
+    /// which is also what makes it differentiable under `Autodiff`.
+    #[fusion(dtype = x, shape = { let mut s = x.clone(); let last = s.num_dims() - 1; s[last] = layout.out_features(); s })]
+    fn quant_matmul_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, eps: f32, weight: IntTensor<Self>, layout: QuantLayout) -> FloatTensor<Self> {
+        Self::quant_matmul(decode::rms_norm_composed::<Self>(x, gamma, eps), weight, layout)
+    }
+
+    /// `y = (silu(gate) ⊙ up) · Wᵀ + r`, where `gu = [gate | up]` is `[m, 2·in]` (`silu(g) = g ·
+    /// σ(g)`) and `r` of `y`'s shape: a SwiGLU MLP's down projection with its residual, the
+    /// SwiGLU done by the product's kernels as they read the input where the backend can (one
+    /// launch fewer per MLP of a decode step). The default composes Burn's ops and
+    /// [`quant_matmul_add`](QuantMatmulBackend::quant_matmul_add).
+    #[fusion(dtype = gu, shape = r)]
+    fn quant_matmul_swiglu_add(gu: FloatTensor<Self>, weight: IntTensor<Self>, layout: QuantLayout, r: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::quant_matmul_add(decode::swiglu_composed::<Self>(gu), weight, layout, r)
+    }
+
     /// `g · W`: `g` is `[m, out]`, the result `[m, in]` (the input gradient of
     /// [`quant_matmul`](QuantMatmulBackend::quant_matmul)).
     #[fusion(dtype = g, shape = { let mut s = g.clone(); let last = s.num_dims() - 1; s[last] = layout.in_features; s })]

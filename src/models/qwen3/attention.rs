@@ -35,20 +35,16 @@ pub struct Qwen3Attention {
 }
 
 impl Qwen3Attention {
-    /// `x [batch, seq, hidden]` → `[batch, seq, hidden]`; `rope` says where the rotation of the
-    /// new positions comes from ([`RopeAt`]); `past` appends the new keys/values `[batch, kv_heads, seq, head_dim]`
-    /// and returns the cache's buffers and mask ([`KvCache::append_layer`](super::KvCache::append_layer)).
-    /// The result is added to `residual` (the block's input) by the output projection.
-    pub fn forward(
-        &self,
-        x: Tensor<3>,
-        rope: RopeAt<'_>,
-        past: impl FnOnce(Tensor<4>, Tensor<4>) -> KvView,
-        residual: Tensor<3>,
-    ) -> Tensor<3> {
+    /// `x + attn(norm(x))`: `x [batch, seq, hidden]` → `[batch, seq, hidden]`, the norm done by
+    /// the q/k/v projection as it reads `x` where the backend can
+    /// ([`QuantLinear::forward_norm`]) and `x` added by the output projection; `rope` says where
+    /// the rotation of the new positions comes from ([`RopeAt`]); `past` appends the new
+    /// keys/values `[batch, kv_heads, seq, head_dim]` and returns the cache's buffers and mask
+    /// ([`KvCache::append_layer`](super::KvCache::append_layer)).
+    pub fn forward(&self, x: Tensor<3>, norm: &RmsNorm, rope: RopeAt<'_>, past: impl FnOnce(Tensor<4>, Tensor<4>) -> KvView) -> Tensor<3> {
         let [b, s, _] = x.dims();
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let qkv = super::forward_concat(&self.qkv, x);
+        let qkv = super::forward_concat(&self.qkv, x.clone(), norm);
         let q = qkv.clone().narrow(2, 0, h * d).reshape([b, s, h, d]);
         let k = qkv.clone().narrow(2, h * d, kvh * d).reshape([b, s, kvh, d]);
         let qk = qkv.clone().narrow(2, 0, (h + kvh) * d).reshape([b, s, h + kvh, d]);
@@ -108,7 +104,7 @@ impl Qwen3Attention {
                 attention(q, k, v, None, None, AttentionModuleOptions { is_causal: true, ..Default::default() })
             }
         };
-        self.o.forward_add(y.swap_dims(1, 2).reshape([b, s, h * d]), residual)
+        self.o.forward_add(y.swap_dims(1, 2).reshape([b, s, h * d]), x)
     }
 }
 

@@ -6,7 +6,6 @@ use burn::tensor::Tensor;
 
 use super::attention::Qwen3Attention;
 use super::mlp::Qwen3Mlp;
-use super::norm;
 use super::rope::RopeAt;
 
 /// A decoder block.
@@ -30,8 +29,7 @@ impl Qwen3Block {
         rope: RopeAt<'_>,
         past: impl FnOnce(Tensor<4>, Tensor<4>) -> super::cache::KvView,
     ) -> Tensor<3> {
-        let fused = rope.is_fused();
-        let h = self.attn.forward(norm(&self.attn_norm, x.clone(), fused), rope, past, x);
-        self.mlp.forward(norm(&self.ffn_norm, h.clone(), fused), h)
+        let h = self.attn.forward(x, &self.attn_norm, rope, past);
+        self.mlp.forward(h, &self.ffn_norm)
     }
 }

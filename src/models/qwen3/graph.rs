@@ -102,7 +102,7 @@ impl Qwen3 {
         for (i, block) in self.blocks.iter().enumerate() {
             h = block.forward(h, rope, |k, v| cache.write_at(i, pos, k, v));
         }
-        self.logits(super::norm(&self.norm, h, true)).reshape([1, c.vocab_size])
+        self.lm_head.as_ref().unwrap_or(&self.embed).forward_norm(h, &self.norm).reshape([1, c.vocab_size])
     }
 }
 

@@ -1,8 +1,8 @@
 //! Qwen3's SwiGLU MLP: `down(silu(gate · x) ⊙ (up · x))`.
 
 use burn::module::Module;
+use burn::nn::RmsNorm;
 use burn::tensor::Tensor;
-use burn::tensor::activation::silu;
 
 use crate::QuantLinear;
 
@@ -17,13 +17,12 @@ pub struct Qwen3Mlp {
 }
 
 impl Qwen3Mlp {
-    /// `[batch, seq, hidden]` → `[batch, seq, hidden]`, added to `residual` (the block's
-    /// input) by the down projection.
-    pub fn forward(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        let ffn = self.gate_up.iter().map(|l| l.out_features()).sum::<usize>() / 2;
-        let gu = super::forward_concat(&self.gate_up, x);
-        let gate = gu.clone().narrow(2, 0, ffn);
-        let up = gu.narrow(2, ffn, ffn);
-        self.down.forward_add(silu(gate) * up, residual)
+    /// `x + mlp(norm(x))`: `[batch, seq, hidden]` → `[batch, seq, hidden]`. The norm is done
+    /// by the gate/up projection as it reads `x`, the SwiGLU by the down projection as it reads
+    /// the gate/up output, and the residual `x` added in its epilogue, where the backend can
+    /// ([`QuantLinear::forward_norm`], [`QuantLinear::forward_swiglu_add`]).
+    pub fn forward(&self, x: Tensor<3>, norm: &RmsNorm) -> Tensor<3> {
+        let gu = super::forward_concat(&self.gate_up, x.clone(), norm);
+        self.down.forward_swiglu_add(gu, x)
     }
 }

@@ -29,18 +29,17 @@ pub use mlp::Qwen3Mlp;
 pub use model::Qwen3;
 pub use sampling::{Sampler, Sampling};
 
-/// Runs each layer on `x` and concatenates the outputs along the last dim (one fused layer runs
-/// alone).
-fn forward_concat(layers: &[crate::QuantLinear], x: burn::tensor::Tensor<3>) -> burn::tensor::Tensor<3> {
+/// Runs each layer on `norm(x)` and concatenates the outputs along the last dim. One fused layer
+/// runs alone and does the norm as it reads `x` where the backend can
+/// ([`QuantLinear::forward_norm`](crate::QuantLinear::forward_norm)).
+fn forward_concat(layers: &[crate::QuantLinear], x: burn::tensor::Tensor<3>, norm: &burn::nn::RmsNorm) -> burn::tensor::Tensor<3> {
     match layers {
-        [one] => one.forward(x),
-        many => burn::tensor::Tensor::cat(many.iter().map(|l| l.forward(x.clone())).collect(), 2),
+        [one] => one.forward_norm(x, norm),
+        many => {
+            let x = norm.forward(x);
+            burn::tensor::Tensor::cat(many.iter().map(|l| l.forward(x.clone())).collect(), 2)
+        }
     }
-}
-
-/// `n` on `x`: Burn's module, or the fused op of a decode step ([`rope::RopeAt::is_fused`]).
-fn norm<const D: usize>(n: &burn::nn::RmsNorm, x: burn::tensor::Tensor<D>, fused: bool) -> burn::tensor::Tensor<D> {
-    if fused { crate::ops::rms_norm(x, n.gamma.val(), n.epsilon) } else { n.forward(x) }
 }
 
 /// An RMSNorm over `weight.len()` features whose scale is `weight`.
