@@ -3,13 +3,14 @@
 //! RMSNorm before the q/k/v and gate/up projections) is not a launch of its own.
 //!
 //! The kernels read their input as 4-float vectors: vector `c` of token row `t`, through
-//! [`input`]. With [`RMS_NORM`] each cube first computes the `m` rows' `1 / √(mean(x²) + eps)`
-//! ([`row_scales`]; every cube the same, from L2), then scales each vector by it and by `gamma`.
+//! [`input`]. With [`RMS_NORM`] that is `x · gamma`, and `Σ x²` of what the thread read goes
+//! into `ssq[t]`: the lanes and planes of a row group read each input once, so the epilogue
+//! ([`reduce_groups`](super::reduce::reduce_groups)) sums `ssq` like the products and scales each
+//! row's result by `1 / √(Σ x² / k + eps)` (the norm's scale is the same for every output of a
+//! token row, so it can come last: no pass over the input before the weight's loads, and no
+//! input read twice).
 
 use cubecl::prelude::*;
-
-use super::norm::cube_reduce;
-use super::reduce::{LANES, PLANES};
 
 /// The input as it is.
 pub const PLAIN: u32 = 0;
@@ -19,35 +20,12 @@ pub const SWIGLU: u32 = 1;
 /// `x / √(mean(x²) + eps) · gamma`, over each row of `k`.
 pub const RMS_NORM: u32 = 2;
 
-/// With [`RMS_NORM`], writes `1 / √(mean(x_t²) + eps)` of each of the `m` rows of `k4` vectors
-/// into `inv[t]`; otherwise nothing. Every thread of the cube (`LANES × PLANES`) must call it.
+/// Vector `c` (of `k4` per row) of token row `t` of the product's input, after `pre` (for
+/// [`RMS_NORM`] without the row's scale, which the epilogue applies, and adding `Σ x²` to
+/// `ssq[t]`): `x` is the op's input (`[m, 2k]` for [`SWIGLU`], else `[m, k]`), `gamma` the
+/// norm's scale.
 #[cube]
-pub fn row_scales<N: Size>(x: &[Vector<f32, N>], k4: u32, eps: f32, inv: &mut Array<f32>, #[comptime] m: u32, #[comptime] pre: u32) {
-    if comptime!(pre == RMS_NORM) {
-        let threads = comptime!(LANES * PLANES);
-        #[unroll]
-        for t in 0..m {
-            let mut s = 0.0f32;
-            let mut c = UNIT_POS;
-            while c < k4 {
-                let v = x[(t * k4 + c) as usize];
-                s += v.extract(0usize) * v.extract(0usize)
-                    + v.extract(1usize) * v.extract(1usize)
-                    + v.extract(2usize) * v.extract(2usize)
-                    + v.extract(3usize) * v.extract(3usize);
-                c += threads;
-            }
-            let total = cube_reduce(s, false, threads);
-            inv[t as usize] = 1.0f32 / f32::sqrt(total / f32::cast_from(4 * k4) + eps);
-        }
-    }
-}
-
-/// Vector `c` (of `k4` per row) of token row `t` of the product's input, after `pre`: `x` is the
-/// op's input (`[m, 2k]` for [`SWIGLU`], else `[m, k]`), `gamma` the norm's scale and `inv` what
-/// [`row_scales`] wrote.
-#[cube]
-pub fn input<N: Size>(x: &[Vector<f32, N>], gamma: &[Vector<f32, N>], t: u32, c: u32, k4: u32, inv: &Array<f32>, #[comptime] pre: u32) -> Vector<f32, N> {
+pub fn input<N: Size>(x: &[Vector<f32, N>], gamma: &[Vector<f32, N>], t: u32, c: u32, k4: u32, ssq: &mut Array<f32>, #[comptime] pre: u32) -> Vector<f32, N> {
     if comptime!(pre == SWIGLU) {
         let g = x[(2 * t * k4 + c) as usize];
         let u = x[(2 * t * k4 + k4 + c) as usize];
@@ -59,7 +37,10 @@ pub fn input<N: Size>(x: &[Vector<f32, N>], gamma: &[Vector<f32, N>], t: u32, c:
         }
         v
     } else if comptime!(pre == RMS_NORM) {
-        x[(t * k4 + c) as usize] * gamma[c as usize] * Vector::<f32, N>::new(inv[t as usize])
+        let v = x[(t * k4 + c) as usize];
+        let sq = v * v;
+        ssq[t as usize] += sq.extract(0usize) + sq.extract(1usize) + sq.extract(2usize) + sq.extract(3usize);
+        v * gamma[c as usize]
     } else {
         x[(t * k4 + c) as usize]
     }

@@ -12,7 +12,7 @@ use cubecl::prelude::*;
 
 use super::decode::f16_pair;
 use super::matvec_q4k::{decode_word, dot_word_in_place, dot4, hsum, prescale_inputs};
-use super::input::{input, row_scales};
+use super::input::{RMS_NORM, input};
 use super::reduce::{group_row0, reduce_groups};
 
 /// Decodes the 32 weights of unit `u` of the group at word `blk`: `out[o + 8v .. + 4]` are
@@ -64,8 +64,11 @@ pub fn matvec_i4<N: Size>(
     let groups = k / group;
     let u = lane % lpg;
     let k4 = k / 4;
-    let mut inv = Array::<f32>::new(m as usize);
-    row_scales(x, k4, eps, &mut inv, m, pre);
+    let mut ssq = Array::<f32>::new(m as usize);
+    #[unroll]
+    for t in 0..m {
+        ssq[t as usize] = 0.0;
+    }
     let mut acc = Array::<f32>::new((r * m) as usize);
     #[unroll]
     for o in 0..r * m {
@@ -98,8 +101,8 @@ pub fn matvec_i4<N: Size>(
                 let mut xs = Array::<f32>::new(32usize);
                 #[unroll]
                 for v in 0..4u32 {
-                    let xl = input(x, gamma, 0, xb + v, k4, &inv, pre);
-                    let xh = input(x, gamma, 0, xb + group / 8 + v, k4, &inv, pre);
+                    let xl = input(x, gamma, 0, xb + v, k4, &mut ssq, pre);
+                    let xh = input(x, gamma, 0, xb + group / 8 + v, k4, &mut ssq, pre);
                     sx += hsum(xl) + hsum(xh);
                     prescale_inputs(xl, xh, &mut xs, (8 * v) as usize);
                 }
@@ -129,8 +132,8 @@ pub fn matvec_i4<N: Size>(
                     let xb = (b * group + 16 * u) / 4;
                     #[unroll]
                     for v in 0..4u32 {
-                        let xl = input(x, gamma, t, xb + v, k4, &inv, pre);
-                        let xh = input(x, gamma, t, xb + group / 8 + v, k4, &inv, pre);
+                        let xl = input(x, gamma, t, xb + v, k4, &mut ssq, pre);
+                        let xh = input(x, gamma, t, xb + group / 8 + v, k4, &mut ssq, pre);
                         #[unroll]
                         for i in 0..r {
                             let o = (i * 32 + v * 8) as usize;
@@ -142,5 +145,5 @@ pub fn matvec_i4<N: Size>(
         }
         g += split;
     }
-    reduce_groups(&acc, y, res, rows, ny, col0, m, r, split, plane32, add);
+    reduce_groups(&acc, &ssq, y, res, rows, ny, col0, k, eps, m, r, split, plane32, add, comptime!(pre == RMS_NORM));
 }

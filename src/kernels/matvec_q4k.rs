@@ -17,7 +17,7 @@
 use cubecl::prelude::*;
 
 use super::decode::f16_pair;
-use super::input::{input, row_scales};
+use super::input::{RMS_NORM, input};
 use super::reduce::{group_row0, reduce_groups};
 
 /// Byte `sh / 8` of `w` as an exact f32 (through the bits of `2²³ + byte`).
@@ -164,8 +164,11 @@ pub fn matvec_q4k<N: Size>(
     let j = u / 2;
     let hh = u % 2;
     let k4 = k / 4;
-    let mut inv = Array::<f32>::new(m as usize);
-    row_scales(x, k4, eps, &mut inv, m, pre);
+    let mut ssq = Array::<f32>::new(m as usize);
+    #[unroll]
+    for t in 0..m {
+        ssq[t as usize] = 0.0;
+    }
     let mut acc = Array::<f32>::new((r * m) as usize);
     #[unroll]
     for o in 0..r * m {
@@ -204,8 +207,8 @@ pub fn matvec_q4k<N: Size>(
                 let mut sh = 0.0f32;
                 #[unroll]
                 for v in 0..4u32 {
-                    let xl = input(x, gamma, 0, xb + v, k4, &inv, pre);
-                    let xh = input(x, gamma, 0, xb + 8 + v, k4, &inv, pre);
+                    let xl = input(x, gamma, 0, xb + v, k4, &mut ssq, pre);
+                    let xh = input(x, gamma, 0, xb + 8 + v, k4, &mut ssq, pre);
                     sl += hsum(xl);
                     sh += hsum(xh);
                     prescale_inputs(xl, xh, &mut xs, (8 * v) as usize);
@@ -241,8 +244,8 @@ pub fn matvec_q4k<N: Size>(
                     let xb = (b * 256 + 64 * j + 16 * hh) / 4;
                     #[unroll]
                     for v in 0..4u32 {
-                        let xl = input(x, gamma, t, xb + v, k4, &inv, pre);
-                        let xh = input(x, gamma, t, xb + 8 + v, k4, &inv, pre);
+                        let xl = input(x, gamma, t, xb + v, k4, &mut ssq, pre);
+                        let xh = input(x, gamma, t, xb + 8 + v, k4, &mut ssq, pre);
                         #[unroll]
                         for i in 0..r {
                             let o = (i * 32 + v * 8) as usize;
@@ -254,5 +257,5 @@ pub fn matvec_q4k<N: Size>(
         }
         g += split;
     }
-    reduce_groups(&acc, y, res, rows, ny, col0, m, r, split, plane32, add);
+    reduce_groups(&acc, &ssq, y, res, rows, ny, col0, k, eps, m, r, split, plane32, add, comptime!(pre == RMS_NORM));
 }

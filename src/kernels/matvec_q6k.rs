@@ -12,7 +12,7 @@ use cubecl::prelude::*;
 
 use super::decode::{f16_pair, f16_to_f32, half_bits, word_at};
 use super::matvec_q4k::dot4;
-use super::input::{input, row_scales};
+use super::input::{RMS_NORM, input};
 use super::reduce::{group_row0, reduce_groups};
 
 /// Byte `e` of `word` (holding a 6-bit code) as the exact f32 `code − 32`.
@@ -134,8 +134,11 @@ pub fn matvec_q6k<N: Size>(
     let h = (lane / 8) % 2;
     let c = lane % 8;
     let k4 = k / 4;
-    let mut inv = Array::<f32>::new(m as usize);
-    row_scales(x, k4, eps, &mut inv, m, pre);
+    let mut ssq = Array::<f32>::new(m as usize);
+    #[unroll]
+    for t in 0..m {
+        ssq[t as usize] = 0.0;
+    }
     let mut acc = Array::<f32>::new((r * m) as usize);
     #[unroll]
     for o in 0..r * m {
@@ -154,7 +157,7 @@ pub fn matvec_q6k<N: Size>(
                 let mut xs = Array::<f32>::new(16usize);
                 #[unroll]
                 for s in 0..4u32 {
-                    prescale_inputs6(input(x, gamma, 0, xb + 8 * s, k4, &inv, pre), &mut xs, (4 * s) as usize);
+                    prescale_inputs6(input(x, gamma, 0, xb + 8 * s, k4, &mut ssq, pre), &mut xs, (4 * s) as usize);
                 }
                 let is = c / 4;
                 #[unroll]
@@ -183,7 +186,7 @@ pub fn matvec_q6k<N: Size>(
                     let xb = (b * 256 + 128 * h + 4 * c) / 4;
                     #[unroll]
                     for s in 0..4u32 {
-                        let xv = input(x, gamma, t, xb + 8 * s, k4, &inv, pre);
+                        let xv = input(x, gamma, t, xb + 8 * s, k4, &mut ssq, pre);
                         #[unroll]
                         for i in 0..r {
                             acc[(i * m + t) as usize] += dot4(&wt, (i * 16 + s * 4) as usize, xv);
@@ -194,5 +197,5 @@ pub fn matvec_q6k<N: Size>(
         }
         g += split;
     }
-    reduce_groups(&acc, y, res, rows, ny, col0, m, r, split, plane32, add);
+    reduce_groups(&acc, &ssq, y, res, rows, ny, col0, k, eps, m, r, split, plane32, add, comptime!(pre == RMS_NORM));
 }

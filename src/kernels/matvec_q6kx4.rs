@@ -14,7 +14,7 @@
 use cubecl::prelude::*;
 
 use super::decode::f16_pair;
-use super::input::{input, row_scales};
+use super::input::{RMS_NORM, input};
 use super::matvec_q4k::dot4;
 use super::matvec_q6k::{codes6, decode4, dot_codes_in_place, prescale_inputs6, scale};
 use super::reduce::{group_row0, reduce_groups};
@@ -99,8 +99,11 @@ pub fn matvec_q6kx4<N: Size, Wv: Size>(
     let u = lane % 8;
     let is = (u % 4) / 2;
     let k4 = k / 4;
-    let mut inv = Array::<f32>::new(m as usize);
-    row_scales(x, k4, eps, &mut inv, m, pre);
+    let mut ssq = Array::<f32>::new(m as usize);
+    #[unroll]
+    for t in 0..m {
+        ssq[t as usize] = 0.0;
+    }
     let mut acc = Array::<f32>::new((r * m) as usize);
     #[unroll]
     for o in 0..r * m {
@@ -132,7 +135,7 @@ pub fn matvec_q6kx4<N: Size, Wv: Size>(
                 for s in 0..4u32 {
                     #[unroll]
                     for e in 0..2u32 {
-                        prescale_inputs6(input(x, gamma, 0, xb + 8 * s + e, k4, &inv, pre), &mut xs, (4 * (4 * e + s)) as usize);
+                        prescale_inputs6(input(x, gamma, 0, xb + 8 * s + e, k4, &mut ssq, pre), &mut xs, (4 * (4 * e + s)) as usize);
                     }
                 }
                 #[unroll]
@@ -161,7 +164,7 @@ pub fn matvec_q6kx4<N: Size, Wv: Size>(
                     for s in 0..4u32 {
                         #[unroll]
                         for e in 0..2u32 {
-                            let xv = input(x, gamma, tok, xb + 8 * s + e, k4, &inv, pre);
+                            let xv = input(x, gamma, tok, xb + 8 * s + e, k4, &mut ssq, pre);
                             #[unroll]
                             for t in 0..r {
                                 acc[(t * m + tok) as usize] += dot4(&wt, (32 * t + 4 * (4 * e + s)) as usize, xv);
@@ -173,5 +176,5 @@ pub fn matvec_q6kx4<N: Size, Wv: Size>(
             g += split;
         }
     }
-    reduce_groups(&acc, y, res, rows, ny, col0, m, r, split, plane32, add);
+    reduce_groups(&acc, &ssq, y, res, rows, ny, col0, k, eps, m, r, split, plane32, add, comptime!(pre == RMS_NORM));
 }

@@ -9,7 +9,7 @@ use cubecl::prelude::*;
 
 use super::decode::{f16_to_f32, half_bits, word_at};
 use super::matvec_q4k::dot4;
-use super::input::{input, row_scales};
+use super::input::{RMS_NORM, input};
 use super::reduce::{group_row0, reduce_groups};
 
 /// Byte `e` of `word` (an i8 code whose sign bit has been flipped) as the exact f32 code.
@@ -59,8 +59,11 @@ pub fn matvec_q80<N: Size>(
     let blocks = k / 32;
     let u = lane % 4;
     let k4 = k / 4;
-    let mut inv = Array::<f32>::new(m as usize);
-    row_scales(x, k4, eps, &mut inv, m, pre);
+    let mut ssq = Array::<f32>::new(m as usize);
+    #[unroll]
+    for t in 0..m {
+        ssq[t as usize] = 0.0;
+    }
     let mut acc = Array::<f32>::new((r * m) as usize);
     #[unroll]
     for o in 0..r * m {
@@ -83,8 +86,8 @@ pub fn matvec_q80<N: Size>(
             #[unroll]
             for t in 0..m {
                 let xb = (b * 32 + 8 * u) / 4;
-                let x0 = input(x, gamma, t, xb, k4, &inv, pre);
-                let x1 = input(x, gamma, t, xb + 1, k4, &inv, pre);
+                let x0 = input(x, gamma, t, xb, k4, &mut ssq, pre);
+                let x1 = input(x, gamma, t, xb + 1, k4, &mut ssq, pre);
                 #[unroll]
                 for i in 0..r {
                     acc[(i * m + t) as usize] += dot4(&wt, (i * 8) as usize, x0) + dot4(&wt, (i * 8 + 4) as usize, x1);
@@ -93,5 +96,5 @@ pub fn matvec_q80<N: Size>(
         }
         g += split;
     }
-    reduce_groups(&acc, y, res, rows, ny, col0, m, r, split, plane32, add);
+    reduce_groups(&acc, &ssq, y, res, rows, ny, col0, k, eps, m, r, split, plane32, add, comptime!(pre == RMS_NORM));
 }

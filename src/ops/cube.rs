@@ -115,8 +115,8 @@ fn q80_launch(m: usize, k: usize) -> (u32, u32) {
 const MIN_DECODE_CUBES: usize = 256;
 
 /// Benchmarking knobs, read once: `R,SPLIT` (rows per thread, planes per row group) for a decode
-/// kernel at one token row, in place of its launch function's choice, and the tensor-core
-/// decode kernel's warps per cube.
+/// kernel at one token row, in place of its launch function's choice, the tensor-core decode
+/// kernel's warps per cube, and whether the decode kernels do the op before them.
 struct LaunchKnobs {
     /// `BURN_QUANT_DECODE_M1`: the Q4_K kernel ([`q4k_launch`]).
     q4k: Option<(u32, u32)>,
@@ -127,6 +127,10 @@ struct LaunchKnobs {
     /// `BURN_QUANT_MMA_PLANES` (4, 8 or 16): warps per cube of the tensor-core decode kernel
     /// (default [`matvec_mma::PLANES`]).
     mma_planes: u32,
+    /// Which of the RMSNorm and the SwiGLU before a product the decode kernels do ([`Pre`]):
+    /// `BURN_QUANT_FOLD` = `norm` or `glu` for one of them, `0` for neither (each then a launch of
+    /// its own), for comparisons; both by default.
+    fold: (bool, bool),
 }
 
 /// The [`LaunchKnobs`] of this process.
@@ -141,6 +145,12 @@ fn knobs() -> &'static LaunchKnobs {
             .and_then(|v| v.parse().ok())
             .filter(|p| matches!(p, 4 | 8 | 16))
             .unwrap_or(matvec_mma::PLANES),
+        fold: match std::env::var("BURN_QUANT_FOLD").as_deref() {
+            Ok("0") => (false, false),
+            Ok("norm") => (true, false),
+            Ok("glu") => (false, true),
+            _ => (true, true),
+        },
     })
 }
 
@@ -795,8 +805,13 @@ fn quant_matmul_res(x: CubeTensor, weight: CubeTensor, layout: QuantLayout, r: O
     let x = CubeBackend::float_reshape(f32_contiguous(x), Shape::new([m, width]));
     let weight = into_contiguous(weight);
     let r = r.map(|r| CubeBackend::float_reshape(f32_contiguous(r), Shape::new([m, n])));
+    let folds = match pre {
+        Pre::Plain => true,
+        Pre::SwiGlu => knobs().fold.1,
+        Pre::Norm(..) => knobs().fold.0,
+    };
     let fused = matches!(pre, Pre::Plain)
-        || (m <= matvec::MAX_M as usize && layout.merged_parts().iter().all(|p| DecodeKernel::of(p, mma_on(&x, m, k)).takes_pre()));
+        || (folds && m <= matvec::MAX_M as usize && layout.merged_parts().iter().all(|p| DecodeKernel::of(p, mma_on(&x, m, k)).takes_pre()));
     let (x2, pre) = if fused {
         (x, pre)
     } else {
