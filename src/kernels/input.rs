@@ -45,3 +45,14 @@ pub fn input<N: Size>(x: &[Vector<f32, N>], gamma: &[Vector<f32, N>], t: u32, c:
         x[(t * k4 + c) as usize]
     }
 }
+
+/// [`SWIGLU`] as a launch of its own, where the product's kernels do not do it: `out [m, k]` from
+/// `gu [m, 2k]`, a thread per 4-float vector of `out` (`k4 = k / 4` per row, `n4` in all).
+#[cube(launch_unchecked)]
+pub fn swiglu<N: Size>(gu: &[Vector<f32, N>], out: &mut [Vector<f32, N>], k4: u32, n4: u32) {
+    let i = ABSOLUTE_POS as u32;
+    if i < n4 {
+        let mut unused = Array::<f32>::new(1usize);
+        out[i as usize] = input(gu, gu, i / k4, i % k4, k4, &mut unused, SWIGLU);
+    }
+}

@@ -365,6 +365,14 @@ impl Prologue {
     }
 }
 
+/// Most weights (`out · in`) of a product whose decode kernels do the op before it ([`Pre`]);
+/// above, the op is a launch of its own. Measured on the H100 (BENCHMARKS.md, 2026-11-23): the
+/// folds pay where a decode step is launch-bound (the 0.6B shape, projections of 3–6 M weights:
+/// 502 → 558 t/s) and cost where the products are bandwidth-bound (the 8B shape, 25–100 M: 4.41 →
+/// 6.17 ms per token, the SwiGLU's exponentials and divisions redone by every row group and the
+/// extra registers of the 8-row kernel).
+const FOLD_MAX_WEIGHTS: usize = 8 << 20;
+
 /// Which kernel [`matmul_decode`] launches for a part.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum DecodeKernel {
@@ -792,6 +800,28 @@ fn matmul_transposed_tiled(g: CubeTensor, w: &CubeTensor, layout: &QuantLayout, 
     dx
 }
 
+/// `silu(gate) ⊙ up` of `gu [m, 2k]` (contiguous f32) in one launch ([`input::swiglu`]).
+fn swiglu(gu: &CubeTensor, m: usize, k: usize) -> CubeTensor {
+    let out = empty_f32(gu, vec![m, k]);
+    let n4 = m * k / 4;
+    let dim = CubeDim::new_1d(256);
+    // SAFETY: `gu` holds `m · 2k` values and `out` `m · k` (`k` a multiple of 4, checked by the
+    // caller); threads past `n4` do nothing.
+    unsafe {
+        input::swiglu::launch_unchecked(
+            &gu.client,
+            calculate_cube_count_elemwise(&gu.client, n4, dim),
+            dim,
+            4,
+            buffer(gu, 2 * n4),
+            buffer(&out, n4),
+            (k / 4) as u32,
+            n4 as u32,
+        )
+    };
+    out
+}
+
 /// `pre(x) · Wᵀ (+ r)`: decode launches add `r` in their epilogue and, where every part's kernel
 /// [takes it](DecodeKernel::takes_pre), do `pre` as they read `x`; otherwise `pre` is a launch of
 /// its own first and the prefill path adds `r` after.
@@ -805,17 +835,19 @@ fn quant_matmul_res(x: CubeTensor, weight: CubeTensor, layout: QuantLayout, r: O
     let x = CubeBackend::float_reshape(f32_contiguous(x), Shape::new([m, width]));
     let weight = into_contiguous(weight);
     let r = r.map(|r| CubeBackend::float_reshape(f32_contiguous(r), Shape::new([m, n])));
-    let folds = match pre {
-        Pre::Plain => true,
-        Pre::SwiGlu => knobs().fold.1,
-        Pre::Norm(..) => knobs().fold.0,
-    };
+    let folds = n * k <= FOLD_MAX_WEIGHTS
+        && match pre {
+            Pre::Plain => true,
+            Pre::SwiGlu => knobs().fold.1,
+            Pre::Norm(..) => knobs().fold.0,
+        };
     let fused = matches!(pre, Pre::Plain)
         || (folds && m <= matvec::MAX_M as usize && layout.merged_parts().iter().all(|p| DecodeKernel::of(p, mma_on(&x, m, k)).takes_pre()));
     let (x2, pre) = if fused {
         (x, pre)
     } else {
         let x = match pre {
+            Pre::SwiGlu if k.is_multiple_of(4) => swiglu(&x, m, k),
             Pre::SwiGlu => super::decode::swiglu_composed::<CubeBackend>(x),
             Pre::Norm(gamma, eps) => <CubeBackend as super::DecodeOpsBackend>::rms_norm(x, gamma, eps),
             Pre::Plain => x,
