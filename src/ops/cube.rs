@@ -295,8 +295,8 @@ fn decode_takes(x: &CubeTensor, layout: &QuantLayout, m: usize) -> bool {
         || (m <= MMA_MAX_M && layout.in_features.is_multiple_of(32) && mma_decode(x, m) && layout.merged_parts().iter().all(|p| mma_group(p).is_some()))
 }
 
-/// The residual a decode launch adds to its output (`add`), or a one-value stand-in when there
-/// is none (every kernel binds one).
+/// The residual a decode launch adds to its output (`add`); where there is none, the first value
+/// of the launch's input stands in, never read (every kernel binds one).
 struct Residual {
     t: CubeTensor,
     len: usize,
@@ -304,14 +304,14 @@ struct Residual {
 }
 
 impl Residual {
-    /// `r` (`[m, n]` f32, contiguous), or the stand-in.
-    fn new(r: Option<CubeTensor>, like: &CubeTensor) -> Self {
+    /// `r` (`[m, n]` f32, contiguous), or the stand-in from `x`.
+    fn new(r: Option<CubeTensor>, x: &CubeTensor) -> Self {
         match r {
             Some(t) => {
                 let len = t.meta.shape().num_elements();
                 Self { t, len, add: true }
             }
-            None => Self { t: empty_f32(like, vec![1]), len: 1, add: false },
+            None => Self { t: x.clone(), len: 1, add: false },
         }
     }
 
@@ -331,8 +331,9 @@ enum Pre {
     Norm(CubeTensor, f32),
 }
 
-/// A [`Pre`] as the one-pass decode kernels take it: their `pre` code, the norm's scale (a
-/// one-vector stand-in where there is none: every kernel binds one) and `eps`.
+/// A [`Pre`] as the one-pass decode kernels take it: their `pre` code, the norm's scale (where
+/// there is none, the first vector of the input stands in, never read: every kernel binds one)
+/// and `eps`.
 struct Prologue {
     gamma: CubeTensor,
     len: usize,
@@ -341,12 +342,11 @@ struct Prologue {
 }
 
 impl Prologue {
-    /// `pre` for the kernels, `like` giving the device of the stand-in.
-    fn new(pre: Pre, like: &CubeTensor) -> Self {
-        let stand_in = || empty_f32(like, vec![4]);
+    /// `pre` for the kernels, whose input is `x`.
+    fn new(pre: Pre, x: &CubeTensor) -> Self {
         match pre {
-            Pre::Plain => Self { gamma: stand_in(), len: 1, eps: 0.0, code: input::PLAIN },
-            Pre::SwiGlu => Self { gamma: stand_in(), len: 1, eps: 0.0, code: input::SWIGLU },
+            Pre::Plain => Self { gamma: x.clone(), len: 1, eps: 0.0, code: input::PLAIN },
+            Pre::SwiGlu => Self { gamma: x.clone(), len: 1, eps: 0.0, code: input::SWIGLU },
             Pre::Norm(g, eps) => {
                 let len = g.meta.shape().num_elements() / 4;
                 Self { gamma: g, len, eps, code: input::RMS_NORM }
@@ -841,8 +841,10 @@ fn quant_matmul_res(x: CubeTensor, weight: CubeTensor, layout: QuantLayout, r: O
             Pre::SwiGlu => knobs().fold.1,
             Pre::Norm(..) => knobs().fold.0,
         };
-    let fused = matches!(pre, Pre::Plain)
-        || (folds && m <= matvec::MAX_M as usize && layout.merged_parts().iter().all(|p| DecodeKernel::of(p, mma_on(&x, m, k)).takes_pre()));
+    let fused = matches!(pre, Pre::Plain) || {
+        let on = mma_on(&x, m, k);
+        folds && m <= matvec::MAX_M as usize && layout.merged_parts().iter().all(|p| DecodeKernel::of(p, on).takes_pre())
+    };
     let (x2, pre) = if fused {
         (x, pre)
     } else {
