@@ -44,7 +44,7 @@ fn run() -> Result<()> {
 
     let once = || {
         let mut cache = KvCache::new(1);
-        block.forward(x.clone(), RopeAt::Rows(&cos, &sin), |k, v| cache.append_layer(0, k, v))
+        block.forward(x.clone(), RopeAt::Rows(&cos, &sin), &mut cache, 0)
     };
     let y = once().into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::Invalid(format!("{e:?}")))?;
     let mut times: Vec<f64> = (0..runs.max(1))

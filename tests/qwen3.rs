@@ -237,8 +237,101 @@ fn qk_norm_rope_matches_reference(device: Device) {
     assert!(e <= 1e-5, "relative error {e:e}");
 }
 
+
+/// One token's whole attention step (`attention_step`: q/k norm + RoPE, the cache writes and
+/// attention in one op) against a float64 reference computed here: two sequences of 4 query
+/// heads over 2 KV heads, the token at position 5 of 8. Positions after it hold large values
+/// that attention must not see; a clone of the caches taken before keeps its contents (the op
+/// writes in place only what nothing else holds), and a second call on the written caches at
+/// the next position agrees too.
+fn attention_step_matches_reference(device: Device) {
+    use burn::tensor::{Int, Tensor, TensorData};
+    let (b, h, kvh, d, cap) = (2usize, 4usize, 2usize, 8usize, 8usize);
+    let (half, g, eps) = (d / 2, h / kvh, 1e-6f64);
+    let val = |i: usize, s: usize| ((i * s + 7) % 37) as f32 * 0.05 - 0.9;
+    let gq: Vec<f32> = (0..d).map(|j| 0.5 + j as f32 * 0.1).collect();
+    let gk: Vec<f32> = (0..d).map(|j| 1.5 - j as f32 * 0.05).collect();
+    let angle = |p: usize, j: usize| p as f64 * 10000f64.powf(-(2.0 * j as f64) / d as f64);
+    let cos: Vec<f32> = (0..cap * half).map(|i| angle(i / half, i % half).cos() as f32).collect();
+    let sin: Vec<f32> = (0..cap * half).map(|i| angle(i / half, i % half).sin() as f32).collect();
+    let width = (h + 2 * kvh) * d;
+    // The norm + RoPE of one head, in float64.
+    let rotate = |x: &[f32], gamma: &[f32], p: usize| -> Vec<f64> {
+        let inv = 1.0 / (x.iter().map(|v| *v as f64 * *v as f64).sum::<f64>() / d as f64 + eps).sqrt();
+        let n: Vec<f64> = x.iter().zip(gamma).map(|(v, g)| *v as f64 * inv * *g as f64).collect();
+        let mut y = vec![0f64; d];
+        for j in 0..half {
+            let (c, s) = (angle(p, j).cos(), angle(p, j).sin());
+            y[j] = n[j] * c - n[j + half] * s;
+            y[j + half] = n[j + half] * c + n[j] * s;
+        }
+        y
+    };
+    let mut kc: Vec<f32> = (0..b * kvh * cap * d).map(|i| val(i, 13)).collect();
+    let mut vc: Vec<f32> = (0..b * kvh * cap * d).map(|i| val(i, 17)).collect();
+    for (i, (k, v)) in kc.iter_mut().zip(vc.iter_mut()).enumerate() {
+        if (i / d) % cap > 5 {
+            (*k, *v) = (50.0, 50.0);
+        }
+    }
+    let tensor4 = |x: &[f32]| Tensor::<4>::from_data(TensorData::new(x.to_vec(), [b, kvh, cap, d]), &device);
+    let to_vec = |t: Tensor<4>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    let (mut k_dev, mut v_dev) = (tensor4(&kc), tensor4(&vc));
+    let kept = k_dev.clone();
+    for (step, p) in [5usize, 6].into_iter().enumerate() {
+        let qkv: Vec<f32> = (0..b * width).map(|i| val(i, 29 + step)).collect();
+        // The reference: write the new keys/values, then attend positions 0..=p.
+        let mut want = vec![0f32; b * h * d];
+        for bi in 0..b {
+            let row = &qkv[bi * width..][..width];
+            for kh in 0..kvh {
+                let kn = rotate(&row[(h + kh) * d..][..d], &gk, p);
+                let at = ((bi * kvh + kh) * cap + p) * d;
+                for j in 0..d {
+                    kc[at + j] = kn[j] as f32;
+                    vc[at + j] = row[(h + kvh + kh) * d + j];
+                }
+            }
+            for hq in 0..h {
+                let q = rotate(&row[hq * d..][..d], &gq, p);
+                let base = (bi * kvh + hq / g) * cap * d;
+                let scores: Vec<f64> = (0..=p).map(|t| (0..d).map(|j| q[j] * kc[base + t * d + j] as f64).sum::<f64>() / (d as f64).sqrt()).collect();
+                let mx = scores.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = scores.iter().map(|s| (s - mx).exp()).collect();
+                let total: f64 = e.iter().sum();
+                for j in 0..d {
+                    want[(bi * h + hq) * d + j] = ((0..=p).map(|t| e[t] * vc[base + t * d + j] as f64).sum::<f64>() / total) as f32;
+                }
+            }
+        }
+        let (out, k_new, v_new) = burn_quant::ops::attention_step(
+            Tensor::<3>::from_data(TensorData::new(qkv, [b, 1, width]), &device),
+            Tensor::<1>::from_data(TensorData::new(gq.clone(), [d]), &device),
+            Tensor::<1>::from_data(TensorData::new(gk.clone(), [d]), &device),
+            Tensor::<2>::from_data(TensorData::new(cos.clone(), [cap, half]), &device),
+            Tensor::<2>::from_data(TensorData::new(sin.clone(), [cap, half]), &device),
+            Tensor::<1, Int>::from_data(TensorData::new(vec![p as i64], [1]), &device),
+            (k_dev, v_dev),
+            [h, kvh],
+            eps,
+            1.0 / (d as f32).sqrt(),
+        );
+        assert_eq!(out.dims(), [b, 1, h * d]);
+        let got = out.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let e = common::rel_err(&got, &want);
+        assert!(e <= 1e-5, "position {p}: attention rel. error {e:e}");
+        let (gk_, gv_) = (to_vec(k_new.clone()), to_vec(v_new.clone()));
+        assert!(common::rel_err(&gk_, &kc) <= 1e-5, "position {p}: key cache");
+        assert_eq!(gv_, vc, "position {p}: value cache");
+        (k_dev, v_dev) = (k_new, v_new);
+    }
+    let before: Vec<f32> = (0..b * kvh * cap * d).map(|i| if (i / d) % cap > 5 { 50.0 } else { val(i, 13) }).collect();
+    assert_eq!(to_vec(kept), before, "a clone of the cache taken before changed");
+}
+
 backend_tests!(
     qk_norm_rope_matches_reference,
+    attention_step_matches_reference,
     logits_match_llamacpp,
     logits_match_f32_dequant_reference,
     greedy_tokens_match,

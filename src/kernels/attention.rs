@@ -14,6 +14,13 @@
 //! The earlier version took a thread per position with scalar loads and one thread per output
 //! element looping over every position: at a 640-token context its last pass was 640 dependent
 //! iterations per thread.
+//!
+//! With `step` (comptime) the kernel also does what comes before attention in a decode step: it
+//! reads the token's fused q/k/v projection, applies Qwen3's per-head RMSNorm and NEOX RoPE to its
+//! query head and to the key head that head shares, writes the new key and value into the cache
+//! at `pos` (the cube of the key head's first query row does) and attends the cached positions
+//! below `pos` plus the new one, read from shared memory: one launch where there were four (the
+//! q/k norm + RoPE, two cache writes, attention).
 
 use cubecl::prelude::*;
 
@@ -27,22 +34,35 @@ pub fn supports(d: usize) -> bool {
     d.is_multiple_of(4) && d > 0 && (THREADS as usize).is_multiple_of(d / 4)
 }
 
-/// `q [rows, d]` with rows `(b·kv_heads)·g + i`; `k`, `v` `[b·kv_heads, cap, d]` read as 16-byte
-/// vectors (`N` = 4); `scores` `[rows, cap]` scratch; `out [rows, d]`. `d` must satisfy
-/// [`supports`].
+/// `q [rows, d]` with rows `(b·kv_heads + h)·g + i`; `k`, `v` `[b·kv_heads, cap, d]` read as
+/// 16-byte vectors (`N` = 4); `scores` `[rows, cap]` scratch; `out [rows, d]`. `d` must satisfy
+/// [`supports`]. Each row attends the positions `0..=pos[0]`.
+///
+/// With `step`, `q` is instead one token's fused projection `[b, (g + 2)·kv_heads·d]` (its query
+/// heads, then key heads, then value heads) at position `pos[0] < cap`; `q_gamma`/`k_gamma` `[d]`
+/// are the q and k norms' scales (with `eps`) and `cos`/`sin` `[positions, d/2]` the RoPE tables;
+/// the new key and value are written into `k`/`v` at `pos[0]`. Without `step`, `q_gamma`,
+/// `k_gamma`, `cos`, `sin` are not read (bind any buffer) and `k`/`v` are not written.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn attention_decode<N: Size>(
     q: &[f32],
-    k: &[Vector<f32, N>],
-    v: &[Vector<f32, N>],
+    q_gamma: &[f32],
+    k_gamma: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+    k: &mut [Vector<f32, N>],
+    v: &mut [Vector<f32, N>],
     pos: &[u32],
     scores: &mut [f32],
     out: &mut [f32],
     g: u32,
+    kv_heads: u32,
     cap: u32,
     scale: f32,
+    eps: f32,
     #[comptime] d: u32,
+    #[comptime] step: bool,
 ) {
     let dv = comptime!(d / 4);
     let slices = comptime!(THREADS / (d / 4));
@@ -51,17 +71,78 @@ pub fn attention_decode<N: Size>(
     let kb = (row / g) * cap * dv;
     let sb = row * cap;
     let last = pos[0];
-    let n = select(last < cap, last + 1, cap);
 
     let mut qs = Shared::<[f32]>::new_slice(d as usize);
-    let mut i = tid;
-    while i < d {
-        qs[i as usize] = q[(row * d + i) as usize];
-        i += THREADS;
+    // `step`: the new key and value, and the new position's score.
+    let mut kn = Shared::<[f32]>::new_slice(d as usize);
+    let mut vn = Shared::<[f32]>::new_slice(d as usize);
+    let mut s_new = f32::new(-3.0e38);
+    // Cached positions attended: `0..=pos`, or `0..pos` and the new one with `step`.
+    let mut n = select(last < cap, last + 1, cap);
+    if comptime!(step) {
+        n = select(last < cap, last, cap);
+        let half = comptime!(d / 2);
+        let heads = kv_heads * g;
+        let width = heads * d + 2 * kv_heads * d;
+        let hq = row % heads;
+        let qb = (row / heads) * width + hq * d;
+        let kvb = (row / heads) * width + heads * d + (hq / g) * d;
+        let mut sq = 0.0f32;
+        let mut sk = 0.0f32;
+        let mut j = tid;
+        while j < d {
+            let (a, b) = (q[(qb + j) as usize], q[(kvb + j) as usize]);
+            sq += a * a;
+            sk += b * b;
+            vn[j as usize] = q[(kvb + kv_heads * d + j) as usize];
+            j += THREADS;
+        }
+        let dn = f32::cast_from(d);
+        let inv_q = 1.0f32 / f32::sqrt(cube_reduce(sq, false, THREADS) / dn + eps);
+        let inv_k = 1.0f32 / f32::sqrt(cube_reduce(sk, false, THREADS) / dn + eps);
+        let p = select(last < cap, last, 0u32);
+        let mut j = tid;
+        while j < half {
+            let (c, s) = (cos[(p * half + j) as usize], sin[(p * half + j) as usize]);
+            let a = q[(qb + j) as usize] * inv_q * q_gamma[j as usize];
+            let b = q[(qb + half + j) as usize] * inv_q * q_gamma[(half + j) as usize];
+            qs[j as usize] = a * c - b * s;
+            qs[(half + j) as usize] = b * c + a * s;
+            let a = q[(kvb + j) as usize] * inv_k * k_gamma[j as usize];
+            let b = q[(kvb + half + j) as usize] * inv_k * k_gamma[(half + j) as usize];
+            kn[j as usize] = a * c - b * s;
+            kn[(half + j) as usize] = b * c + a * s;
+            j += THREADS;
+        }
+        sync_cube();
+        if row % g == 0 && last < cap && tid < dv {
+            let mut kk = Vector::<f32, N>::empty();
+            let mut vv = Vector::<f32, N>::empty();
+            #[unroll]
+            for e in 0..4usize {
+                kk.insert(e, kn[4 * tid as usize + e]);
+                vv.insert(e, vn[4 * tid as usize + e]);
+            }
+            k[(kb + last * dv + tid) as usize] = kk;
+            v[(kb + last * dv + tid) as usize] = vv;
+        }
+        let mut dot = 0.0f32;
+        let mut j = tid;
+        while j < d {
+            dot += qs[j as usize] * kn[j as usize];
+            j += THREADS;
+        }
+        s_new = cube_reduce(dot, false, THREADS) * scale;
+    } else {
+        let mut i = tid;
+        while i < d {
+            qs[i as usize] = q[(row * d + i) as usize];
+            i += THREADS;
+        }
+        sync_cube();
     }
-    sync_cube();
 
-    let mut mx = f32::new(-3.0e38);
+    let mut mx = s_new;
     let mut t = tid;
     while t < n {
         let base = kb + t * dv;
@@ -80,7 +161,12 @@ pub fn attention_decode<N: Size>(
         t += THREADS;
     }
     let m = cube_reduce(mx, true, THREADS);
-    let mut l = 0.0f32;
+    // The new position's weight (`step`), counted once in the sum.
+    let mut p_new = 0.0f32;
+    if comptime!(step) {
+        p_new = f32::exp(s_new - m);
+    }
+    let mut l = select(tid == 0, p_new, 0.0f32);
     let mut t = tid;
     while t < n {
         let e = f32::exp(scores[(sb + t) as usize] - m);
@@ -97,6 +183,14 @@ pub fn attention_decode<N: Size>(
     #[unroll]
     for e in 0..4u32 {
         a[e as usize] = 0.0;
+    }
+    if comptime!(step) {
+        if slice == 0 {
+            #[unroll]
+            for e in 0..4u32 {
+                a[e as usize] = p_new * vn[(4 * cq + e) as usize];
+            }
+        }
     }
     let mut t = slice;
     while t + 3 * slices < n {

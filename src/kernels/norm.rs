@@ -75,7 +75,8 @@ pub fn rms_norm(x: &[f32], gamma: &[f32], y: &mut [f32], n: u32, eps: f32) {
 /// Per-head RMSNorm over `d` then NEOX RoPE, for `x [tokens, heads, d]` (one cube per token and
 /// head): heads below `first` are scaled by `gamma`, the others by `gamma2` (Qwen3's q and k
 /// heads in one launch); pair `(j, j + d/2)` of token `t` is rotated by row `pos[t]` of
-/// `cos`/`sin` `[positions, d/2]`.
+/// `cos`/`sin` `[positions, d/2]`. Leading dims before the tokens (a batch) share `pos`: row
+/// `r` is token `(r / heads) % tokens`.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn norm_rope(
@@ -87,6 +88,7 @@ pub fn norm_rope(
     pos: &[u32],
     y: &mut [f32],
     heads: u32,
+    tokens: u32,
     first: u32,
     d: u32,
     eps: f32,
@@ -95,7 +97,7 @@ pub fn norm_rope(
     let base = row * d;
     let half = d / 2;
     let inv = inv_rms(x, base, d, eps, THREADS, 1u32);
-    let p = pos[(row / heads) as usize];
+    let p = pos[((row / heads) % tokens) as usize];
     let one = row % heads < first;
     let mut j = UNIT_POS;
     while j < half {

@@ -55,12 +55,12 @@ impl DecodeOpsBackend for CubeBackend {
         let pos = positions(pos);
         let shape: Vec<usize> = x.meta.shape().iter().copied().collect();
         let r = shape.len();
-        let (heads, d) = (shape[r - 2], shape[r - 1]);
+        let (tokens, heads, d) = (if r >= 3 { shape[r - 3] } else { 1 }, shape[r - 2], shape[r - 1]);
         let rows = x.meta.shape().num_elements() / d.max(1);
         let y = empty_f32(&x, shape);
         let table = cos.meta.shape().num_elements();
         // SAFETY: `x`, `y` are contiguous `[rows, d]` (`rows` = tokens · heads), `gamma` and
-        // `gamma2` hold `d`, `pos` one entry per token (`rows / heads`); the callers' positions index rows of
+        // `gamma2` hold `d`, `pos` one entry per token (`tokens`, shared by any leading dims); the callers' positions index rows of
         // the `[positions, d/2]` tables.
         unsafe {
             norm::norm_rope::launch_unchecked(
@@ -72,9 +72,10 @@ impl DecodeOpsBackend for CubeBackend {
                 buffer(&gamma2, d),
                 buffer(&cos, table),
                 buffer(&sin, table),
-                buffer(&pos, rows / heads.max(1)),
+                buffer(&pos, tokens),
                 buffer(&y, rows * d),
                 heads as u32,
+                tokens.max(1) as u32,
                 first.min(heads) as u32,
                 d as u32,
                 eps,
@@ -91,31 +92,94 @@ impl DecodeOpsBackend for CubeBackend {
         let (q, k, v) = (f32_contiguous(q), f32_contiguous(k), f32_contiguous(v));
         let pos = positions(pos);
         let [b, kvh, g, d] = q.meta.shape().dims::<4>();
-        let cap = k.meta.shape()[2];
-        let rows = b * kvh * g;
         let out = empty_f32(&q, vec![b, kvh, g, d]);
-        let scores = empty_f32(&q, vec![rows, cap]);
-        // SAFETY: `q`, `out` are contiguous `[rows, d]`, `k`, `v` `[b·kvh, cap, d]` (read as
-        // 4-float vectors: `d` is a multiple of 4), `scores` `[rows, cap]`; the kernel reads
-        // positions below `min(pos + 1, cap)` only.
-        unsafe {
-            attention::attention_decode::launch_unchecked(
-                &q.client,
-                grid_1d(rows),
-                CubeDim::new_1d(attention::THREADS),
-                4,
-                buffer(&q, rows * d),
-                buffer(&k, b * kvh * cap * d / 4),
-                buffer(&v, b * kvh * cap * d / 4),
-                buffer(&pos, 1),
-                buffer(&scores, rows * cap),
-                buffer(&out, rows * d),
-                g as u32,
-                cap as u32,
-                scale,
-                d as u32,
-            )
-        };
+        launch_attention(&q, None, [&k, &v], &pos, &out, [b, kvh, g, d], scale, 0.0);
         out
     }
+
+    fn attention_step(
+        qkv: CubeTensor,
+        q_gamma: CubeTensor,
+        k_gamma: CubeTensor,
+        cos: CubeTensor,
+        sin: CubeTensor,
+        pos: CubeTensor,
+        k_cache: CubeTensor,
+        v_cache: CubeTensor,
+        heads: usize,
+        kv_heads: usize,
+        eps: f32,
+        scale: f32,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let [b, _, _, d] = k_cache.meta.shape().dims::<4>();
+        // The caches are written in place: only when this op holds the only reference to
+        // contiguous f32 buffers, else the composed ops (which copy as they must).
+        let writable = |c: &CubeTensor| c.dtype == DType::F32 && c.is_contiguous() && c.can_mut();
+        let fits = attention::supports(d) && kv_heads > 0 && heads.is_multiple_of(kv_heads) && qkv.meta.shape().num_elements() == b * (heads + 2 * kv_heads) * d;
+        if !step_kernel_on() || !fits || !writable(&k_cache) || !writable(&v_cache) {
+            return super::decode::attention_step_composed::<Self>(qkv, [q_gamma, k_gamma], [cos, sin], pos, [k_cache, v_cache], [heads, kv_heads], eps, scale);
+        }
+        let qkv = f32_contiguous(qkv);
+        let (q_gamma, k_gamma) = (f32_contiguous(q_gamma), f32_contiguous(k_gamma));
+        let (cos, sin) = (f32_contiguous(cos), f32_contiguous(sin));
+        let pos = positions(pos);
+        let out = empty_f32(&qkv, vec![b, 1, heads * d]);
+        let shape = [b, kv_heads, heads / kv_heads, d];
+        launch_attention(&qkv, Some([&q_gamma, &k_gamma, &cos, &sin]), [&k_cache, &v_cache], &pos, &out, shape, scale, eps);
+        (out, k_cache, v_cache)
+    }
+}
+
+/// Whether [`DecodeOpsBackend::attention_step`] is one launch: yes unless the environment sets
+/// `BURN_QUANT_ATTN_STEP=0` (then its composed ops, for comparisons).
+fn step_kernel_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("BURN_QUANT_ATTN_STEP").map_or(true, |v| v != "0"))
+}
+
+/// Launches [`attention::attention_decode`] over `[b, kv_heads, g, d]` query rows, the caches
+/// `k`/`v` `[b, kv_heads, cap, d]` contiguous f32: with `step` (the q/k norm scales and the RoPE
+/// tables), `q` is one token's fused projection and the new key and value are written into the
+/// caches; without, `q` is the rotated queries `[rows, d]`.
+#[allow(clippy::too_many_arguments)]
+fn launch_attention(q: &CubeTensor, step: Option<[&CubeTensor; 4]>, [k, v]: [&CubeTensor; 2], pos: &CubeTensor, out: &CubeTensor, [b, kvh, g, d]: [usize; 4], scale: f32, eps: f32) {
+    let cap = k.meta.shape()[2];
+    let rows = b * kvh * g;
+    let scores = empty_f32(q, vec![rows, cap]);
+    let width = if step.is_some() { b * (g + 2) * kvh * d } else { rows * d };
+    let table = step.map_or(1, |[_, _, cos, _]| cos.meta.shape().num_elements());
+    // Without `step` the kernel reads none of the four: `q` stands in.
+    let [gq, gk, cos, sin] = step.unwrap_or([q, q, q, q]);
+    let dn = if step.is_some() { d } else { 1 };
+    let tn = if step.is_some() { table } else { 1 };
+    // SAFETY: `q` holds `width` floats (`[rows, d]`, or with `step` `[b, (g + 2)·kvh·d]`),
+    // `out` `[rows, d]`, `scores` `[rows, cap]`, `k`/`v` `[b·kvh, cap, d]` (read and, with
+    // `step`, written at `pos` < `cap` as 4-float vectors: `d` is a multiple of 4), the norm
+    // scales `d` floats and the tables `table`, of which row `pos` is read; the kernel attends
+    // positions below `min(pos + 1, cap)` only.
+    unsafe {
+        attention::attention_decode::launch_unchecked(
+            &q.client,
+            grid_1d(rows),
+            CubeDim::new_1d(attention::THREADS),
+            4,
+            buffer(q, width),
+            buffer(gq, dn),
+            buffer(gk, dn),
+            buffer(cos, tn),
+            buffer(sin, tn),
+            buffer(k, b * kvh * cap * d / 4),
+            buffer(v, b * kvh * cap * d / 4),
+            buffer(pos, 1),
+            buffer(&scores, rows * cap),
+            buffer(out, rows * d),
+            g as u32,
+            kvh as u32,
+            cap as u32,
+            scale,
+            eps,
+            d as u32,
+            step.is_some(),
+        )
+    };
 }

@@ -1,5 +1,6 @@
 //! Fused ops of a decode step (Burn's `#[backend_extension]`, like [`QuantMatmulBackend`](super::QuantMatmulBackend)):
-//! RMSNorm, Qwen3's per-head RMSNorm + NEOX RoPE, and one token's attention over a KV cache.
+//! RMSNorm, Qwen3's per-head RMSNorm + NEOX RoPE, one token's attention over a KV cache, and
+//! all of a token's attention step at once (norm + RoPE, the cache writes, attention).
 //!
 //! Each is one kernel on the cube backends (`crate::kernels::norm`, `crate::kernels::attention`)
 //! where Burn runs several (its attention alone is ~20 launches a layer at decode), which is
@@ -11,7 +12,7 @@ use burn::backend::backend_extension;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Scalar, Slice, TensorMetadata, get_or_init_device_settings};
 use burn::backend::Dispatch;
-use burn::tensor::{Int, Shape, Tensor};
+use burn::tensor::{IndexingUpdateOp, Int, Shape, Tensor};
 
 /// Fused decode-step ops.
 #[backend_extension(
@@ -69,6 +70,73 @@ pub trait DecodeOpsBackend: Backend {
     fn attention_decode(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, pos: IntTensor<Self>, scale: f32) -> FloatTensor<Self> {
         attention_decode_composed::<Self>(q, k, v, pos, scale)
     }
+
+    /// One token's whole attention step in Qwen3, after the q/k/v projection: `qkv [b, 1, (heads
+    /// + 2·kv_heads)·d]` (query heads, key heads, value heads) at the device-held position `pos`
+    /// (`[1]`); q's and k's heads get their RMSNorm (`q_gamma`, `k_gamma` `[d]`, `eps`) and NEOX
+    /// RoPE (row `pos` of `cos`/`sin` `[positions, d/2]`) as in
+    /// [`norm_rope`](DecodeOpsBackend::norm_rope), the new key and value are written into the
+    /// caches `k_cache`/`v_cache` `[b, kv_heads, capacity, d]` at `pos`, and each query head
+    /// attends positions `0..=pos` of its key head as in
+    /// [`attention_decode`](DecodeOpsBackend::attention_decode) with scores `scale · q·k`.
+    /// Returns the attention output `[b, 1, heads·d]` and the written caches (in place where the
+    /// backend can).
+    #[fusion(meta = |qkv, _q_gamma, _k_gamma, _cos, _sin, _pos, k_cache, v_cache, heads, _kv_heads, _eps, _scale| (step_output(qkv, k_cache, *heads), k_cache.clone(), v_cache.clone()))]
+    #[allow(clippy::too_many_arguments)]
+    fn attention_step(
+        qkv: FloatTensor<Self>,
+        q_gamma: FloatTensor<Self>,
+        k_gamma: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        pos: IntTensor<Self>,
+        k_cache: FloatTensor<Self>,
+        v_cache: FloatTensor<Self>,
+        heads: usize,
+        kv_heads: usize,
+        eps: f32,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        attention_step_composed::<Self>(qkv, [q_gamma, k_gamma], [cos, sin], pos, [k_cache, v_cache], [heads, kv_heads], eps, scale)
+    }
+}
+
+/// The attention output of [`DecodeOpsBackend::attention_step`]: `[b, 1, heads·d]` of `qkv`'s
+/// dtype, `b` and `d` from the cache `[b, kv_heads, capacity, d]`.
+#[cfg(feature = "cube")]
+fn step_output(qkv: &burn::backend::fusion::custom::TensorSpec, cache: &burn::backend::fusion::custom::TensorSpec, heads: usize) -> burn::backend::fusion::custom::TensorSpec {
+    let (b, d) = (cache.shape[0], cache.shape[3]);
+    burn::backend::fusion::custom::TensorSpec::new(Shape::new([b, 1, heads * d]), qkv.dtype)
+}
+
+/// [`DecodeOpsBackend::attention_step`] composed of the other decode ops and Burn's own
+/// primitives (the default body, and the cube backends' fallback): the q/k norm + RoPE, two
+/// cache writes, attention.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn attention_step_composed<B: DecodeOpsBackend>(
+    qkv: FloatTensor<B>,
+    [q_gamma, k_gamma]: [FloatTensor<B>; 2],
+    [cos, sin]: [FloatTensor<B>; 2],
+    pos: IntTensor<B>,
+    [k_cache, v_cache]: [FloatTensor<B>; 2],
+    [heads, kv_heads]: [usize; 2],
+    eps: f32,
+    scale: f32,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let [b, _, _, d] = k_cache.shape().dims::<4>();
+    let qkv = B::float_reshape(qkv, Shape::new([b, 1, heads + 2 * kv_heads, d]));
+    let heads_of = |x: FloatTensor<B>, from: usize, n: usize| {
+        let s = [Slice::from(0..b), Slice::from(0..1), Slice::from(from..from + n), Slice::from(0..d)];
+        B::float_slice(x, &s)
+    };
+    let qk = B::norm_rope(heads_of(qkv.clone(), 0, heads + kv_heads), q_gamma, k_gamma, heads, cos, sin, pos.clone(), eps);
+    let q = B::float_reshape(heads_of(qk.clone(), 0, heads), Shape::new([b, kv_heads, heads / kv_heads.max(1), d]));
+    let k = B::float_reshape(heads_of(qk, heads, kv_heads), Shape::new([b, kv_heads, 1, d]));
+    let v = B::float_reshape(heads_of(qkv, heads + kv_heads, kv_heads), Shape::new([b, kv_heads, 1, d]));
+    let k_cache = B::float_select_assign(k_cache, 2, pos.clone(), k, IndexingUpdateOp::Assign);
+    let v_cache = B::float_select_assign(v_cache, 2, pos.clone(), v, IndexingUpdateOp::Assign);
+    let out = B::attention_decode(q, k_cache.clone(), v_cache.clone(), pos, scale);
+    (B::float_reshape(out, Shape::new([b, 1, heads * d])), k_cache, v_cache)
 }
 
 /// [`DecodeOpsBackend::rms_norm`] composed of Burn's own primitives.
@@ -176,4 +244,36 @@ pub fn attention_decode(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, pos: Tensor<1,
         pos.into_dispatch(),
         scale,
     ))
+}
+
+/// [`DecodeOpsBackend::attention_step`] on tensors of any device: returns the attention output
+/// `[b, 1, heads·d]` and the written caches.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_step(
+    qkv: Tensor<3>,
+    q_gamma: Tensor<1>,
+    k_gamma: Tensor<1>,
+    cos: Tensor<2>,
+    sin: Tensor<2>,
+    pos: Tensor<1, Int>,
+    caches: (Tensor<4>, Tensor<4>),
+    [heads, kv_heads]: [usize; 2],
+    eps: f64,
+    scale: f32,
+) -> (Tensor<3>, Tensor<4>, Tensor<4>) {
+    let (out, k, v) = <Dispatch as DecodeOpsBackend>::attention_step(
+        qkv.into_dispatch(),
+        q_gamma.into_dispatch(),
+        k_gamma.into_dispatch(),
+        cos.into_dispatch(),
+        sin.into_dispatch(),
+        pos.into_dispatch(),
+        caches.0.into_dispatch(),
+        caches.1.into_dispatch(),
+        heads,
+        kv_heads,
+        eps as f32,
+        scale,
+    );
+    (Tensor::from_dispatch(out), Tensor::from_dispatch(k), Tensor::from_dispatch(v))
 }

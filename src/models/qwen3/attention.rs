@@ -7,7 +7,7 @@ use burn::tensor::Tensor;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
-use super::cache::KvView;
+use super::cache::KvCache;
 use super::rope::{self, RopeAt};
 use crate::QuantLinear;
 
@@ -38,13 +38,26 @@ impl Qwen3Attention {
     /// `x + attn(norm(x))`: `x [batch, seq, hidden]` → `[batch, seq, hidden]`, the norm done by
     /// the q/k/v projection as it reads `x` where the backend can
     /// ([`QuantLinear::forward_norm`]) and `x` added by the output projection; `rope` says where
-    /// the rotation of the new positions comes from ([`RopeAt`]); `past` appends the new
-    /// keys/values `[batch, kv_heads, seq, head_dim]` and returns the cache's buffers and mask
-    /// ([`KvCache::append_layer`](super::KvCache::append_layer)).
-    pub fn forward(&self, x: Tensor<3>, norm: &RmsNorm, rope: RopeAt<'_>, past: impl FnOnce(Tensor<4>, Tensor<4>) -> KvView) -> Tensor<3> {
+    /// the rotation of the new positions comes from ([`RopeAt`]); the new keys and values go into
+    /// layer `layer` of `cache`: appended after the positions held with [`RopeAt::Rows`]
+    /// ([`KvCache::append_layer`]), written at the device-held position with
+    /// [`RopeAt::Device`] (one token: everything after the projection is one op,
+    /// [`crate::ops::attention_step`]).
+    pub fn forward(&self, x: Tensor<3>, norm: &RmsNorm, rope: RopeAt<'_>, cache: &mut KvCache, layer: usize) -> Tensor<3> {
         let [b, s, _] = x.dims();
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let qkv = super::forward_concat(&self.qkv, x.clone(), norm);
+        if let RopeAt::Device { cos, sin, pos } = rope
+            && s == 1
+            && self.q_norm.epsilon == self.k_norm.epsilon
+        {
+            let y = cache.update_layer(layer, [b, kvh, d], &x.device(), |kc, vc| {
+                let (q, k) = (self.q_norm.gamma.val(), self.k_norm.gamma.val());
+                let scale = 1.0 / (d as f32).sqrt();
+                crate::ops::attention_step(qkv, q, k, cos.clone(), sin.clone(), pos.clone(), (kc, vc), [h, kvh], self.q_norm.epsilon, scale)
+            });
+            return self.o.forward_add(y, x);
+        }
         let q = qkv.clone().narrow(2, 0, h * d).reshape([b, s, h, d]);
         let k = qkv.clone().narrow(2, h * d, kvh * d).reshape([b, s, kvh, d]);
         let qk = qkv.clone().narrow(2, 0, (h + kvh) * d).reshape([b, s, h + kvh, d]);
@@ -71,7 +84,11 @@ impl Qwen3Attention {
             }
         };
         let (q, k) = (q.swap_dims(1, 2), k.swap_dims(1, 2));
-        let view = past(k, v.swap_dims(1, 2));
+        let v = v.swap_dims(1, 2);
+        let view = match rope {
+            RopeAt::Rows(..) => cache.append_layer(layer, k, v),
+            RopeAt::Device { pos, .. } => cache.write_at(layer, pos, k, v),
+        };
         let g = h / kvh;
         let y = match (view.pos, view.mask) {
             // One token at a device-held position: the fused decode attention over the positions

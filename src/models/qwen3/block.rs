@@ -5,6 +5,7 @@ use burn::nn::RmsNorm;
 use burn::tensor::Tensor;
 
 use super::attention::Qwen3Attention;
+use super::cache::KvCache;
 use super::mlp::Qwen3Mlp;
 use super::rope::RopeAt;
 
@@ -22,14 +23,10 @@ pub struct Qwen3Block {
 }
 
 impl Qwen3Block {
-    /// `[batch, seq, hidden]` → `[batch, seq, hidden]` (see [`Qwen3Attention::forward`]).
-    pub fn forward(
-        &self,
-        x: Tensor<3>,
-        rope: RopeAt<'_>,
-        past: impl FnOnce(Tensor<4>, Tensor<4>) -> super::cache::KvView,
-    ) -> Tensor<3> {
-        let h = self.attn.forward(x, &self.attn_norm, rope, past);
+    /// `[batch, seq, hidden]` → `[batch, seq, hidden]`, the new keys and values into layer
+    /// `layer` of `cache` (see [`Qwen3Attention::forward`]).
+    pub fn forward(&self, x: Tensor<3>, rope: RopeAt<'_>, cache: &mut KvCache, layer: usize) -> Tensor<3> {
+        let h = self.attn.forward(x, &self.attn_norm, rope, cache, layer);
         self.mlp.forward(h, &self.ffn_norm)
     }
 }

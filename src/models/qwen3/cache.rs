@@ -161,6 +161,17 @@ impl KvCache {
         KvView { k: kb, v: vb, mask: None, pos: Some(pos.clone()) }
     }
 
+    /// Hands layer `layer`'s buffers `[b, kv_heads, capacity, d]` (created at the smallest
+    /// capacity if it has none) to `f`, which returns them written, and keeps those: for an op
+    /// that writes the cache itself, in place ([`crate::ops::attention_step`]). Call
+    /// [`advance`](Self::advance) once all layers are written.
+    pub fn update_layer<T>(&mut self, layer: usize, [b, kvh, d]: [usize; 3], device: &Device, f: impl FnOnce(Tensor<4>, Tensor<4>) -> (T, Tensor<4>, Tensor<4>)) -> T {
+        let (kb, vb) = self.take_with_capacity(layer, [b, kvh, 1, d], device);
+        let (out, kb, vb) = f(kb, vb);
+        self.layers[layer] = Some((kb, vb));
+        out
+    }
+
     /// Records that `n` positions were appended to every layer.
     pub fn advance(&mut self, n: usize) {
         self.len += n;

@@ -10,9 +10,10 @@
 //! token to the next lives on the device in buffers written in place between replays: the token
 //! id, its position (which the fused ops read on the device: the RoPE rows, the KV-cache slot,
 //! the positions attention sees) and the KV cache, reserved at its final capacity before
-//! recording. The step runs the fused ops of [`crate::ops::DecodeOpsBackend`] (one kernel each
-//! for the norms, the q/k norm + RoPE and the attention), which a recording can replay at any
-//! position.
+//! recording. The step runs the fused ops of [`crate::ops::DecodeOpsBackend`], which read the
+//! position on the device and so replay at any position: per layer, one kernel does everything
+//! between the q/k/v projection and the output projection (the q/k norm + RoPE, the two cache
+//! writes, attention: [`crate::ops::attention_step`]).
 
 use burn::backend::{Backend, Dispatch, DispatchGraph};
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -100,7 +101,7 @@ impl Qwen3 {
         let rope = RopeAt::Device { cos, sin, pos };
         let mut h = x;
         for (i, block) in self.blocks.iter().enumerate() {
-            h = block.forward(h, rope, |k, v| cache.write_at(i, pos, k, v));
+            h = block.forward(h, rope, cache, i);
         }
         self.lm_head.as_ref().unwrap_or(&self.embed).forward_norm(h, &self.norm).reshape([1, c.vocab_size])
     }

@@ -49,7 +49,7 @@ impl Qwen3 {
         let (cos, sin) = rope::tables(cache.len(), s, c.head_dim, c.rope_theta, &x.device());
         let mut h = x;
         for (i, block) in self.blocks.iter().enumerate() {
-            h = block.forward(h, RopeAt::Rows(&cos, &sin), |k, v| cache.append_layer(i, k, v));
+            h = block.forward(h, RopeAt::Rows(&cos, &sin), cache, i);
         }
         cache.advance(s);
         self.norm.forward(h)
