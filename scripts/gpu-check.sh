@@ -37,6 +37,9 @@ device)
     # The opt-in tensor-core Q4_K decode (BURN_QUANT_MMA_DECODE=1) against the same checks.
     echo "# again with BURN_QUANT_MMA_DECODE=1"
     BURN_QUANT_MMA_DECODE=1 /tmp/gpu_check --backend cuda 2>&1 | grep -E "^(FAIL|#)" | tee -a "${OUT:-/tmp}/gpu_check.log"
+    # The RMSNorm / SwiGLU done by the decode kernels (off by default on CUDA) against the same checks.
+    echo "# again with BURN_QUANT_FOLD=all"
+    BURN_QUANT_FOLD=all /tmp/gpu_check --backend cuda 2>&1 | grep -E "^(FAIL|#)" | tee -a "${OUT:-/tmp}/gpu_check.log"
     ;;
 profile)
     # Kernel device times: CubeCL's own profiler (a device timer around every launch, each

@@ -63,7 +63,11 @@ pub(super) fn grid_1d(cubes: usize) -> CubeCount {
 /// (split up to 8 ways) where that still gives [`MIN_DECODE_CUBES`] cubes, else 4: more rows per
 /// thread put more loads in flight per thread, which is what bounds it (H100, 4096×14336 alone
 /// under ncu: 4 rows at 76 registers 33.2 µs, 8 rows at 120 registers 23.2–23.7 µs, despite 22%
-/// occupancy instead of 31%). `BURN_QUANT_DECODE_M1` overrides the one-row choice.
+/// occupancy instead of 31%). A part too small for that many cubes at 8 rows (the 0.6B shape's
+/// projections, 1–6 M weights) is latency-bound: it takes 2 rows per thread and no split, for
+/// the most cubes with some loads in flight (H100, 0.6B tg128 with every Q4_K launch so:
+/// 692–695 t/s against 594 at 4 rows and the split; 1 row 640–697, 2 rows split 2: 671).
+/// `BURN_QUANT_DECODE_M1` overrides the one-row choice.
 fn q4k_launch(m: usize, rows: usize, k: usize) -> (u32, u32) {
     if m != 1 {
         return (2, decode_split(k / 1024, 4));
@@ -73,7 +77,7 @@ fn q4k_launch(m: usize, rows: usize, k: usize) -> (u32, u32) {
     }
     let split = decode_split(k / 1024, 8);
     let cubes = rows.div_ceil((8 * reduce::PLANES / split) as usize);
-    (if cubes >= MIN_DECODE_CUBES { 8 } else { 4 }, split)
+    if cubes >= MIN_DECODE_CUBES { (8, split) } else { (2, 1) }
 }
 
 /// `(rows per thread, planes per row group)` of the int4 decode kernel: 4 rows at one token
@@ -128,9 +132,9 @@ struct LaunchKnobs {
     /// (default [`matvec_mma::PLANES`]).
     mma_planes: u32,
     /// Which of the RMSNorm and the SwiGLU before a product the decode kernels do ([`Pre`]):
-    /// `BURN_QUANT_FOLD` = `norm` or `glu` for one of them, `0` for neither (each then a launch of
-    /// its own), for comparisons; both by default.
-    fold: (bool, bool),
+    /// `BURN_QUANT_FOLD` = `all` for both, `norm` or `glu` for one of them, `0` for neither (each
+    /// then a launch of its own), for comparisons; unset, [`folds`] decides per device.
+    fold: Option<(bool, bool)>,
 }
 
 /// The [`LaunchKnobs`] of this process.
@@ -146,10 +150,11 @@ fn knobs() -> &'static LaunchKnobs {
             .filter(|p| matches!(p, 4 | 8 | 16))
             .unwrap_or(matvec_mma::PLANES),
         fold: match std::env::var("BURN_QUANT_FOLD").as_deref() {
-            Ok("0") => (false, false),
-            Ok("norm") => (true, false),
-            Ok("glu") => (false, true),
-            _ => (true, true),
+            Ok("0") => Some((false, false)),
+            Ok("norm") => Some((true, false)),
+            Ok("glu") => Some((false, true)),
+            Ok("all") => Some((true, true)),
+            _ => None,
         },
     })
 }
@@ -367,11 +372,24 @@ impl Prologue {
 
 /// Most weights (`out · in`) of a product whose decode kernels do the op before it ([`Pre`]);
 /// above, the op is a launch of its own. Measured on the H100 (BENCHMARKS.md, 2026-11-23): the
-/// folds pay where a decode step is launch-bound (the 0.6B shape, projections of 3–6 M weights:
-/// 502 → 558 t/s) and cost where the products are bandwidth-bound (the 8B shape, 25–100 M: 4.41 →
-/// 6.17 ms per token, the SwiGLU's exponentials and divisions redone by every row group and the
-/// extra registers of the 8-row kernel).
+/// folds paid where a decode step is launch-bound (the 0.6B shape, projections of 3–6 M weights:
+/// 502 → 558 t/s, against a three-launch SwiGLU) and cost where the products are bandwidth-bound
+/// (the 8B shape, 25–100 M: 4.41 → 6.17 ms per token, the SwiGLU's exponentials and divisions
+/// redone by every row group and the extra registers of the 8-row kernel).
 const FOLD_MAX_WEIGHTS: usize = 8 << 20;
+
+/// Whether the decode kernels do the (RMSNorm, SwiGLU) before a product on `x`'s device:
+/// `BURN_QUANT_FOLD` where set, else not on CUDA and both elsewhere. On CUDA the decode step
+/// replays a CUDA graph, where a launch costs about a microsecond, and against the one-launch
+/// SwiGLU and norm kernels the folds no longer paid (H100, 0.6B tg128, 2026-11-23: 692–695 t/s
+/// without them against 585–650 with, at the Q4_K launch of [`q4k_launch`]); wgpu replays a
+/// dispatch list whose launches cost more, and keeps them.
+fn folds(x: &CubeTensor) -> (bool, bool) {
+    knobs().fold.unwrap_or_else(|| {
+        let on = !matches!(x.device, burn_cubecl::CubeDevice::Cuda(_));
+        (on, on)
+    })
+}
 
 /// Which kernel [`matmul_decode`] launches for a part.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -838,8 +856,8 @@ fn quant_matmul_res(x: CubeTensor, weight: CubeTensor, layout: QuantLayout, r: O
     let folds = n * k <= FOLD_MAX_WEIGHTS
         && match pre {
             Pre::Plain => true,
-            Pre::SwiGlu => knobs().fold.1,
-            Pre::Norm(..) => knobs().fold.0,
+            Pre::SwiGlu => folds(&x).1,
+            Pre::Norm(..) => folds(&x).0,
         };
     let fused = matches!(pre, Pre::Plain) || {
         let on = mma_on(&x, m, k);
