@@ -111,11 +111,22 @@ impl DecodeOpsBackend for CubeBackend {
         eps: f32,
         scale: f32,
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
-        let [b, _, _, d] = k_cache.meta.shape().dims::<4>();
+        let [b, _, cap, d] = k_cache.meta.shape().dims::<4>();
         // The caches are written in place: only when this op holds the only reference to
         // contiguous f32 buffers, else the composed ops (which copy as they must).
         let writable = |c: &CubeTensor| c.dtype == DType::F32 && c.is_contiguous() && c.can_mut();
-        let fits = attention::supports(d) && kv_heads > 0 && heads.is_multiple_of(kv_heads) && qkv.meta.shape().num_elements() == b * (heads + 2 * kv_heads) * d;
+        let elems = |t: &CubeTensor| t.meta.shape().num_elements();
+        // The kernel's reads unchecked: one token per sequence, `d`-long scales, a table row for
+        // every cache position.
+        let fits = attention::supports(d)
+            && kv_heads > 0
+            && heads.is_multiple_of(kv_heads)
+            && elems(&qkv) == b * (heads + 2 * kv_heads) * d
+            && v_cache.meta.shape() == k_cache.meta.shape()
+            && elems(&q_gamma) == d
+            && elems(&k_gamma) == d
+            && elems(&cos) >= cap * (d / 2)
+            && elems(&sin) >= cap * (d / 2);
         if !step_kernel_on() || !fits || !writable(&k_cache) || !writable(&v_cache) {
             return super::decode::attention_step_composed::<Self>(qkv, [q_gamma, k_gamma], [cos, sin], pos, [k_cache, v_cache], [heads, kv_heads], eps, scale);
         }
