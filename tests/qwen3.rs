@@ -329,8 +329,25 @@ fn attention_step_matches_reference(device: Device) {
     assert_eq!(to_vec(kept), before, "a clone of the cache taken before changed");
 }
 
+/// One token's attention with the same tensor as keys and values (`attention_decode`): the
+/// result equals that of two distinct copies.
+fn attention_decode_takes_one_tensor_as_keys_and_values(device: Device) {
+    use burn::tensor::{Int, Tensor, TensorData};
+    let (kvh, g, cap, d) = (2usize, 2usize, 8usize, 8usize);
+    let q: Vec<f32> = (0..kvh * g * d).map(|i| ((i * 7) % 11) as f32 * 0.1 - 0.5).collect();
+    let kv: Vec<f32> = (0..kvh * cap * d).map(|i| ((i * 13) % 17) as f32 * 0.1 - 0.8).collect();
+    let q = Tensor::<4>::from_data(TensorData::new(q, [1, kvh, g, d]), &device);
+    let kv = Tensor::<4>::from_data(TensorData::new(kv, [1, kvh, cap, d]), &device);
+    let pos = Tensor::<1, Int>::from_data(TensorData::new(vec![5i64], [1]), &device);
+    let same = burn_quant::ops::attention_decode(q.clone(), kv.clone(), kv.clone(), pos.clone(), 0.35);
+    let copies = burn_quant::ops::attention_decode(q, kv.clone(), kv.clone() * 1.0, pos, 0.35);
+    let to_vec = |t: Tensor<4>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    assert_eq!(to_vec(same), to_vec(copies));
+}
+
 backend_tests!(
     qk_norm_rope_matches_reference,
+    attention_decode_takes_one_tensor_as_keys_and_values,
     attention_step_matches_reference,
     logits_match_llamacpp,
     logits_match_f32_dequant_reference,
