@@ -1,6 +1,5 @@
 //! [`QuantLinear`]: a linear layer whose weight stays quantized in device memory.
 
-use burn::backend::ops::FloatTensorOps;
 use burn::module::{Module, Param, ParamId};
 use burn::nn::RmsNorm;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
@@ -9,15 +8,14 @@ use crate::error::{Error, Result};
 use crate::format::GgmlType;
 use crate::ops::{QuantLayout, QuantMatmulBackend};
 
-/// What [`QuantLinear`]'s product does to its input first.
-#[derive(Clone, Copy)]
-enum Pre<'a> {
-    /// Nothing.
-    Plain,
-    /// This RMSNorm.
+/// Which product [`QuantLinear`] computes, with the residual where it takes one.
+enum Product<'a, const D: usize> {
+    /// `x · Wᵀ (+ r)`.
+    Plain(Option<Tensor<D>>),
+    /// `norm(x) · Wᵀ`.
     Norm(&'a RmsNorm),
-    /// `silu(gate) ⊙ up` of an input twice as wide.
-    SwiGlu,
+    /// `(silu(gate) ⊙ up) · Wᵀ + r` of an input `[gate | up]` twice as wide.
+    SwiGluAdd(Tensor<D>),
 }
 
 /// `e` wrapped with `name(i)` when there is one.
@@ -269,13 +267,13 @@ impl QuantLinear {
 
     /// `x · Wᵀ + b` over any leading dims (`[..., in]` → `[..., out]`); checks the last dim.
     pub fn try_forward<const D: usize>(&self, x: Tensor<D>) -> Result<Tensor<D>> {
-        self.product(x, None, Pre::Plain)
+        self.product(x, Product::Plain(None))
     }
 
     /// `x · Wᵀ + b + r` with `r` of the output's shape (a residual connection), the addition
     /// done by the product's kernels where the backend can; checks both shapes.
     pub fn try_forward_add<const D: usize>(&self, x: Tensor<D>, r: Tensor<D>) -> Result<Tensor<D>> {
-        self.product(x, Some(r), Pre::Plain)
+        self.product(x, Product::Plain(Some(r)))
     }
 
     /// `norm(x) · Wᵀ + b`: the RMSNorm `norm` (over `in` features) before this layer, done by the
@@ -286,7 +284,7 @@ impl QuantLinear {
         if len != self.in_features() {
             return Err(Error::Shape(format!("norm over {len} features before a layer of {} inputs", self.in_features())));
         }
-        self.product(x, None, Pre::Norm(norm))
+        self.product(x, Product::Norm(norm))
     }
 
     /// [`try_forward_norm`](Self::try_forward_norm), panicking on a shape mismatch.
@@ -302,7 +300,7 @@ impl QuantLinear {
     /// SwiGLU is done by the product's kernels as they read `gu` where the backend can. Checks
     /// the shapes.
     pub fn try_forward_swiglu_add<const D: usize>(&self, gu: Tensor<D>, r: Tensor<D>) -> Result<Tensor<D>> {
-        self.product(gu, Some(r), Pre::SwiGlu)
+        self.product(gu, Product::SwiGluAdd(r))
     }
 
     /// [`try_forward_swiglu_add`](Self::try_forward_swiglu_add), panicking on a shape mismatch.
@@ -321,46 +319,43 @@ impl QuantLinear {
         }
     }
 
-    /// `pre(x) · Wᵀ + b (+ r)`.
-    fn product<const D: usize>(&self, x: Tensor<D>, r: Option<Tensor<D>>, pre: Pre<'_>) -> Result<Tensor<D>> {
+    /// `op`'s product of `x`, plus `b`.
+    fn product<const D: usize>(&self, x: Tensor<D>, op: Product<'_, D>) -> Result<Tensor<D>> {
         type B = burn::backend::Dispatch;
         let dims = x.dims();
         let k = self.in_features();
-        let width = if matches!(pre, Pre::SwiGlu) { 2 * k } else { k };
+        let width = if matches!(op, Product::SwiGluAdd(_)) { 2 * k } else { k };
         if D == 0 || dims[D - 1] != width {
             return Err(Error::Shape(format!("input {dims:?}: last dim must be {width}")));
         }
         let m: usize = dims[..D - 1].iter().product();
-        let mut x2 = x.reshape([m, width]);
-        let mut pre = pre;
-        if let Some(p) = &self.perm {
-            // The permutation applies to the op's output: the op first, as Burn's ops.
-            x2 = match pre {
-                Pre::Plain => x2,
-                Pre::Norm(n) => n.forward(x2),
-                Pre::SwiGlu => burn::tensor::activation::silu(x2.clone().narrow(1, 0, k)) * x2.narrow(1, k, k),
-            };
-            x2 = x2.select(1, p.val());
-            pre = Pre::Plain;
-        }
         let mut out = dims;
         out[D - 1] = self.out_features();
+        if let Product::Plain(Some(r)) | Product::SwiGluAdd(r) = &op
+            && r.dims() != out
+        {
+            return Err(Error::Shape(format!("residual {:?}: must be the output's {out:?}", r.dims())));
+        }
+        let residual = |r: Tensor<D>| r.reshape([m, self.out_features()]).into_dispatch();
+        let mut x2 = x.reshape([m, width]);
+        let mut op = op;
+        if let Some(p) = &self.perm {
+            // The permutation applies to the op's output: the op first, as Burn's ops.
+            let (x, r) = match op {
+                Product::Plain(r) => (x2, r),
+                Product::Norm(n) => (n.forward(x2), None),
+                Product::SwiGluAdd(r) => (burn::tensor::activation::silu(x2.clone().narrow(1, 0, k)) * x2.narrow(1, k, k), Some(r)),
+            };
+            x2 = x.select(1, p.val());
+            op = Product::Plain(r);
+        }
         let (w, layout) = (self.weight.val().into_dispatch(), self.layout.clone());
-        let r = match r {
-            Some(r) if r.dims() != out => return Err(Error::Shape(format!("residual {:?}: must be the output's {out:?}", r.dims()))),
-            r => r.map(|r| r.reshape([m, self.out_features()]).into_dispatch()),
-        };
         let x2 = x2.into_dispatch();
-        let y = match (pre, r) {
-            (Pre::Plain, None) => B::quant_matmul(x2, w, layout),
-            (Pre::Plain, Some(r)) => B::quant_matmul_add(x2, w, layout, r),
-            (Pre::Norm(n), None) => B::quant_matmul_norm(x2, n.gamma.val().into_dispatch(), n.epsilon as f32, w, layout),
-            (Pre::SwiGlu, Some(r)) => B::quant_matmul_swiglu_add(x2, w, layout, r),
-            (Pre::Norm(n), Some(r)) => B::float_add(B::quant_matmul_norm(x2, n.gamma.val().into_dispatch(), n.epsilon as f32, w, layout), r),
-            (Pre::SwiGlu, None) => {
-                let zeros = Tensor::<2>::zeros([m, self.out_features()], &self.weight.val().device()).into_dispatch();
-                B::quant_matmul_swiglu_add(x2, w, layout, zeros)
-            }
+        let y = match op {
+            Product::Plain(None) => B::quant_matmul(x2, w, layout),
+            Product::Plain(Some(r)) => B::quant_matmul_add(x2, w, layout, residual(r)),
+            Product::Norm(n) => B::quant_matmul_norm(x2, n.gamma.val().into_dispatch(), n.epsilon as f32, w, layout),
+            Product::SwiGluAdd(r) => B::quant_matmul_swiglu_add(x2, w, layout, residual(r)),
         };
         let mut y = Tensor::<2>::from_dispatch(y);
         if let Some(b) = &self.bias {

@@ -441,8 +441,9 @@ fn mma_on(x: &CubeTensor, m: usize, k: usize) -> bool {
 
 /// `x · Wᵀ` (plus `res`, `[m, n]` f32 contiguous, in the kernels' epilogue) for `m` token rows
 /// that [`decode_takes`], `x` read through `pre` (every part's kernel must [take
-/// it](DecodeKernel::takes_pre) unless it is `Plain`).
-fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, res: Option<CubeTensor>, pre: Pre) -> CubeTensor {
+/// it](DecodeKernel::takes_pre) unless it is `Plain`); `on`: [`mma_on`] for these rows.
+#[allow(clippy::too_many_arguments)]
+fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, res: Option<CubeTensor>, pre: Pre, on: bool) -> CubeTensor {
     let (k, n) = (layout.in_features, layout.out_features());
     let y = empty_f32(&x, vec![m, n]);
     let res = Residual::new(res, &x);
@@ -452,7 +453,6 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
     let words = layout.total_words();
     let parts = layout.merged_parts();
     let pre = Prologue::new(pre, &x);
-    let on = mma_on(&x, m, k);
     // Parts the tensor-core kernel can take; its input is prepared once for all of them.
     let mma = parts.iter().any(|p| matches!(DecodeKernel::of(p, on), DecodeKernel::Mma(_))).then(|| mma_input(&x, m, k));
     let mut col0 = 0;
@@ -859,10 +859,9 @@ fn quant_matmul_res(x: CubeTensor, weight: CubeTensor, layout: QuantLayout, r: O
             Pre::SwiGlu => folds(&x).1,
             Pre::Norm(..) => folds(&x).0,
         };
-    let fused = matches!(pre, Pre::Plain) || {
-        let on = mma_on(&x, m, k);
-        folds && m <= matvec::MAX_M as usize && layout.merged_parts().iter().all(|p| DecodeKernel::of(p, on).takes_pre())
-    };
+    let on = mma_on(&x, m, k);
+    let fused = matches!(pre, Pre::Plain)
+        || (folds && m <= matvec::MAX_M as usize && layout.merged_parts().iter().all(|p| DecodeKernel::of(p, on).takes_pre()));
     let (x2, pre) = if fused {
         (x, pre)
     } else {
@@ -875,7 +874,7 @@ fn quant_matmul_res(x: CubeTensor, weight: CubeTensor, layout: QuantLayout, r: O
         (x, Pre::Plain)
     };
     let y = if decode_takes(&x2, &layout, m) {
-        matmul_decode(x2, &weight, &layout, m, r, pre)
+        matmul_decode(x2, &weight, &layout, m, r, pre, on)
     } else {
         let y = matmul_prefill(x2, &weight, &layout, m);
         match r {
