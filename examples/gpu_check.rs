@@ -307,6 +307,32 @@ fn int4(device: &Device, rep: &mut Report, dir: &str) -> Result<()> {
     Ok(())
 }
 
+/// `ops::rms_norm` against float64 on rows that take the held-in-registers kernel (4,096 and
+/// 1,028 values, three rows) and one that takes the two-pass kernel (20,000).
+fn rms_norm(device: &Device, rep: &mut Report) -> Result<()> {
+    for n in [4096usize, 1028, 20_000] {
+        let rows = 3;
+        let x: Vec<f32> = (0..rows * n).map(|i| ((i * 37) % 41) as f32 * 0.05 - 1.0 + (i / n) as f32).collect();
+        let gamma: Vec<f32> = (0..n).map(|j| 0.25 + (j % 7) as f32 * 0.2).collect();
+        let mut want = vec![0f32; x.len()];
+        for r in 0..rows {
+            let row = &x[r * n..][..n];
+            let inv = 1.0 / (row.iter().map(|v| *v as f64 * *v as f64).sum::<f64>() / n as f64 + 1e-6).sqrt();
+            for j in 0..n {
+                want[r * n + j] = (row[j] as f64 * inv * gamma[j] as f64) as f32;
+            }
+        }
+        let got = host(burn_quant::ops::rms_norm(
+            Tensor::<2>::from_data(TensorData::new(x, [rows, n]), device),
+            Tensor::<1>::from_data(TensorData::new(gamma, [n]), device),
+            1e-6,
+        ))?;
+        let e = rel_err(&got, &want);
+        rep.check(format!("rms_norm {rows}×{n}, f32"), e <= 1e-5, format!("rel. error {e:.2e}"));
+    }
+    Ok(())
+}
+
 fn qwen3(device: &Device, rep: &mut Report) -> Result<()> {
     let path = fixture("qwen3-tiny/tiny-qwen3-Q4_K_M.gguf");
     if !path.exists() {
@@ -358,6 +384,7 @@ fn run() -> Result<bool> {
             int4(&device, &mut rep, dir)?;
         }
     }
+    rms_norm(&device, &mut rep)?;
     qwen3(&device, &mut rep)?;
     let failed = rep.rows.iter().filter(|r| !r.1).count();
     println!("# {} checks, {failed} failed", rep.rows.len());

@@ -129,7 +129,7 @@ pub fn run() -> Result<()> {
     // as llama-bench warms up; then the median of three timed prompt forwards and `tg` timed
     // decode steps.
     let _ = logits_to_vec(model.forward_tokens(&tokens, &mut model.cache(), false)?)?;
-    let _ = model.generate(&tokens[..4], 4, &mut Sampler::new(Sampling::Greedy, 0), &[], |_| Ok(true))?;
+    let _ = model.generate(&tokens[..tokens.len().min(4)], 4, &mut Sampler::new(Sampling::Greedy, 0), &[], |_| Ok(true))?;
     let mut runs = Vec::new();
     for _ in 0..3 {
         let mut cache = model.cache();

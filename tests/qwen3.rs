@@ -193,6 +193,38 @@ fn bad_inputs_are_errors(device: Device) {
     assert!(matches!(err, Error::UnsupportedModel(_)), "{err}");
 }
 
+/// `rms_norm` against float64 over rows of several lengths, three rows each (a leading batch
+/// dim): 4,096 and 1,028 values (the cube kernel that holds a row in registers: 4 full steps, and
+/// a last step with one vector), 12 (fewer vectors than a plane has lanes), 6 (not whole 4-float
+/// vectors) and 20,000 (too long to hold: the two-pass kernel).
+fn rms_norm_matches_reference(device: Device) {
+    use burn::tensor::{Tensor, TensorData};
+    for n in [4096usize, 1028, 12, 6, 20_000] {
+        let rows = 3;
+        let x: Vec<f32> = (0..rows * n).map(|i| ((i * 37) % 41) as f32 * 0.05 - 1.0 + (i / n) as f32).collect();
+        let gamma: Vec<f32> = (0..n).map(|j| 0.25 + (j % 7) as f32 * 0.2).collect();
+        let eps = 1e-6;
+        let mut want = vec![0f32; x.len()];
+        for r in 0..rows {
+            let row = &x[r * n..][..n];
+            let inv = 1.0 / (row.iter().map(|v| *v as f64 * *v as f64).sum::<f64>() / n as f64 + eps).sqrt();
+            for j in 0..n {
+                want[r * n + j] = (row[j] as f64 * inv * gamma[j] as f64) as f32;
+            }
+        }
+        let got = burn_quant::ops::rms_norm(
+            Tensor::<3>::from_data(TensorData::new(x, [rows, 1, n]), &device),
+            Tensor::<1>::from_data(TensorData::new(gamma, [n]), &device),
+            eps,
+        );
+        let got = got.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let e = common::rel_err(&got, &want);
+        assert!(e <= 1e-5, "n = {n}: relative error {e:e}");
+        let bad = got.iter().zip(&want).position(|(a, b)| (a - b).abs() > 1e-5 * (1.0 + b.abs()));
+        assert!(bad.is_none(), "n = {n}: element {bad:?} differs");
+    }
+}
+
 /// The decode step's q/k prologue with q's and k's scales in one call (`qk_norm_rope`: heads
 /// below `first` take the first scale) against a float64 per-head RMSNorm + NEOX RoPE computed
 /// here, at two tokens with different device-held positions.
@@ -346,6 +378,7 @@ fn attention_decode_takes_one_tensor_as_keys_and_values(device: Device) {
 }
 
 backend_tests!(
+    rms_norm_matches_reference,
     qk_norm_rope_matches_reference,
     attention_decode_takes_one_tensor_as_keys_and_values,
     attention_step_matches_reference,

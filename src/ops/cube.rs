@@ -189,7 +189,7 @@ fn has_f16(t: &CubeTensor) -> bool {
 
 /// Whether the device's planes are exactly as wide as the decode kernels' rows of lanes, so
 /// they can reduce with `plane_sum`.
-fn planes_are_32(t: &CubeTensor) -> bool {
+pub(super) fn planes_are_32(t: &CubeTensor) -> bool {
     let hw = &t.client.properties().hardware;
     hw.plane_size_min == reduce::LANES && hw.plane_size_max == reduce::LANES
 }

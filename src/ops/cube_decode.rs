@@ -9,7 +9,7 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::DecodeOpsBackend;
-use super::cube::{buffer, empty_f32, f32_contiguous, grid_1d};
+use super::cube::{buffer, empty_f32, f32_contiguous, grid_1d, planes_are_32};
 use crate::kernels::{attention, norm};
 
 /// Positions as 4-byte words the kernels read as `u32`: an `I32` or `U32` tensor as it is (a
@@ -31,6 +31,31 @@ impl DecodeOpsBackend for CubeBackend {
         let n = shape.last().copied().unwrap_or(1);
         let rows = x.meta.shape().num_elements() / n.max(1);
         let y = empty_f32(&x, shape);
+        // Rows of whole 4-float vectors, short enough to sit in registers: read once.
+        let n4 = n / 4;
+        let threads = n4.div_ceil(norm::HELD_STEPS as usize).next_power_of_two().clamp(32, 1024);
+        let steps = n4.div_ceil(threads);
+        if held_norm_on() && n.is_multiple_of(4) && n4 > 0 && steps <= norm::HELD_STEPS as usize {
+            // SAFETY: as below, in 4-float vectors (`n4` per row; reads past a row's end are
+            // clamped to its last vector, writes dropped); `threads` is a power of two ≥ 32.
+            unsafe {
+                norm::rms_norm_held::launch_unchecked(
+                    &x.client,
+                    grid_1d(rows),
+                    CubeDim::new_1d(threads as u32),
+                    4,
+                    buffer(&x, rows * n4),
+                    buffer(&gamma, n4),
+                    buffer(&y, rows * n4),
+                    n4 as u32,
+                    eps,
+                    threads as u32,
+                    steps as u32,
+                    planes_are_32(&x),
+                )
+            };
+            return y;
+        }
         // SAFETY: `x` and `y` are contiguous `[rows, n]`, `gamma` holds `n`; each cube reads and
         // writes its own row.
         unsafe {
@@ -139,6 +164,13 @@ impl DecodeOpsBackend for CubeBackend {
         launch_attention(&qkv, Some([&q_gamma, &k_gamma, &cos, &sin]), [&k_cache, &v_cache], &pos, &out, shape, scale, eps);
         (out, k_cache, v_cache)
     }
+}
+
+/// Whether [`DecodeOpsBackend::rms_norm`] may take [`norm::rms_norm_held`]: yes unless the
+/// environment sets `BURN_QUANT_NORM_HELD=0` (then always the two-pass kernel, for comparisons).
+fn held_norm_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("BURN_QUANT_NORM_HELD").map_or(true, |v| v != "0"))
 }
 
 /// Whether [`DecodeOpsBackend::attention_step`] is one launch: yes unless the environment sets
