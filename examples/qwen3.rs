@@ -10,7 +10,8 @@
 //! `--top-p P` (default greedy), `--seed S`, `--tokenizer tokenizer.json` (else the GGUF's own),
 //! `--dump-logits OUT.safetensors` (logits `[n_prompt, vocab]` of one forward over the prompt),
 //! `--no-tokenizer` (don't build one: give `--tokens`, token ids are printed; the tokenizer of a
-//! 151k vocabulary takes about 50 MB).
+//! 151k vocabulary takes about 50 MB), `--int8` (on the CPU backends, the LM head takes its input
+//! rounded to int8 as llama.cpp does: `Qwen3::with_int8_lm_head`).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -23,7 +24,7 @@ use burn_quant::tokenizer::{TextStream, Tokenizer};
 use burn_quant::{Error, Result};
 
 const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/qwen3-tiny/tiny-qwen3-Q4_K_M.gguf");
-const FLAGS: [&str; 2] = ["chat", "no-tokenizer"];
+const FLAGS: [&str; 3] = ["chat", "no-tokenizer", "int8"];
 const OPTIONS: [&str; 10] =
     ["model", "prompt", "tokens", "max-tokens", "backend", "temperature", "top-p", "seed", "tokenizer", "dump-logits"];
 
@@ -66,6 +67,7 @@ fn run() -> Result<()> {
         let model = Qwen3::from_gguf(&file, &device)?;
         (model, if args.contains_key("no-tokenizer") { None } else { Tokenizer::from_gguf(&file)? })
     };
+    let model = model.with_int8_lm_head(args.contains_key("int8"));
     if let Some(p) = args.get("tokenizer") {
         tokenizer = Some(Tokenizer::from_file(p)?);
     }

@@ -70,6 +70,31 @@ fn logits_match_llamacpp(device: Device) {
     }
 }
 
+/// The LM head with int8 input (`with_int8_lm_head`: llama.cpp's own arithmetic for its head)
+/// against llama.cpp's logits, token by token through the KV cache (the int8 kernel takes one
+/// token row): per-row cosine ≥ 0.999 and the same argmax at every position of both prompts, as
+/// [`logits_match_llamacpp`]; and no further than 1e-2 (relative) from the f32 head's logits.
+fn int8_lm_head_logits_match_llamacpp(device: Device) {
+    let exact = Qwen3::from_gguf(file(), &device).expect("load");
+    let model = Qwen3::from_gguf(file(), &device).expect("load").with_int8_lm_head(true);
+    let vocab = model.config.vocab_size;
+    for i in 0..2 {
+        let tokens = prompt(i);
+        let (want, _) = logits_ref().f32(&format!("prompt{i}.logits"));
+        let (mut cache, mut cache_exact) = (model.cache(), exact.cache());
+        for (p, t) in tokens.iter().enumerate() {
+            let ours = logits_to_vec(model.forward_tokens(&[*t], &mut cache, false).expect("step")).expect("logits");
+            let f32_head = logits_to_vec(exact.forward_tokens(&[*t], &mut cache_exact, false).expect("step")).expect("logits");
+            let b = &want[p * vocab..(p + 1) * vocab];
+            let cos = cosine(&ours, b);
+            assert!(cos >= 0.999, "prompt{i} position {p}: cosine {cos}");
+            assert_eq!(argmax(&ours), argmax(b), "prompt{i} position {p}: argmax");
+            let e = common::rel_err(&ours, &f32_head);
+            assert!(e <= 1e-2, "prompt{i} position {p}: {e:e} from the f32 head");
+        }
+    }
+}
+
 /// Against the tight reference (llama.cpp's forward on the all-F32 dequantized model, itself
 /// within 2e-5 of a float64 forward): top-64 logits and logsumexp within 1e-3, same top-1.
 fn logits_match_f32_dequant_reference(device: Device) {
@@ -383,6 +408,7 @@ backend_tests!(
     attention_decode_takes_one_tensor_as_keys_and_values,
     attention_step_matches_reference,
     logits_match_llamacpp,
+    int8_lm_head_logits_match_llamacpp,
     logits_match_f32_dequant_reference,
     greedy_tokens_match,
     incremental_decoding_matches_full_forward,

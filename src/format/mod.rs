@@ -7,6 +7,7 @@
 //!
 //! This module holds no Burn types.
 
+pub mod act_q8k;
 mod floats;
 pub mod awq;
 pub mod gptq;

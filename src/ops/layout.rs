@@ -23,6 +23,11 @@ pub struct QuantLayout {
     pub in_features: usize,
     /// The parts, in output order.
     pub parts: Vec<QuantPart>,
+    /// Whether the CPU kernels may round the input to int8 per 256 values (llama.cpp's
+    /// arithmetic, [`ActQ8K`](crate::format::act_q8k::ActQ8K)) for integer dot products: opt-in,
+    /// off by default; the GPU kernels are f32 either way. Set through
+    /// [`QuantLinear::with_int8_input`](crate::QuantLinear::with_int8_input).
+    pub int8_input: bool,
 }
 
 impl QuantLayout {
@@ -51,7 +56,7 @@ impl QuantLayout {
                 .and_then(|o| o.checked_next_multiple_of(4))
                 .ok_or_else(|| Error::Overflow("packed weight size".into()))?;
         }
-        Ok(Self { in_features, parts: out })
+        Ok(Self { in_features, parts: out, int8_input: false })
     }
 
     /// Output features (rows over all parts).

@@ -29,6 +29,17 @@ pub struct Qwen3 {
 }
 
 impl Qwen3 {
+    /// Opts the LM head (the embedding table when the model ties them; lookups stay exact) into
+    /// int8 input on the CPU backends ([`QuantLinear::with_int8_input`]): the product that
+    /// dominates a CPU decode step of a small model, taken with llama.cpp's arithmetic.
+    pub fn with_int8_lm_head(mut self, on: bool) -> Self {
+        match self.lm_head.take() {
+            Some(head) => self.lm_head = Some(head.with_int8_input(on)),
+            None => self.embed = self.embed.with_int8_input(on),
+        }
+        self
+    }
+
     /// A fresh KV cache for this model.
     pub fn cache(&self) -> KvCache {
         KvCache::for_device(self.blocks.len(), &self.embed.weight.val().device())

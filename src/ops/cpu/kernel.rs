@@ -66,7 +66,7 @@ fn matvec(x: &[f32], m: usize, w: &[u8], layout: &QuantLayout) -> Result<Vec<f32
         let rb = layout.row_bytes(part);
         let bytes = &w[part.byte_offset..part.byte_offset + part.rows * rb];
         let dst = &mut by_row[row0 * m..(row0 + part.rows) * m];
-        part.kind.visit(Matvec { x, m, k: layout.in_features, bytes, row_bytes: rb, dst })??;
+        part.kind.visit(Matvec { x, m, k: layout.in_features, bytes, row_bytes: rb, dst, int8: layout.int8_input })??;
         row0 += part.rows;
     }
     if m == 1 {
@@ -88,12 +88,14 @@ struct Matvec<'a> {
     bytes: &'a [u8],
     row_bytes: usize,
     dst: &'a mut [f32],
+    /// The layout's [`int8_input`](QuantLayout::int8_input).
+    int8: bool,
 }
 
 impl FormatVisitor for Matvec<'_> {
     type Output = Result<()>;
     fn visit<F: BlockFormat>(self) -> Result<()> {
-        let Matvec { x, m, k, bytes, row_bytes, dst } = self;
+        let Matvec { x, m, k, bytes, row_bytes, dst, int8 } = self;
         let blocks = as_blocks::<F>(bytes)?;
         let per_row = row_bytes / F::BYTES;
         // Small weights run on the calling thread (one task): waking the pool costs more.
@@ -109,6 +111,21 @@ impl FormatVisitor for Matvec<'_> {
             };
             let task_rows = if serial { dst.len().max(1) } else { DECODE_ROWS_PER_TASK };
             let x4 = F::TYPE == crate::GgmlType::Q6_Kx4;
+            if int8 && matches!(simd, X86M1::Q6kAvx512 | X86M1::Q6kAvx2) && super::x86_avx2::has_avx2() {
+                // The opt-in int8 input: x rounded once per call, integer dots (llama.cpp's).
+                let xq = crate::format::act_q8k::ActQ8K::quantize(x);
+                dst.par_chunks_mut(task_rows).enumerate().for_each(|(task, out)| {
+                    let first = task * task_rows;
+                    let rows = &blocks[first * per_row..(first + out.len()) * per_row];
+                    use crate::format::{BlockQ6K, BlockQ6Kx4};
+                    // SAFETY: AVX2 checked above; `xq` holds the row's k / 256 blocks.
+                    match x4 {
+                        false => unsafe { super::x86_avx2::q6k_rows_q8::<BlockQ6K>(bytemuck::cast_slice(rows), per_row, &xq, out) },
+                        true => unsafe { super::x86_avx2::q6k_rows_q8::<BlockQ6Kx4>(bytemuck::cast_slice(rows), per_row, &xq, out) },
+                    }
+                });
+                return Ok(());
+            }
             dst.par_chunks_mut(task_rows).enumerate().for_each(|(task, out)| {
                 let first = task * task_rows;
                 let rows = &blocks[first * per_row..(first + out.len()) * per_row];

@@ -19,6 +19,7 @@
 use std::arch::x86_64::*;
 
 use super::x86::{Q6KBlocks, by_groups, q4k_scales_mins};
+use crate::format::act_q8k::ActQ8K;
 use crate::format::{BlockQ4K, BlockQ8_0, Q6KFields, f16_le};
 
 /// Whether this CPU runs the AVX2 kernels (AVX2, FMA and F16C), checked once.
@@ -213,6 +214,81 @@ fn q6k_group<B: Q6KBlocks, const R: usize>(rows: [&[B]; R], x: &[f32]) -> [f32; 
         }
     }
     std::array::from_fn(|i| hsum(_mm256_add_ps(acc[i][0], acc[i][1])))
+}
+
+/// The dots of `out.len()` consecutive Q6_K rows of `per_row` structs (`rows`) with the int8
+/// activations `xq` (one row, [`ActQ8K`]): the opt-in int8 input mode, llama.cpp's arithmetic.
+/// Per block `d6 · dx · Σ_s sc_s · (Σ_{j∈s} c_j q_j − 32 · Σ_{j∈s} q_j)` over its 16 sub-blocks,
+/// with the unsigned 6-bit codes `c` (0..63): per 32 weights one `maddubs` (`c · q` in pairs, at
+/// most 2 · 63 · 127 — no saturation), one `madd` by the sub-blocks' scales, an add.
+///
+/// # Safety
+/// The CPU must have AVX2 ([`has_avx2`]); `xq` must hold `per_row · B::PER` blocks.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn q6k_rows_q8<B: Q6KBlocks>(rows: &[B], per_row: usize, xq: &ActQ8K, out: &mut [f32]) {
+    assert!(xq.d.len() >= per_row * B::PER && rows.len() >= out.len() * per_row);
+    by_groups(rows, per_row, out, |g| q6k_group_q8(g, xq), |r| q6k_group_q8([r], xq)[0]);
+}
+
+/// `pshufb` masks that spread the i16 scales of sub-blocks `2t` (low 128 bits) and `2t + 1`
+/// (high) of a half block over their lanes, from the half's 8 scales in both 128-bit lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn scale_spread(t: i8) -> __m256i {
+    let (a, b) = (4 * t, 4 * t + 2);
+    _mm256_setr_epi8(
+        a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1,
+        b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1,
+    )
+}
+
+/// [`q6k_rows_q8`] for `R` rows of equal length.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn q6k_group_q8<B: Q6KBlocks, const R: usize>(rows: [&[B]; R], xq: &ActQ8K) -> [f32; R] {
+    let (low4, bits45) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
+    let spread = [scale_spread(0), scale_spread(1), scale_spread(2), scale_spread(3)];
+    let mut acc = [_mm256_setzero_ps(); R];
+    for b in 0..rows[0].len() * B::PER {
+        // SAFETY (loads of xq): block b has 256 codes at 256b and 16 sums at 16b (asserted by
+        // the caller through `xq.d.len()`).
+        let q8 = unsafe { xq.q.as_ptr().add(256 * b) };
+        let sums = unsafe { _mm256_loadu_si256(xq.sums16.as_ptr().add(16 * b).cast()) };
+        let dx = xq.d[b];
+        for i in 0..R {
+            if b % B::PER == 0 {
+                prefetch_ahead(&rows[i][b / B::PER]);
+            }
+            let blk = rows[i][b / B::PER].q6k(b % B::PER);
+            // SAFETY: scales has 16 bytes, ql 128, qh 64; q8 + 128n + 32t + 32 ≤ 256.
+            unsafe {
+                let sc8 = _mm_loadu_si128(blk.scales.as_ptr().cast());
+                // Σ_s sc_s · Σ_{j∈s} q_j, times 32: the codes' offset.
+                let off = _mm256_slli_epi32::<5>(_mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), sums));
+                let mut isum = _mm256_sub_epi32(_mm256_setzero_si256(), off);
+                for n in 0..2 {
+                    let sc = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(if n == 0 { sc8 } else { _mm_unpackhi_epi64(sc8, sc8) }));
+                    let qa = _mm256_loadu_si256(blk.ql.as_ptr().add(64 * n).cast());
+                    let qb = _mm256_loadu_si256(blk.ql.as_ptr().add(64 * n + 32).cast());
+                    let qh = _mm256_loadu_si256(blk.qh.as_ptr().add(32 * n).cast());
+                    // Elements 128n + 32t + l, as in `q6k_codes` but unsigned.
+                    let codes = [
+                        _mm256_or_si256(_mm256_and_si256(qa, low4), _mm256_and_si256(_mm256_slli_epi16::<4>(qh), bits45)),
+                        _mm256_or_si256(_mm256_and_si256(qb, low4), _mm256_and_si256(_mm256_slli_epi16::<2>(qh), bits45)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(qa), low4), _mm256_and_si256(qh, bits45)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(qb), low4), _mm256_and_si256(_mm256_srli_epi16::<2>(qh), bits45)),
+                    ];
+                    for (t, c) in codes.into_iter().enumerate() {
+                        let x8 = _mm256_loadu_si256(q8.add(128 * n + 32 * t).cast());
+                        let p = _mm256_maddubs_epi16(c, x8);
+                        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, _mm256_shuffle_epi8(sc, spread[t])));
+                    }
+                }
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(f16_le(blk.d) * dx), acc[i]);
+            }
+        }
+    }
+    std::array::from_fn(|i| hsum(acc[i]))
 }
 
 /// The sum of the 8 lanes of `v`.
