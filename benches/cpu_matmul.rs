@@ -87,6 +87,9 @@ fn bench(c: &mut Criterion) {
         let x = Tensor::<2>::from_data(TensorData::new((0..k).map(|i| (i % 13) as f32 / 13.0 - 0.5).collect::<Vec<f32>>(), [1, k]), &device);
         g.throughput(Throughput::Bytes(layer.num_bytes() as u64));
         g.bench_function(BenchmarkId::new(format!("{dev_name}/Q6_K"), 1), |b| b.iter(|| layer.forward(x.clone()).into_data()));
+        // The same with the input rounded to int8 (`with_int8_input`, llama.cpp's arithmetic).
+        let layer = layer.with_int8_input(true);
+        g.bench_function(BenchmarkId::new(format!("{dev_name}/Q6_K-int8"), 1), |b| b.iter(|| layer.forward(x.clone()).into_data()));
     }
     g.finish();
 }
