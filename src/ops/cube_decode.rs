@@ -33,7 +33,10 @@ impl DecodeOpsBackend for CubeBackend {
         let y = empty_f32(&x, shape);
         // Rows of whole 4-float vectors, short enough to sit in registers: read once.
         let n4 = n / 4;
-        let threads = n4.div_ceil(norm::HELD_STEPS as usize).next_power_of_two().clamp(32, 1024);
+        let hw = &x.client.properties().hardware;
+        // A power of two no larger than the device's cube (WebGPU guarantees only 256 units).
+        let cap = 1usize << (hw.max_units_per_cube.min(hw.max_cube_dim.0).min(1024).max(32).ilog2());
+        let threads = n4.div_ceil(norm::HELD_STEPS as usize).next_power_of_two().clamp(32, cap);
         let steps = n4.div_ceil(threads);
         if held_norm_on() && n.is_multiple_of(4) && n4 > 0 && steps <= norm::HELD_STEPS as usize {
             // SAFETY: as below, in 4-float vectors (`n4` per row; reads past a row's end are
