@@ -115,6 +115,12 @@ impl Qwen3Attention {
                 let mask = mask.reshape([1, 1, s, t]).expand([b, h, s, t]);
                 attention(q, k, v, Some(mask), None, AttentionModuleOptions::default())
             }
+            // One token over the positions held: it sees all of them, so the `g` query heads of
+            // a KV head are read as `g` rows of one head, with no mask and no copy of the cache.
+            (None, None) if s == 1 => {
+                let q = q.reshape([b, kvh, g, d]);
+                attention(q, view.k, view.v, None, None, AttentionModuleOptions::default()).reshape([b, h, s, d])
+            }
             // The positions held: causal attention, each KV head repeated for its query heads.
             (None, None) => {
                 let (k, v) = (repeat_kv(view.k, g), repeat_kv(view.v, g));
