@@ -1,6 +1,7 @@
 //! The CPU backends (burn-flex and burn-ndarray): thin adapters that borrow the tensors' memory
 //! and run the shared fused [`kernel`].
 
+pub mod elementwise;
 pub mod kernel;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -71,6 +72,14 @@ mod flex {
             apply(x, weight, &layout, layout.in_features, layout.out_features(), kernel::matmul)
         }
 
+        fn quant_matmul_swiglu_add(gu: FlexTensor, weight: FlexTensor, layout: QuantLayout, r: FlexTensor) -> FlexTensor {
+            // The SwiGLU in one pass (`elementwise::swiglu`), then the product and its residual.
+            let gu = f32_contiguous(gu);
+            let shape = out_shape(gu.layout().shape().as_slice(), layout.in_features);
+            let x = super::elementwise::swiglu(gu.as_slice::<f32>().unwrap_or_default(), layout.in_features);
+            Self::quant_matmul_add(FlexTensor::from_data(TensorData::new(x, shape)), weight, layout, r)
+        }
+
         fn quant_matmul_transposed(g: FlexTensor, weight: FlexTensor, layout: QuantLayout) -> FlexTensor {
             apply(g, weight, &layout, layout.out_features(), layout.in_features, kernel::matmul_transposed)
         }
@@ -131,6 +140,13 @@ mod ndarray {
     impl QuantMatmulBackend for NdArray {
         fn quant_matmul(x: NdArrayTensor, weight: NdArrayTensor, layout: QuantLayout) -> NdArrayTensor {
             apply(x, weight, &layout, layout.in_features, layout.out_features(), kernel::matmul)
+        }
+
+        fn quant_matmul_swiglu_add(gu: NdArrayTensor, weight: NdArrayTensor, layout: QuantLayout, r: NdArrayTensor) -> NdArrayTensor {
+            // As on flex: the SwiGLU in one pass, then the product and its residual.
+            let shape = out_shape(gu.shape().as_slice(), layout.in_features);
+            let x = super::elementwise::swiglu(&floats(&gu), layout.in_features);
+            Self::quant_matmul_add(NdArrayTensor::from_data(TensorData::new(x, shape)), weight, layout, r)
         }
 
         fn quant_matmul_transposed(g: NdArrayTensor, weight: NdArrayTensor, layout: QuantLayout) -> NdArrayTensor {
