@@ -1,6 +1,6 @@
 //! Element-wise ops the CPU backends do in one pass instead of Burn's composed primitives: the
 //! SwiGLU before a down projection (Burn's `sigmoid`, two slices and two products are five
-//! passes over the data, and its `exp` is a libm call per value).
+//! passes over the data, and its `exp` is a libm call per value) and the RMSNorm.
 
 /// `log2(e)`.
 const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -55,6 +55,47 @@ impl pulp::WithSimd for SwiGlu<'_> {
     }
 }
 
+/// `x / √(mean(x²) + eps) · gamma` over each row of `gamma.len()` values of `x` (row-major).
+pub fn rms_norm(x: &[f32], gamma: &[f32], eps: f32) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    if !gamma.is_empty() {
+        pulp::Arch::new().dispatch(RmsNorm { x, gamma, eps, out: &mut out });
+    }
+    out
+}
+
+/// [`rms_norm`] as a [`pulp::WithSimd`] struct (see [`SwiGlu`]).
+struct RmsNorm<'a> {
+    x: &'a [f32],
+    gamma: &'a [f32],
+    eps: f32,
+    out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for RmsNorm<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let n = self.gamma.len();
+        for (row, o) in self.x.chunks_exact(n).zip(self.out.chunks_exact_mut(n)) {
+            // Eight running sums, so the loop vectorises (and rounds like a pairwise sum).
+            let mut acc = [0f32; 8];
+            let mut chunks = row.chunks_exact(8);
+            for c in &mut chunks {
+                for (a, v) in acc.iter_mut().zip(c) {
+                    *a += v * v;
+                }
+            }
+            let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+            let ssq = acc.iter().sum::<f32>() + tail;
+            let inv = 1.0 / (ssq / n as f32 + self.eps).sqrt();
+            for ((o, &v), &g) in o.iter_mut().zip(row).zip(self.gamma) {
+                *o = v * inv * g;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +111,22 @@ mod tests {
         assert!(worst <= 5e-7, "max relative error {worst:e}");
         assert_eq!(exp(0.0), 1.0);
         assert!(exp(-1000.0) > 0.0 && exp(1000.0).is_finite());
+    }
+
+    #[test]
+    fn rms_norm_matches_float64() {
+        for n in [4usize, 13, 256, 1027] {
+            let x: Vec<f32> = (0..3 * n).map(|i| ((i * 37) % 41) as f32 * 0.05 - 1.0 + (i / n) as f32).collect();
+            let gamma: Vec<f32> = (0..n).map(|j| 0.25 + (j % 7) as f32 * 0.2).collect();
+            let got = rms_norm(&x, &gamma, 1e-6);
+            for (r, row) in x.chunks_exact(n).enumerate() {
+                let inv = 1.0 / (row.iter().map(|v| *v as f64 * *v as f64).sum::<f64>() / n as f64 + 1e-6).sqrt();
+                for j in 0..n {
+                    let want = row[j] as f64 * inv * gamma[j] as f64;
+                    assert!((got[r * n + j] as f64 - want).abs() <= 1e-6 * (1.0 + want.abs()), "n {n}, row {r}, value {j}");
+                }
+            }
+        }
     }
 
     #[test]

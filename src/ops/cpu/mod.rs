@@ -64,12 +64,24 @@ mod flex {
         FlexTensor::from_data(TensorData::new(y, shape))
     }
 
-    /// The default bodies: Burn's own primitives.
-    impl crate::ops::DecodeOpsBackend for Flex {}
+    /// The RMSNorm in one pass (`elementwise::rms_norm`); the other ops' default bodies (Burn's
+    /// own primitives) build on it.
+    impl crate::ops::DecodeOpsBackend for Flex {
+        fn rms_norm(x: FlexTensor, gamma: FlexTensor, eps: f32) -> FlexTensor {
+            let (x, gamma) = (f32_contiguous(x), f32_contiguous(gamma));
+            let shape = x.layout().shape().as_slice().to_vec();
+            let y = super::elementwise::rms_norm(x.as_slice::<f32>().unwrap_or_default(), gamma.as_slice::<f32>().unwrap_or_default(), eps);
+            FlexTensor::from_data(TensorData::new(y, shape))
+        }
+    }
 
     impl QuantMatmulBackend for Flex {
         fn quant_matmul(x: FlexTensor, weight: FlexTensor, layout: QuantLayout) -> FlexTensor {
             apply(x, weight, &layout, layout.in_features, layout.out_features(), kernel::matmul)
+        }
+
+        fn quant_matmul_norm(x: FlexTensor, gamma: FlexTensor, eps: f32, weight: FlexTensor, layout: QuantLayout) -> FlexTensor {
+            Self::quant_matmul(<Self as crate::ops::DecodeOpsBackend>::rms_norm(x, gamma, eps), weight, layout)
         }
 
         fn quant_matmul_swiglu_add(gu: FlexTensor, weight: FlexTensor, layout: QuantLayout, r: FlexTensor) -> FlexTensor {
@@ -134,12 +146,22 @@ mod ndarray {
         NdArrayTensor::from_data(TensorData::new(y, shape))
     }
 
-    /// The default bodies: Burn's own primitives.
-    impl crate::ops::DecodeOpsBackend for NdArray {}
+    /// The RMSNorm in one pass, as on flex; the other ops' default bodies build on it.
+    impl crate::ops::DecodeOpsBackend for NdArray {
+        fn rms_norm(x: NdArrayTensor, gamma: NdArrayTensor, eps: f32) -> NdArrayTensor {
+            let shape = x.shape().as_slice().to_vec();
+            let y = super::elementwise::rms_norm(&floats(&x), &floats(&gamma), eps);
+            NdArrayTensor::from_data(TensorData::new(y, shape))
+        }
+    }
 
     impl QuantMatmulBackend for NdArray {
         fn quant_matmul(x: NdArrayTensor, weight: NdArrayTensor, layout: QuantLayout) -> NdArrayTensor {
             apply(x, weight, &layout, layout.in_features, layout.out_features(), kernel::matmul)
+        }
+
+        fn quant_matmul_norm(x: NdArrayTensor, gamma: NdArrayTensor, eps: f32, weight: NdArrayTensor, layout: QuantLayout) -> NdArrayTensor {
+            Self::quant_matmul(<Self as crate::ops::DecodeOpsBackend>::rms_norm(x, gamma, eps), weight, layout)
         }
 
         fn quant_matmul_swiglu_add(gu: NdArrayTensor, weight: NdArrayTensor, layout: QuantLayout, r: NdArrayTensor) -> NdArrayTensor {
