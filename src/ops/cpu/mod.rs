@@ -70,6 +70,10 @@ mod flex {
         fn rms_norm(x: FlexTensor, gamma: FlexTensor, eps: f32) -> FlexTensor {
             let (x, gamma) = (f32_contiguous(x), f32_contiguous(gamma));
             let shape = x.layout().shape().as_slice().to_vec();
+            if shape.last() != Some(&gamma.layout().shape().num_elements()) {
+                // Not one scale per value of a row: Burn's ops decide (broadcast or refuse).
+                return crate::ops::decode::rms_norm_composed::<Self>(x, gamma, eps);
+            }
             let y = super::elementwise::rms_norm(x.as_slice::<f32>().unwrap_or_default(), gamma.as_slice::<f32>().unwrap_or_default(), eps);
             FlexTensor::from_data(TensorData::new(y, shape))
         }
@@ -87,6 +91,9 @@ mod flex {
         fn quant_matmul_swiglu_add(gu: FlexTensor, weight: FlexTensor, layout: QuantLayout, r: FlexTensor) -> FlexTensor {
             // The SwiGLU in one pass (`elementwise::swiglu`), then the product and its residual.
             let gu = f32_contiguous(gu);
+            if gu.layout().shape().as_slice().last() != Some(&(2 * layout.in_features)) {
+                return Self::quant_matmul_add(crate::ops::decode::swiglu_composed::<Self>(gu), weight, layout, r);
+            }
             let shape = out_shape(gu.layout().shape().as_slice(), layout.in_features);
             let x = super::elementwise::swiglu(gu.as_slice::<f32>().unwrap_or_default(), layout.in_features);
             Self::quant_matmul_add(FlexTensor::from_data(TensorData::new(x, shape)), weight, layout, r)
@@ -150,6 +157,9 @@ mod ndarray {
     impl crate::ops::DecodeOpsBackend for NdArray {
         fn rms_norm(x: NdArrayTensor, gamma: NdArrayTensor, eps: f32) -> NdArrayTensor {
             let shape = x.shape().as_slice().to_vec();
+            if shape.last() != Some(&gamma.shape().num_elements()) {
+                return crate::ops::decode::rms_norm_composed::<Self>(x, gamma, eps);
+            }
             let y = super::elementwise::rms_norm(&floats(&x), &floats(&gamma), eps);
             NdArrayTensor::from_data(TensorData::new(y, shape))
         }
@@ -166,6 +176,9 @@ mod ndarray {
 
         fn quant_matmul_swiglu_add(gu: NdArrayTensor, weight: NdArrayTensor, layout: QuantLayout, r: NdArrayTensor) -> NdArrayTensor {
             // As on flex: the SwiGLU in one pass, then the product and its residual.
+            if gu.shape().as_slice().last() != Some(&(2 * layout.in_features)) {
+                return Self::quant_matmul_add(crate::ops::decode::swiglu_composed::<Self>(gu), weight, layout, r);
+            }
             let shape = out_shape(gu.shape().as_slice(), layout.in_features);
             let x = super::elementwise::swiglu(&floats(&gu), layout.in_features);
             Self::quant_matmul_add(NdArrayTensor::from_data(TensorData::new(x, shape)), weight, layout, r)
