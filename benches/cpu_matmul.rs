@@ -58,6 +58,13 @@ fn bench(c: &mut Criterion) {
                 g.bench_function(BenchmarkId::new(format!("{dev_name}/{kind}"), m), |b| {
                     b.iter(|| layer.forward(x.clone()).into_data())
                 });
+                if m == 1 && kind != GgmlType::Q8_0 {
+                    // The same with the input rounded to int8 (`with_int8_input`).
+                    let layer = layer.with_int8_input(true);
+                    g.bench_function(BenchmarkId::new(format!("{dev_name}/{kind}-int8"), m), |b| {
+                        b.iter(|| layer.forward(x.clone()).into_data())
+                    });
+                }
             }
             let w = Tensor::<2>::from_data(TensorData::new(vec![0.01f32; OUT * IN], [IN, OUT]), &device);
             g.throughput(Throughput::Bytes((OUT * IN * 4) as u64));

@@ -298,48 +298,50 @@ fn input_ops_fuse_into_the_product(device: Device) {
     assert!(matches!(layers[0].1.try_forward_norm(Tensor::<2>::zeros([1, k], &device), &short), Err(Error::Shape(_))));
 }
 
-/// `with_int8_input` on Q6_K weights at one token row: 61 rows of the fixture's ggml-quantized
-/// Q6_K (k = 512, stored as plain Q6_K; 61 is not a multiple of the kernels' 4-row groups) and
-/// 13 rows quantized here at k = 2,048 (stored as Q6_Kx4). Where the int8 kernel runs (the CPU
-/// backends on x86 with AVX2) the product equals, within 1e-5, the float64 product of the weight
-/// with the int8-rounded input (`ActQ8K`), and is measurably not the f32 product; everywhere
-/// else the flag changes nothing.
-fn int8_input_q6k_matches_rounded_input(device: Device) {
+/// `with_int8_input` at one token row, for Q6_K and Q4_K: 61 rows of the fixture's
+/// ggml-quantized weight of each type (k = 512; 61 is not a multiple of the kernels' 4-row
+/// groups) and 13 rows quantized here at k = 2,048 (Q6_K stored as Q6_Kx4). Where the int8
+/// kernels run (the CPU backends on x86 with AVX2) the product equals, within 1e-5, the float64
+/// product of the weight with the int8-rounded input (`ActQ8K`), and is measurably not the f32
+/// product; everywhere else the flag changes nothing.
+fn int8_input_matches_rounded_input(device: Device) {
     use burn_quant::format::act_q8k::ActQ8K;
     let g = file();
-    let fixture_rows = &g.tensor_data("w.q6_K").unwrap()[..61 * 2 * 210];
-    let mut next = noise(7);
-    let w2048: Vec<f32> = (0..13 * 2048).map(|_| next()).collect();
-    let quantized = burn_quant::format::quantize::quantize(GgmlType::Q6_K, &w2048).unwrap();
     let cpu = !format!("{device:?}").to_lowercase().contains("wgpu") && !format!("{device:?}").to_lowercase().contains("cuda");
     #[cfg(target_arch = "x86_64")]
     let int8_runs = cpu && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
     #[cfg(not(target_arch = "x86_64"))]
     let int8_runs = false;
-    for (bytes, rows, k) in [(fixture_rows, 61usize, 512usize), (&quantized[..], 13, 2048)] {
-        let w = burn_quant::format::dequantize(GgmlType::Q6_K, bytes, rows, k).unwrap();
-        let x: Vec<f32> = (0..k).map(|i| ((i * 53) % 97) as f32 * 0.021 - 1.0).collect();
-        let dot = |xs: &[f32]| -> Vec<f32> {
-            w.chunks_exact(k).map(|r| r.iter().zip(xs).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() as f32).collect()
-        };
-        let (want_int8, want_f32) = (dot(&ActQ8K::quantize(&x).dequantize()), dot(&x));
-        let layer = QuantLinear::from_gguf_bytes(GgmlType::Q6_K, bytes, rows, k, &device).unwrap().with_int8_input(true);
-        assert!(layer.layout().int8_input);
-        let stored = if k % 1024 == 0 { GgmlType::Q6_Kx4 } else { GgmlType::Q6_K };
-        assert_eq!(layer.layout().parts[0].kind, stored);
-        let got = values(layer.forward(Tensor::<2>::from_data(TensorData::new(x.clone(), [1, k]), &device)));
-        let (e8, e32) = (rel_err(&got, &want_int8), rel_err(&got, &want_f32));
-        if int8_runs {
-            assert!(e8 <= 1e-5, "k = {k}: {e8:e} from the int8-input product");
-            assert!(e32 > 1e-5, "k = {k}: the f32 product ran ({e32:e} from it)");
-        } else {
-            assert!(e32 <= 1e-5, "k = {k}: {e32:e} from the f32 product");
+    for (kind, name, block_bytes) in [(GgmlType::Q6_K, "w.q6_K", 210usize), (GgmlType::Q4_K, "w.q4_K", 144)] {
+        let fixture_rows = &g.tensor_data(name).unwrap()[..61 * 2 * block_bytes];
+        let mut next = noise(7);
+        let w2048: Vec<f32> = (0..13 * 2048).map(|_| next()).collect();
+        let quantized = burn_quant::format::quantize::quantize(kind, &w2048).unwrap();
+        for (bytes, rows, k) in [(fixture_rows, 61usize, 512usize), (&quantized[..], 13, 2048)] {
+            let w = burn_quant::format::dequantize(kind, bytes, rows, k).unwrap();
+            let x: Vec<f32> = (0..k).map(|i| ((i * 53) % 97) as f32 * 0.021 - 1.0).collect();
+            let dot = |xs: &[f32]| -> Vec<f32> {
+                w.chunks_exact(k).map(|r| r.iter().zip(xs).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() as f32).collect()
+            };
+            let (want_int8, want_f32) = (dot(&ActQ8K::quantize(&x).dequantize()), dot(&x));
+            let layer = QuantLinear::from_gguf_bytes(kind, bytes, rows, k, &device).unwrap().with_int8_input(true);
+            assert!(layer.layout().int8_input);
+            let stored = if kind == GgmlType::Q6_K && k % 1024 == 0 { GgmlType::Q6_Kx4 } else { kind };
+            assert_eq!(layer.layout().parts[0].kind, stored);
+            let got = values(layer.forward(Tensor::<2>::from_data(TensorData::new(x.clone(), [1, k]), &device)));
+            let (e8, e32) = (rel_err(&got, &want_int8), rel_err(&got, &want_f32));
+            if int8_runs {
+                assert!(e8 <= 1e-5, "{kind} k = {k}: {e8:e} from the int8-input product");
+                assert!(e32 > 1e-5, "{kind} k = {k}: the f32 product ran ({e32:e} from it)");
+            } else {
+                assert!(e32 <= 1e-5, "{kind} k = {k}: {e32:e} from the f32 product");
+            }
         }
     }
 }
 
 backend_tests!(
-    int8_input_q6k_matches_rounded_input,
+    int8_input_matches_rounded_input,
     input_ops_fuse_into_the_product,
     tall_weight_one_token,
     record_round_trip_inside_a_derived_module,

@@ -249,8 +249,8 @@ impl QuantLinear {
     /// rounded to int8 per 256 values (one f32 scale each, llama.cpp's `Q8_K`) and the kernels
     /// take integer dot products, as llama.cpp's CPU backend always does. Faster where the f32
     /// kernels are compute-bound, at the cost of exactness (the input's rounding is up to half a
-    /// step of `max|x| / 127` per value). Applies to one-token-row products of Q6_K weights on
-    /// x86 CPUs with AVX2; everything else (other types and token counts, the GPU backends)
+    /// step of `max|x| / 127` per value). Applies to one-token-row products of Q4_K and Q6_K
+    /// weights on x86 CPUs with AVX2; everything else (other types and token counts, the GPU backends)
     /// stays f32. Not saved with records (it is a compute mode, like a device choice).
     pub fn with_int8_input(mut self, on: bool) -> Self {
         self.layout.int8_input = on;

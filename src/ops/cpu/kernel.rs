@@ -111,17 +111,21 @@ impl FormatVisitor for Matvec<'_> {
             };
             let task_rows = if serial { dst.len().max(1) } else { DECODE_ROWS_PER_TASK };
             let x4 = F::TYPE == crate::GgmlType::Q6_Kx4;
-            if int8 && matches!(simd, X86M1::Q6kAvx512 | X86M1::Q6kAvx2) && super::x86_avx2::has_avx2() {
+            let int8_kernel = matches!(simd, X86M1::Q6kAvx512 | X86M1::Q6kAvx2 | X86M1::Q4kAvx512 | X86M1::Q4kAvx2);
+            if int8 && int8_kernel && super::x86_avx2::has_avx2() {
                 // The opt-in int8 input: x rounded once per call, integer dots (llama.cpp's).
                 let xq = crate::format::act_q8k::ActQ8K::quantize(x);
+                let q4k = matches!(simd, X86M1::Q4kAvx512 | X86M1::Q4kAvx2);
                 dst.par_chunks_mut(task_rows).enumerate().for_each(|(task, out)| {
                     let first = task * task_rows;
                     let rows = &blocks[first * per_row..(first + out.len()) * per_row];
                     use crate::format::{BlockQ6K, BlockQ6Kx4};
-                    // SAFETY: AVX2 checked above; `xq` holds the row's k / 256 blocks.
-                    match x4 {
-                        false => unsafe { super::x86_avx2::q6k_rows_q8::<BlockQ6K>(bytemuck::cast_slice(rows), per_row, &xq, out) },
-                        true => unsafe { super::x86_avx2::q6k_rows_q8::<BlockQ6Kx4>(bytemuck::cast_slice(rows), per_row, &xq, out) },
+                    // SAFETY: AVX2, FMA and F16C checked above (`has_avx2`); `xq` holds the row's
+                    // k / 256 blocks.
+                    match (q4k, x4) {
+                        (true, _) => unsafe { super::x86_avx2::q4k_rows_q8(bytemuck::cast_slice(rows), per_row, &xq, out) },
+                        (false, false) => unsafe { super::x86_avx2::q6k_rows_q8::<BlockQ6K>(bytemuck::cast_slice(rows), per_row, &xq, out) },
+                        (false, true) => unsafe { super::x86_avx2::q6k_rows_q8::<BlockQ6Kx4>(bytemuck::cast_slice(rows), per_row, &xq, out) },
                     }
                 });
                 return Ok(());

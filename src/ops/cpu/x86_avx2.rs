@@ -230,6 +230,69 @@ pub unsafe fn q6k_rows_q8<B: Q6KBlocks>(rows: &[B], per_row: usize, xq: &ActQ8K,
     by_groups(rows, per_row, out, |g| q6k_group_q8(g, xq), |r| q6k_group_q8([r], xq)[0]);
 }
 
+/// The dots of `out.len()` consecutive Q4_K rows of `per_row` blocks (`rows`) with the int8
+/// activations `xq` ([`ActQ8K`]), as [`q6k_rows_q8`]: per block
+/// `d·dx·Σ_s sc_s·Σ_{j∈s} c_j q_j − dmin·dx·Σ_s m_s·Σ_{j∈s} q_j` over its 8 sub-blocks of 32,
+/// with the nibbles `c` (0..15): per 32 weights one `maddubs`, one `madd` by the sub-block's
+/// scale, an add; the mins from the input's sums of 16 codes, per block.
+///
+/// # Safety
+/// The CPU must have the features [`has_avx2`] checks; `xq` must hold `per_row` blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q4k_rows_q8(rows: &[BlockQ4K], per_row: usize, xq: &ActQ8K, out: &mut [f32]) {
+    assert!(xq.d.len() >= per_row && rows.len() >= out.len() * per_row);
+    by_groups(rows, per_row, out, |g| q4k_group_q8(g, xq), |r| q4k_group_q8([r], xq)[0]);
+}
+
+/// [`q4k_rows_q8`] for `R` rows of equal length.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+// `b` indexes the R rows and three arrays of `xq` alike.
+#[allow(clippy::needless_range_loop)]
+fn q4k_group_q8<const R: usize>(rows: [&[BlockQ4K]; R], xq: &ActQ8K) -> [f32; R] {
+    let low4 = _mm256_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut mins = [0f32; R];
+    for b in 0..rows[0].len() {
+        // SAFETY (loads of xq): block b has 256 codes at 256b (asserted through `xq.d.len()`).
+        let q8 = unsafe { xq.q.as_ptr().add(256 * b) };
+        let dx = xq.d[b];
+        let s16 = &xq.sums16[16 * b..16 * b + 16];
+        // The sums of the codes over each 32-value sub-block.
+        let sub: [i32; 8] = std::array::from_fn(|s| i32::from(s16[2 * s]) + i32::from(s16[2 * s + 1]));
+        for i in 0..R {
+            let blk = &rows[i][b];
+            prefetch_ahead(blk);
+            // SAFETY: the first 16 bytes of a block are d, dmin and the 12 scale bytes; qs has
+            // 128 bytes (32j + 32 ≤ 128); q8 + 64j + 64 ≤ 256.
+            unsafe {
+                let head = _mm_loadu_si128((blk as *const BlockQ4K).cast());
+                let mut sm = [0u8; 16];
+                _mm_storeu_si128(sm.as_mut_ptr().cast(), q4k_scales_mins(head));
+                let dd = _mm_cvtph_ps(head);
+                let (d, dmin) = (_mm_cvtss_f32(dd), _mm_cvtss_f32(_mm_movehdup_ps(dd)));
+                let m: i32 = (0..8).map(|s| i32::from(sm[8 + s]) * sub[s]).sum();
+                mins[i] += dmin * dx * m as f32;
+                let mut isum = _mm256_setzero_si256();
+                for j in 0..4 {
+                    // Bytes 32j..32j + 32: low nibbles are elements 64j + 0..32 (sub-block 2j),
+                    // high nibbles 64j + 32..64 (sub-block 2j + 1).
+                    let q = _mm256_loadu_si256(blk.qs.as_ptr().add(32 * j).cast());
+                    let lo = _mm256_and_si256(q, low4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low4);
+                    let xl = _mm256_loadu_si256(q8.add(64 * j).cast());
+                    let xh = _mm256_loadu_si256(q8.add(64 * j + 32).cast());
+                    let pl = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_set1_epi16(i16::from(sm[2 * j])));
+                    let ph = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xh), _mm256_set1_epi16(i16::from(sm[2 * j + 1])));
+                    isum = _mm256_add_epi32(isum, _mm256_add_epi32(pl, ph));
+                }
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d * dx), acc[i]);
+            }
+        }
+    }
+    std::array::from_fn(|i| hsum(acc[i]) - mins[i])
+}
+
 /// `pshufb` masks that spread the i16 scales of sub-blocks `2t` (low 128 bits) and `2t + 1`
 /// (high) of a half block over their lanes, from the half's 8 scales in both 128-bit lanes.
 #[inline]
