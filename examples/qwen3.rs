@@ -10,8 +10,8 @@
 //! `--top-p P` (default greedy), `--seed S`, `--tokenizer tokenizer.json` (else the GGUF's own),
 //! `--dump-logits OUT.safetensors` (logits `[n_prompt, vocab]` of one forward over the prompt),
 //! `--no-tokenizer` (don't build one: give `--tokens`, token ids are printed; the tokenizer of a
-//! 151k vocabulary takes about 50 MB), `--int8` (on the CPU backends, the LM head takes its input
-//! rounded to int8 as llama.cpp does: `Qwen3::with_int8_lm_head`).
+//! 151k vocabulary takes about 50 MB), `--int8` (on the CPU backends, one-token products of
+//! Q4_K / Q6_K weights take their input rounded to int8 as llama.cpp does: `Qwen3::with_int8_input`).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -67,7 +67,7 @@ fn run() -> Result<()> {
         let model = Qwen3::from_gguf(&file, &device)?;
         (model, if args.contains_key("no-tokenizer") { None } else { Tokenizer::from_gguf(&file)? })
     };
-    let model = model.with_int8_lm_head(args.contains_key("int8"));
+    let model = model.with_int8_input(args.contains_key("int8"));
     if let Some(p) = args.get("tokenizer") {
         tokenizer = Some(Tokenizer::from_file(p)?);
     }

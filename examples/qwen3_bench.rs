@@ -4,8 +4,8 @@
 //! the 8B) — the shapes llama-bench was measured on (`-p 512 -n 128`).
 //!
 //! `cargo run --release --features cuda --example qwen3_bench -- --shape 8b --backend cuda [--pp 512 --tg 128]`
-//! (`--shape tiny` runs on the CPU in seconds; `--int8` gives the LM head int8 input on the CPU,
-//! `Qwen3::with_int8_lm_head`.)
+//! (`--shape tiny` runs on the CPU in seconds; `--int8` gives every product int8 input on the CPU,
+//! `Qwen3::with_int8_input`.)
 
 use std::time::Instant;
 
@@ -119,7 +119,7 @@ pub fn run() -> Result<()> {
         (q4, Some(QuantLinear::from_gguf_bytes(q6, &weights(q6, c.vocab_size, h, 8)?, c.vocab_size, h, &device)?))
     };
     let embed = QuantLinear::from_gguf_bytes(embed_kind, &weights(embed_kind, c.vocab_size, h, 9)?, c.vocab_size, h, &device)?;
-    let model = Qwen3 { embed, blocks, norm: norm(h), lm_head, config: c.clone() }.with_int8_lm_head(args.iter().any(|a| a == "--int8"));
+    let model = Qwen3 { embed, blocks, norm: norm(h), lm_head, config: c.clone() }.with_int8_input(args.iter().any(|a| a == "--int8"));
     let bytes: usize = model.blocks.iter().map(|b| {
         b.attn.qkv.iter().map(|l| l.num_bytes()).sum::<usize>() + b.attn.o.num_bytes() + b.mlp.gate_up.iter().map(|l| l.num_bytes()).sum::<usize>() + b.mlp.down.num_bytes()
     }).sum::<usize>() + model.embed.num_bytes() + model.lm_head.as_ref().map_or(0, |l| l.num_bytes());

@@ -307,11 +307,7 @@ fn input_ops_fuse_into_the_product(device: Device) {
 fn int8_input_matches_rounded_input(device: Device) {
     use burn_quant::format::act_q8k::ActQ8K;
     let g = file();
-    let cpu = !format!("{device:?}").to_lowercase().contains("wgpu") && !format!("{device:?}").to_lowercase().contains("cuda");
-    #[cfg(target_arch = "x86_64")]
-    let int8_runs = cpu && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
-    #[cfg(not(target_arch = "x86_64"))]
-    let int8_runs = false;
+    let int8_runs = common::int8_kernels_run(&device);
     for (kind, name, block_bytes) in [(GgmlType::Q6_K, "w.q6_K", 210usize), (GgmlType::Q4_K, "w.q4_K", 144)] {
         let fixture_rows = &g.tensor_data(name).unwrap()[..61 * 2 * block_bytes];
         let mut next = noise(7);

@@ -253,8 +253,13 @@ impl QuantLinear {
     /// weights on x86 CPUs with AVX2; everything else (other types and token counts, the GPU backends)
     /// stays f32. Not saved with records (it is a compute mode, like a device choice).
     pub fn with_int8_input(mut self, on: bool) -> Self {
-        self.layout.int8_input = on;
+        self.set_int8_input(on);
         self
+    }
+
+    /// [`with_int8_input`](Self::with_int8_input) in place.
+    pub fn set_int8_input(&mut self, on: bool) {
+        self.layout.int8_input = on;
     }
 
     /// The packed layout.

@@ -79,3 +79,16 @@ macro_rules! backend_tests {
         }
     };
 }
+
+/// Whether the CPU kernels for `with_int8_input` run on `device`: a CPU backend on x86 with AVX2,
+/// FMA and F16C (elsewhere the flag leaves the products f32).
+#[allow(dead_code)]
+pub fn int8_kernels_run(device: &burn::tensor::Device) -> bool {
+    let name = format!("{device:?}").to_lowercase();
+    let cpu = !name.contains("wgpu") && !name.contains("cuda");
+    #[cfg(target_arch = "x86_64")]
+    let simd = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd = false;
+    cpu && simd
+}

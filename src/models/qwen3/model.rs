@@ -40,6 +40,20 @@ impl Qwen3 {
         self
     }
 
+    /// Opts every quantized product (the blocks' projections and the LM head; embedding lookups
+    /// stay exact) into int8 input on the CPU backends ([`QuantLinear::with_int8_input`]):
+    /// llama.cpp's arithmetic throughout a decode step.
+    pub fn with_int8_input(mut self, on: bool) -> Self {
+        for b in &mut self.blocks {
+            for l in b.attn.qkv.iter_mut().chain(b.mlp.gate_up.iter_mut()) {
+                l.set_int8_input(on);
+            }
+            b.attn.o.set_int8_input(on);
+            b.mlp.down.set_int8_input(on);
+        }
+        self.with_int8_lm_head(on)
+    }
+
     /// A fresh KV cache for this model.
     pub fn cache(&self) -> KvCache {
         KvCache::for_device(self.blocks.len(), &self.embed.weight.val().device())
