@@ -104,45 +104,35 @@ impl FormatVisitor for Matvec<'_> {
         if m == 1 && let Some(simd) = x86_m1::<F>() {
             // One token row: the hand-written kernels for the hottest formats, on runs of rows.
             // The casts are between alignment-1 Pod types of equal size, so they cannot fail.
-            let xl = match simd {
-                X86M1::Q4kAvx512 => super::x86::lane_order(x),
-                X86M1::Q4kAvx2 => super::x86_avx2::sub_block_sums(x),
+            // The opt-in int8 input: x rounded once per call, integer dots (llama.cpp's), for
+            // Q4_K and Q6_K on CPUs with AVX2, FMA and F16C (`has_avx2`).
+            let q4k = matches!(simd, X86M1::Q4kAvx512 | X86M1::Q4kAvx2);
+            let q6k = matches!(simd, X86M1::Q6kAvx512 | X86M1::Q6kAvx2);
+            let xq = (int8 && (q4k || q6k) && super::x86_avx2::has_avx2()).then(|| crate::format::act_q8k::ActQ8K::quantize(x));
+            let xl = match (simd, &xq) {
+                (X86M1::Q4kAvx512, None) => super::x86::lane_order(x),
+                (X86M1::Q4kAvx2, None) => super::x86_avx2::sub_block_sums(x),
                 _ => Vec::new(),
             };
             let task_rows = if serial { dst.len().max(1) } else { DECODE_ROWS_PER_TASK };
             let x4 = F::TYPE == crate::GgmlType::Q6_Kx4;
-            let int8_kernel = matches!(simd, X86M1::Q6kAvx512 | X86M1::Q6kAvx2 | X86M1::Q4kAvx512 | X86M1::Q4kAvx2);
-            if int8 && int8_kernel && super::x86_avx2::has_avx2() {
-                // The opt-in int8 input: x rounded once per call, integer dots (llama.cpp's).
-                let xq = crate::format::act_q8k::ActQ8K::quantize(x);
-                let q4k = matches!(simd, X86M1::Q4kAvx512 | X86M1::Q4kAvx2);
-                dst.par_chunks_mut(task_rows).enumerate().for_each(|(task, out)| {
-                    let first = task * task_rows;
-                    let rows = &blocks[first * per_row..(first + out.len()) * per_row];
-                    use crate::format::{BlockQ6K, BlockQ6Kx4};
-                    // SAFETY: AVX2, FMA and F16C checked above (`has_avx2`); `xq` holds the row's
-                    // k / 256 blocks.
-                    match (q4k, x4) {
-                        (true, _) => unsafe { super::x86_avx2::q4k_rows_q8(bytemuck::cast_slice(rows), per_row, &xq, out) },
-                        (false, false) => unsafe { super::x86_avx2::q6k_rows_q8::<BlockQ6K>(bytemuck::cast_slice(rows), per_row, &xq, out) },
-                        (false, true) => unsafe { super::x86_avx2::q6k_rows_q8::<BlockQ6Kx4>(bytemuck::cast_slice(rows), per_row, &xq, out) },
-                    }
-                });
-                return Ok(());
-            }
             dst.par_chunks_mut(task_rows).enumerate().for_each(|(task, out)| {
                 let first = task * task_rows;
                 let rows = &blocks[first * per_row..(first + out.len()) * per_row];
-                // SAFETY (all): `x86_m1` checked the CPU features each kernel needs.
+                // SAFETY (all): `x86_m1` checked the CPU features each kernel needs (`has_avx2`
+                // those of the int8 kernels); `xq` holds the row's k / 256 blocks.
                 use crate::format::{BlockQ6K, BlockQ6Kx4};
-                match (simd, x4) {
-                    (X86M1::Q4kAvx512, _) => unsafe { super::x86::q4k_rows(bytemuck::cast_slice(rows), per_row, &xl, out) },
-                    (X86M1::Q4kAvx2, _) => unsafe { super::x86_avx2::q4k_rows(bytemuck::cast_slice(rows), per_row, x, &xl, out) },
-                    (X86M1::Q80Avx2, _) => unsafe { super::x86_avx2::q80_rows(bytemuck::cast_slice(rows), per_row, x, out) },
-                    (X86M1::Q6kAvx512, false) => unsafe { super::x86::q6k_rows::<BlockQ6K>(bytemuck::cast_slice(rows), per_row, x, out) },
-                    (X86M1::Q6kAvx512, true) => unsafe { super::x86::q6k_rows::<BlockQ6Kx4>(bytemuck::cast_slice(rows), per_row, x, out) },
-                    (X86M1::Q6kAvx2, false) => unsafe { super::x86_avx2::q6k_rows::<BlockQ6K>(bytemuck::cast_slice(rows), per_row, x, out) },
-                    (X86M1::Q6kAvx2, true) => unsafe { super::x86_avx2::q6k_rows::<BlockQ6Kx4>(bytemuck::cast_slice(rows), per_row, x, out) },
+                match (simd, x4, &xq) {
+                    (_, _, Some(xq)) if q4k => unsafe { super::x86_avx2::q4k_rows_q8(bytemuck::cast_slice(rows), per_row, xq, out) },
+                    (_, false, Some(xq)) => unsafe { super::x86_avx2::q6k_rows_q8::<BlockQ6K>(bytemuck::cast_slice(rows), per_row, xq, out) },
+                    (_, true, Some(xq)) => unsafe { super::x86_avx2::q6k_rows_q8::<BlockQ6Kx4>(bytemuck::cast_slice(rows), per_row, xq, out) },
+                    (X86M1::Q4kAvx512, _, None) => unsafe { super::x86::q4k_rows(bytemuck::cast_slice(rows), per_row, &xl, out) },
+                    (X86M1::Q4kAvx2, _, None) => unsafe { super::x86_avx2::q4k_rows(bytemuck::cast_slice(rows), per_row, x, &xl, out) },
+                    (X86M1::Q80Avx2, _, None) => unsafe { super::x86_avx2::q80_rows(bytemuck::cast_slice(rows), per_row, x, out) },
+                    (X86M1::Q6kAvx512, false, None) => unsafe { super::x86::q6k_rows::<BlockQ6K>(bytemuck::cast_slice(rows), per_row, x, out) },
+                    (X86M1::Q6kAvx512, true, None) => unsafe { super::x86::q6k_rows::<BlockQ6Kx4>(bytemuck::cast_slice(rows), per_row, x, out) },
+                    (X86M1::Q6kAvx2, false, None) => unsafe { super::x86_avx2::q6k_rows::<BlockQ6K>(bytemuck::cast_slice(rows), per_row, x, out) },
+                    (X86M1::Q6kAvx2, true, None) => unsafe { super::x86_avx2::q6k_rows::<BlockQ6Kx4>(bytemuck::cast_slice(rows), per_row, x, out) },
                 }
             });
             return Ok(());
