@@ -30,6 +30,7 @@ pub mod matvec_q6k;
 pub mod matvec_q6kx4;
 pub mod matvec_q80;
 pub mod norm;
+pub mod prefill_mma;
 pub mod reduce;
 pub mod tiled;
 pub mod tiled_mma;

@@ -16,7 +16,7 @@ use cubecl::prelude::*;
 
 use super::{QuantLayout, QuantMatmulBackend, QuantPart};
 use crate::kernels::decode::{block_bytes, block_elems};
-use crate::kernels::{dequant, input, matvec, matvec_i4, matvec_mma, matvec_q4k, matvec_q6k, matvec_q6kx4, matvec_q80, reduce, tiled, tiled_mma};
+use crate::kernels::{dequant, input, matvec, matvec_i4, matvec_mma, matvec_q4k, matvec_q6k, matvec_q6kx4, matvec_q80, prefill_mma, reduce, tiled, tiled_mma};
 
 /// Cubes the prefill path aims for (about 4 per SM of a large GPU).
 const SPLIT_K_TARGET: usize = 528;
@@ -135,6 +135,10 @@ struct LaunchKnobs {
     /// `BURN_QUANT_FOLD` = `all` for both, `norm` or `glu` for one of them, `0` for neither (each
     /// then a launch of its own), for comparisons; unset, [`folds`] decides per device.
     fold: Option<(bool, bool)>,
+    /// `BURN_QUANT_PREFILL_TILE=PLANES,NTILES,CUBES`: warps per cube (4, 8 or 16), 8-token B tiles
+    /// per warp (4, 8 or 16) and the cubes split-K aims for, of the Q4_K / Q6_Kx4 tensor-core
+    /// prefill kernels ([`prefill_mma`]); default [`PREFILL_TILE`].
+    prefill_tile: (u32, u32, usize),
 }
 
 /// The [`LaunchKnobs`] of this process.
@@ -156,6 +160,15 @@ fn knobs() -> &'static LaunchKnobs {
             Ok("all") => Some((true, true)),
             _ => None,
         },
+        prefill_tile: std::env::var("BURN_QUANT_PREFILL_TILE")
+            .ok()
+            .and_then(|v| {
+                let mut it = v.split(',').map(|p| p.trim().parse::<usize>().ok());
+                Some((it.next()??, it.next()??, it.next()??))
+            })
+            .filter(|&(p, t, c)| matches!(p, 4 | 8 | 16) && matches!(t, 4 | 8 | 16) && (64 * t) % (32 * p) == 0 && c >= 1)
+            .map(|(p, t, c)| (p as u32, t as u32, c))
+            .unwrap_or(PREFILL_TILE),
     })
 }
 
@@ -246,7 +259,17 @@ fn mma_decode(t: &CubeTensor, m: usize) -> bool {
         Some(false) => false,
         None => (2..=MMA_MAX_M).contains(&m),
     };
-    want && t.client.properties().features.matmul.mma.contains(&f16_f32_config(16, 8, 16))
+    want && has_manual_mma(t)
+}
+
+/// Whether the device has the f16 `mma.m16n8k16` with registers managed by the kernel.
+fn has_manual_mma(t: &CubeTensor) -> bool {
+    t.client.properties().features.matmul.mma.contains(&f16_f32_config(16, 8, 16))
+}
+
+/// Whether [`matmul_prefill_kquant`] runs here: the manual `mma` and 32-lane planes.
+fn has_kquant_prefill(t: &CubeTensor) -> bool {
+    has_manual_mma(t) && planes_are_32(t)
 }
 
 /// The f16 · f16 → f32 matrix-instruction shape `m × n × k`, to look up in the device's features.
@@ -645,8 +668,92 @@ macro_rules! split_k_prefill {
     }};
 }
 
-/// The prefill path on matrix units: f16 tiles, f32 accumulation ([`tiled_mma`]).
+/// `(warps per cube, 8-token tiles per warp, cubes to aim for)` of [`prefill_mma`].
+const PREFILL_TILE: (u32, u32, usize) = (16, 8, 264);
+
+/// Whether every part of `layout` is Q4_K or Q6_Kx4 on an 8-byte boundary, the types of
+/// [`matmul_prefill_kquant`].
+fn kquant_prefill_fits(layout: &QuantLayout) -> bool {
+    layout.in_features % 256 == 0
+        && layout.parts.iter().all(|p| matches!(p.kind, crate::GgmlType::Q4_K | crate::GgmlType::Q6_Kx4) && p.byte_offset % 8 == 0)
+}
+
+/// The Q4_K / Q6_Kx4 prefill on tensor cores with the weight decoded in registers
+/// ([`prefill_mma`]): the input rounded to f16, then one launch per part,
+/// split along the reduction until about the knob's number of cubes run.
+fn matmul_prefill_kquant(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) -> CubeTensor {
+    let (k, n) = (layout.in_features, layout.out_features());
+    let (planes, ntiles, target) = knobs().prefill_tile;
+    let client = x.client.clone();
+    let x16 = CubeTensor::new_contiguous(client.clone(), x.device.clone(), Shape::new([m, k]), client.empty(m * k * 2), DType::F16);
+    let units = m * k / 4;
+    let dim = CubeDim::new_1d(256);
+    // SAFETY: one thread per 4 values, threads past `units` return; `x` is `[m, k]` f32 with
+    // `k` a multiple of 256, read in 16-byte vectors; `x16` has `m · k` halves, written 8 bytes
+    // per thread.
+    unsafe {
+        prefill_mma::prefill_input_f16::launch_unchecked(
+            &client, calculate_cube_count_elemwise(&client, units, dim), dim, 4, 2,
+            buffer(&x, units), buffer(&x16, units), units as u32,
+        )
+    };
+    let (bm, bn) = (8 * ntiles as usize, 16 * planes as usize);
+    let tiles = layout.parts.iter().map(|p| p.rows.div_ceil(bn)).sum::<usize>() * m.div_ceil(bm);
+    let blocks = k / 256;
+    let splits = target.div_ceil(tiles).clamp(1, (blocks / 4).max(1));
+    let kslice = blocks.div_ceil(splits) * 256;
+    let splits = k.div_ceil(kslice);
+    let y = empty_f32(&x, vec![splits, m, n]);
+    let mut col0 = 0;
+    for part in &layout.parts {
+        let count = CubeCount::Static(part.rows.div_ceil(bn) as u32, m.div_ceil(bm) as u32, splits as u32);
+        // SAFETY: the part starts on an 8-byte boundary and its rows are whole 144-byte blocks
+        // (Q4_K) or 840-byte groups (Q6_Kx4);
+        // rows past `rows` and tokens past `m` are clamped for reads and never written; `x16`
+        // holds `m · k` halves (16-byte vectors); `y` is `[splits, m, n]` and this part writes
+        // columns `col0..col0 + rows`.
+        macro_rules! launch {
+            ($kernel:path) => {
+                unsafe {
+                    $kernel(
+                        &client,
+                        count,
+                        CubeDim::new_2d(32, planes),
+                        2,
+                        4,
+                        buffer(w, layout.total_words() / 2),
+                        buffer(&x16, m * k / 8),
+                        buffer(&y, splits * m * n),
+                        (part.byte_offset / 8) as u32,
+                        part.rows as u32,
+                        m as u32,
+                        k as u32,
+                        n as u32,
+                        col0 as u32,
+                        kslice as u32,
+                        prefill_mma::ONE_BITS,
+                        planes,
+                        ntiles,
+                    )
+                }
+            };
+        }
+        if part.kind == crate::GgmlType::Q4_K {
+            launch!(prefill_mma::prefill_q4k_mma::launch_unchecked)
+        } else {
+            launch!(prefill_mma::prefill_q6kx4_mma::launch_unchecked)
+        };
+        col0 += part.rows;
+    }
+    sum_slices(y, splits, m, n)
+}
+
+/// The prefill path on matrix units: f16 tiles, f32 accumulation ([`tiled_mma`]), or for a
+/// weight of Q4_K / Q6_Kx4 parts [`matmul_prefill_kquant`].
 fn matmul_prefill_mma(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) -> CubeTensor {
+    if kquant_prefill_fits(layout) && has_kquant_prefill(&x) {
+        return matmul_prefill_kquant(x, w, layout, m);
+    }
     let tile = (tiled_mma::BM as usize, tiled_mma::BN as usize, tiled_mma::BK as usize);
     split_k_prefill!(tiled_mma::matmul_mma::launch_unchecked, x, w, layout, m, tile, CubeDim::new_2d(tiled_mma::LANES, tiled_mma::PLANES))
 }
@@ -753,6 +860,10 @@ enum PrefillRoute {
     Mma,
     /// [`matmul_prefill_dequant`]: transient f16 weight + Burn's matmul.
     Dequant,
+    /// The default on f16 matrix units: [`matmul_prefill_kquant`] where every part is Q4_K or
+    /// Q6_Kx4, else
+    /// [`matmul_prefill_dequant`].
+    Auto,
     /// [`tiled`]: f32 multiply-adds (exact to f32 rounding).
     F32,
 }
@@ -768,7 +879,7 @@ fn prefill_route(x: &CubeTensor) -> PrefillRoute {
         Some("f32") => PrefillRoute::F32,
         Some("dequant") => PrefillRoute::Dequant,
         Some("mma") if mma => PrefillRoute::Mma,
-        _ if mma => PrefillRoute::Dequant,
+        _ if mma => PrefillRoute::Auto,
         _ => PrefillRoute::F32,
     }
 }
@@ -776,7 +887,8 @@ fn prefill_route(x: &CubeTensor) -> PrefillRoute {
 fn matmul_prefill(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) -> CubeTensor {
     match prefill_route(&x) {
         PrefillRoute::Mma => return matmul_prefill_mma(x, w, layout, m),
-        PrefillRoute::Dequant => return matmul_prefill_dequant(x, w, layout),
+        PrefillRoute::Auto if kquant_prefill_fits(layout) && has_kquant_prefill(&x) => return matmul_prefill_kquant(x, w, layout, m),
+        PrefillRoute::Dequant | PrefillRoute::Auto => return matmul_prefill_dequant(x, w, layout),
         PrefillRoute::F32 => {}
     }
     let tile = (tiled::B as usize, tiled::B as usize, tiled::BK as usize);
