@@ -145,44 +145,90 @@ fn store_tokens<X4: Size>(xr: &Array<Vector<u32, X4>>, xs: &mut [Vector<u32, X4>
     }
 }
 
-/// Two m16n8k16 steps for every token tile: A fragments `a0` (step `2sp`) and `a1` (`2sp + 1`)
-/// of the warp's 16 rows against the B fragments of the staged tile at `buf` (16-byte unit
-/// `unit` of token row `8nt + g`: words 0–1 for `a0`, 2–3 for `a1`), into `acc`.
+/// Two m16n8k16 steps for every token tile and each of the warp's `mtiles` 16-row tiles: A
+/// fragments `a0` (step `2sp`) and `a1` (`2sp + 1`) of rows `0..16`, `b0` and `b1` of rows
+/// `16..32`, against the B fragments of the staged tile at `buf` (16-byte unit `unit` of token
+/// row `8nt + g`: words 0–1 for step `2sp`, 2–3 for `2sp + 1`), into `acc` (tile `nt` of row
+/// tile `mt` at `2(mt·ntiles + nt)`).
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn mma_steps<NA: Size, NB: Size, NC: Size, X4: Size>(
     def: &MmaDefinition<f16, f16, f32>,
     a0: &Array<Vector<f16, NA>>,
     a1: &Array<Vector<f16, NA>>,
+    b0: &Array<Vector<f16, NA>>,
+    b1: &Array<Vector<f16, NA>>,
     xs: &[Vector<u32, X4>],
     buf: u32,
     unit: u32,
     g: u32,
     acc: &mut Array<Vector<f32, NC>>,
     #[comptime] ntiles: u32,
+    #[comptime] mtiles: u32,
 ) {
-    let mut bf = Array::<Vector<f16, NB>>::new(2usize);
+    let mut bf0 = Array::<Vector<f16, NB>>::new(2usize);
+    let mut bf1 = Array::<Vector<f16, NB>>::new(2usize);
     let mut c = Array::<Vector<f32, NC>>::new(2usize);
     #[unroll]
     for nt in 0..ntiles {
         let v = xs[(buf + (nt * 8 + g) * 8 + unit) as usize];
+        bf0[0] = Vector::reinterpret(v.extract(0usize));
+        bf0[1] = Vector::reinterpret(v.extract(1usize));
+        bf1[0] = Vector::reinterpret(v.extract(2usize));
+        bf1[1] = Vector::reinterpret(v.extract(3usize));
         let ia = comptime!(2 * nt);
         c[0] = acc[ia as usize];
         c[1] = acc[(ia + 1) as usize];
-        bf[0] = Vector::reinterpret(v.extract(0usize));
-        bf[1] = Vector::reinterpret(v.extract(1usize));
-        def.execute_inplace(a0, &bf, &mut c);
-        bf[0] = Vector::reinterpret(v.extract(2usize));
-        bf[1] = Vector::reinterpret(v.extract(3usize));
-        def.execute_inplace(a1, &bf, &mut c);
+        def.execute_inplace(a0, &bf0, &mut c);
+        def.execute_inplace(a1, &bf1, &mut c);
         acc[ia as usize] = c[0];
         acc[(ia + 1) as usize] = c[1];
+        if comptime!(mtiles == 2) {
+            let ib = comptime!(2 * (ntiles + nt));
+            c[0] = acc[ib as usize];
+            c[1] = acc[(ib + 1) as usize];
+            def.execute_inplace(b0, &bf0, &mut c);
+            def.execute_inplace(b1, &bf1, &mut c);
+            acc[ib as usize] = c[0];
+            acc[(ib + 1) as usize] = c[1];
+        }
     }
 }
 
-/// Writes the warp's D tiles to `y[z, tok, col0 + row]` (rows `r0..r0 + 16`, tokens
-/// `tok0..tok0 + 8·ntiles`, those past `rows` and `m` dropped): register 0 of tile `nt` is row
-/// `g`, register 1 row `g + 8`; a lane holds tokens `2t`, `2t + 1`.
+/// Fills the A fragments of one 16-row tile for steps `2sp` (`e`, word 0 of each row's 8 bytes)
+/// and `2sp + 1` (`o`, word 1) from the Q4_K code bytes `wa` (row `g`) and `wb` (row `g + 8`):
+/// registers 0 and 2 are row `g`, 1 and 3 row `g + 8`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn fill_q4k<NA: Size, W2: Size>(
+    e: &mut Array<Vector<f16, NA>>,
+    o: &mut Array<Vector<f16, NA>>,
+    wa: Vector<u32, W2>,
+    wb: Vector<u32, W2>,
+    sa: f32,
+    ca: f32,
+    sb: f32,
+    cb: f32,
+    #[comptime] high: bool,
+    magic: u32,
+) {
+    let (p0, p1) = decode4::<NA>(wa.extract(0usize), high, sa, ca, magic);
+    e[0] = p0;
+    e[2] = p1;
+    let (p0, p1) = decode4::<NA>(wb.extract(0usize), high, sb, cb, magic);
+    e[1] = p0;
+    e[3] = p1;
+    let (p0, p1) = decode4::<NA>(wa.extract(1usize), high, sa, ca, magic);
+    o[0] = p0;
+    o[2] = p1;
+    let (p0, p1) = decode4::<NA>(wb.extract(1usize), high, sb, cb, magic);
+    o[1] = p0;
+    o[3] = p1;
+}
+
+/// Writes the warp's D tiles to `y[z, tok, col0 + row]` (rows `r0..r0 + 16·mtiles`, tokens
+/// `tok0..tok0 + 8·ntiles`, those past `rows` and `m` dropped): register 0 of tile `nt` of row
+/// tile `mt` is row `16mt + g`, register 1 row `16mt + g + 8`; a lane holds tokens `2t`, `2t + 1`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn store_acc<NC: Size>(
@@ -198,13 +244,16 @@ fn store_acc<NC: Size>(
     col0: u32,
     z: u32,
     #[comptime] ntiles: u32,
+    #[comptime] mtiles: u32,
 ) {
     #[unroll]
-    for nt in 0..ntiles {
+    for q in 0..mtiles * ntiles {
+        let mt = comptime!(q / ntiles);
+        let nt = comptime!(q % ntiles);
         #[unroll]
         for i in 0..2u32 {
-            let row = r0 + 8 * i + g;
-            let v = acc[(2 * nt + i) as usize];
+            let row = r0 + 16 * mt + 8 * i + g;
+            let v = acc[(2 * q + i) as usize];
             #[unroll]
             for e in 0..2u32 {
                 let tok = tok0 + 8 * nt + 2 * t + e;
@@ -237,6 +286,7 @@ pub fn prefill_q4k_mma<W2: Size, X4: Size>(
     magic: u32,
     #[comptime] planes: u32,
     #[comptime] ntiles: u32,
+    #[comptime] mtiles: u32,
 ) {
     let lane = UNIT_POS_X;
     let plane = UNIT_POS_Y;
@@ -244,19 +294,22 @@ pub fn prefill_q4k_mma<W2: Size, X4: Size>(
     let g = lane / 4;
     let t = lane % 4;
     let tok0 = CUBE_POS_Y * ntiles * 8;
-    let r0 = CUBE_POS_X * planes * 16 + plane * 16;
+    let r0 = (CUBE_POS_X * planes + plane) * 16 * mtiles;
     let z = CUBE_POS_Z;
     let blocks = k / 256;
     let tn = comptime!(ntiles * 8);
     let threads = comptime!(planes * 32);
     // 16-byte token units staged per thread per chunk.
     let per = comptime!(tn * 8 / (planes * 32));
+    let nr = comptime!(2 * mtiles);
 
-    // The lane's two weight rows (g, g + 8), clamped for the reads.
-    let ra = select(r0 + g < rows, r0 + g, rows - 1);
-    let rb = select(r0 + g + 8 < rows, r0 + g + 8, rows - 1);
-    let wa = off8 + ra * blocks * BLOCK8;
-    let wb = off8 + rb * blocks * BLOCK8;
+    // The lane's weight rows 16mt + g + 8h (index 2mt + h), clamped for the reads.
+    let mut wrow = Array::<u32>::new(nr as usize);
+    #[unroll]
+    for r in 0..nr {
+        let row = r0 + 16 * (r / 2) + 8 * (r % 2) + g;
+        wrow[r as usize] = off8 + select(row < rows, row, rows - 1) * blocks * BLOCK8;
+    }
 
     let def = MmaDefinition::<f16, f16, f32>::new(16usize, 8usize, 16usize);
     let size!(NA) = def.vector_size(cubecl::cmma::MatrixIdent::A);
@@ -264,77 +317,81 @@ pub fn prefill_q4k_mma<W2: Size, X4: Size>(
     let size!(NC) = def.vector_size(cubecl::cmma::MatrixIdent::Accumulator);
     let mut a0 = Array::<Vector<f16, NA>>::new(4usize);
     let mut a1 = Array::<Vector<f16, NA>>::new(4usize);
-    let mut acc = Array::<Vector<f32, NC>>::new(comptime!(2 * ntiles) as usize);
+    let mut b0 = Array::<Vector<f16, NA>>::new(4usize);
+    let mut b1 = Array::<Vector<f16, NA>>::new(4usize);
+    let mut acc = Array::<Vector<f32, NC>>::new(comptime!(2 * ntiles * mtiles) as usize);
     #[unroll]
-    for i in 0..2 * ntiles {
+    for i in 0..2 * ntiles * mtiles {
         acc[i as usize] = Vector::cast_from(0.0f32);
     }
 
     let mut xs = Shared::<[Vector<u32, X4>]>::new_slice(comptime!(2 * tn * 8) as usize);
     let mut xr = Array::<Vector<u32, X4>>::new(per as usize);
 
-    let b0 = z * (kslice / 256);
-    let b_end = select(b0 + kslice / 256 < blocks, b0 + kslice / 256, blocks);
+    let bs = z * (kslice / 256);
+    let b_end = select(bs + kslice / 256 < blocks, bs + kslice / 256, blocks);
 
-    // Chunk 0 of block b0, and its code words and header.
-    load_tokens::<X4>(x, &mut xr, tok0, b0 * 256, m, k, tid, per, threads);
+    // Chunk 0 of block bs, and its code words and headers (d/dmin + scales, 2 units per row).
+    load_tokens::<X4>(x, &mut xr, tok0, bs * 256, m, k, tid, per, threads);
     store_tokens::<X4>(&xr, &mut xs, 0u32, tid, per, threads);
-    let mut ha0 = w[(wa + b0 * BLOCK8) as usize];
-    let mut ha1 = w[(wa + b0 * BLOCK8 + 1) as usize];
-    let mut hb0 = w[(wb + b0 * BLOCK8) as usize];
-    let mut hb1 = w[(wb + b0 * BLOCK8 + 1) as usize];
-    let mut wca = w[(wa + b0 * BLOCK8 + 2 + t) as usize];
-    let mut wcb = w[(wb + b0 * BLOCK8 + 2 + t) as usize];
+    let mut hd = Array::<Vector<u32, W2>>::new(comptime!(2 * nr) as usize);
+    let mut hn = Array::<Vector<u32, W2>>::new(comptime!(2 * nr) as usize);
+    let mut wc = Array::<Vector<u32, W2>>::new(nr as usize);
+    let mut wn = Array::<Vector<u32, W2>>::new(nr as usize);
+    #[unroll]
+    for r in 0..nr {
+        let at = wrow[r as usize] + bs * BLOCK8;
+        hd[(2 * r) as usize] = w[at as usize];
+        hd[(2 * r + 1) as usize] = w[(at + 1) as usize];
+        wc[r as usize] = w[(at + 2 + t) as usize];
+    }
     sync_cube();
 
-    let mut b = b0;
+    let mut b = bs;
     while b < b_end {
         #[unroll]
         for j in 0..4u32 {
-            // Prefetch the next chunk: (b, j + 1), or (b + 1, 0) (clamped at the end).
+            // Prefetch the next chunk: (b, j + 1), or (b + 1, 0) (clamped at the end) with the
+            // next block's headers.
             let bn = if comptime!(j < 3) { b } else { select(b + 1 < b_end, b + 1, b) };
             let jn = comptime!((j + 1) % 4);
-            let wna = w[(wa + bn * BLOCK8 + 2 + 4 * jn + t) as usize];
-            let wnb = w[(wb + bn * BLOCK8 + 2 + 4 * jn + t) as usize];
-            let mut na0 = ha0;
-            let mut na1 = ha1;
-            let mut nb0 = hb0;
-            let mut nb1 = hb1;
-            if comptime!(j == 3) {
-                na0 = w[(wa + bn * BLOCK8) as usize];
-                na1 = w[(wa + bn * BLOCK8 + 1) as usize];
-                nb0 = w[(wb + bn * BLOCK8) as usize];
-                nb1 = w[(wb + bn * BLOCK8 + 1) as usize];
+            #[unroll]
+            for r in 0..nr {
+                wn[r as usize] = w[(wrow[r as usize] + bn * BLOCK8 + 2 + 4 * jn + t) as usize];
+                if comptime!(j == 3) {
+                    hn[(2 * r) as usize] = w[(wrow[r as usize] + bn * BLOCK8) as usize];
+                    hn[(2 * r + 1) as usize] = w[(wrow[r as usize] + bn * BLOCK8 + 1) as usize];
+                }
             }
             load_tokens::<X4>(x, &mut xr, tok0, bn * 256 + 64 * jn, m, k, tid, per, threads);
             let buf = comptime!((j % 2) * tn * 8);
             #[unroll]
             for sp in 0..2u32 {
                 let high = comptime!(sp == 1);
-                let (sa, ca) = chunk_consts(ha0.extract(0usize), ha0.extract(1usize), ha1.extract(0usize), ha1.extract(1usize), j, high);
-                let (sb, cb) = chunk_consts(hb0.extract(0usize), hb0.extract(1usize), hb1.extract(0usize), hb1.extract(1usize), j, high);
-                // Steps 2sp (word 0 of the lane's 8 bytes, into a0) and 2sp + 1 (word 1, a1):
-                // registers 0 and 2 are row g, 1 and 3 row g + 8.
-                let (p0, p1) = decode4::<NA>(wca.extract(0usize), high, sa, ca, magic);
-                a0[0] = p0;
-                a0[2] = p1;
-                let (p0, p1) = decode4::<NA>(wcb.extract(0usize), high, sb, cb, magic);
-                a0[1] = p0;
-                a0[3] = p1;
-                let (p0, p1) = decode4::<NA>(wca.extract(1usize), high, sa, ca, magic);
-                a1[0] = p0;
-                a1[2] = p1;
-                let (p0, p1) = decode4::<NA>(wcb.extract(1usize), high, sb, cb, magic);
-                a1[1] = p0;
-                a1[3] = p1;
-                mma_steps::<NA, NB, NC, X4>(&def, &a0, &a1, &xs, buf, (4 * sp + t) ^ (4 * (g % 2)), g, &mut acc, ntiles);
+                let mut sc = Array::<f32>::new(nr as usize);
+                let mut cc = Array::<f32>::new(nr as usize);
+                #[unroll]
+                for r in 0..nr {
+                    let h0 = hd[(2 * r) as usize];
+                    let h1 = hd[(2 * r + 1) as usize];
+                    let (sv, cv) = chunk_consts(h0.extract(0usize), h0.extract(1usize), h1.extract(0usize), h1.extract(1usize), j, high);
+                    sc[r as usize] = sv;
+                    cc[r as usize] = cv;
+                }
+                fill_q4k::<NA, W2>(&mut a0, &mut a1, wc[0], wc[1], sc[0], cc[0], sc[1], cc[1], high, magic);
+                if comptime!(mtiles == 2) {
+                    fill_q4k::<NA, W2>(&mut b0, &mut b1, wc[2], wc[3], sc[2], cc[2], sc[3], cc[3], high, magic);
+                }
+                mma_steps::<NA, NB, NC, X4>(&def, &a0, &a1, &b0, &b1, &xs, buf, (4 * sp + t) ^ (4 * (g % 2)), g, &mut acc, ntiles, mtiles);
             }
-            wca = wna;
-            wcb = wnb;
-            ha0 = na0;
-            ha1 = na1;
-            hb0 = nb0;
-            hb1 = nb1;
+            #[unroll]
+            for r in 0..nr {
+                wc[r as usize] = wn[r as usize];
+                if comptime!(j == 3) {
+                    hd[(2 * r) as usize] = hn[(2 * r) as usize];
+                    hd[(2 * r + 1) as usize] = hn[(2 * r + 1) as usize];
+                }
+            }
             // The next chunk's tokens into the other half of the tile (last read a chunk ago).
             let nbuf = comptime!(((j + 1) % 2) * tn * 8);
             store_tokens::<X4>(&xr, &mut xs, nbuf, tid, per, threads);
@@ -343,7 +400,7 @@ pub fn prefill_q4k_mma<W2: Size, X4: Size>(
         b += 1;
     }
 
-    store_acc::<NC>(&acc, y, r0, tok0, g, t, rows, m, n, col0, z, ntiles);
+    store_acc::<NC>(&acc, y, r0, tok0, g, t, rows, m, n, col0, z, ntiles, mtiles);
 }
 
 /// The four weights of the 6-bit codes in the bytes of `q` (from [`codes6`]), each through
@@ -379,6 +436,67 @@ fn run_codes(lo: u32, hi: u32, hb: u32, #[comptime] s: u32) -> u32 {
     q
 }
 
+/// The 8-byte units one lane needs of half `h` of block `i` of a Q6_Kx4 group at `g8`: its two
+/// `ql` runs, its `qh`, the half's scale unit and the group's `d` unit, into `q[5r .. 5r + 5]`.
+#[cube]
+fn load_q6_half<W2: Size>(w: &[Vector<u32, W2>], q: &mut Array<Vector<u32, W2>>, r: u32, g8: u32, i: u32, h: u32, t: u32) {
+    let o = (5 * r) as usize;
+    q[o] = w[(g8 + 16 * i + 8 * h + t) as usize];
+    q[o + 1] = w[(g8 + 16 * i + 8 * h + 4 + t) as usize];
+    q[o + 2] = w[(g8 + 64 + 8 * i + 4 * h + t) as usize];
+    q[o + 3] = w[(g8 + 96 + 2 * i + h) as usize];
+    q[o + 4] = w[(g8 + 104) as usize];
+}
+
+/// Fills the A fragments of one 16-row tile for run `s` of the current half (steps `2sp`, `e`,
+/// and `2sp + 1`, `o`) from the units of rows `g` (`q[5ra..]`) and `g + 8` (`q[5rb..]`) of
+/// block `i` (see [`load_q6_half`]).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn fill_q6<NA: Size, W2: Size>(
+    e: &mut Array<Vector<f16, NA>>,
+    o: &mut Array<Vector<f16, NA>>,
+    q: &Array<Vector<u32, W2>>,
+    #[comptime] ra: u32,
+    #[comptime] rb: u32,
+    i: u32,
+    t: u32,
+    #[comptime] s: u32,
+    magic: u32,
+) {
+    let mut sv = Array::<f32>::new(2usize);
+    #[unroll]
+    for h in 0..2u32 {
+        let r = comptime!(if h == 0 { ra } else { rb });
+        let dw = q[(5 * r + 4) as usize];
+        let (d, _) = f16_pair((select(i < 2, dw.extract(0usize), dw.extract(1usize)) >> (16 * (i % 2))) & 0xFFFF, true);
+        let scw = q[(5 * r + 3) as usize];
+        sv[h as usize] = d * scale(scw.extract(0usize), scw.extract(1usize), 2 * s + t / 2) * 64.0;
+    }
+    // C = −(64 + 32)·d·sc = −1.5·S.
+    let (sa, sb) = (sv[0], sv[1]);
+    let ca = 0.0 - sa * 1.5;
+    let cb = 0.0 - sb * 1.5;
+    #[unroll]
+    for wd in 0..2u32 {
+        let la = run_codes(q[(5 * ra) as usize].extract(wd as usize), q[(5 * ra + 1) as usize].extract(wd as usize), q[(5 * ra + 2) as usize].extract(wd as usize), s);
+        let lb = run_codes(q[(5 * rb) as usize].extract(wd as usize), q[(5 * rb + 1) as usize].extract(wd as usize), q[(5 * rb + 2) as usize].extract(wd as usize), s);
+        let (p0, p1) = decode4_q6::<NA>(la, sa, ca, magic);
+        let (p2, p3) = decode4_q6::<NA>(lb, sb, cb, magic);
+        if comptime!(wd == 0) {
+            e[0] = p0;
+            e[2] = p1;
+            e[1] = p2;
+            e[3] = p3;
+        } else {
+            o[0] = p0;
+            o[2] = p1;
+            o[1] = p2;
+            o[3] = p3;
+        }
+    }
+}
+
 /// [`prefill_q4k_mma`] for Q6_Kx4 weights (see the module docs): the same arguments, `w` the
 /// part's rows of `k / 1024` groups in 8-byte units from unit `off8`.
 #[cube(launch_unchecked)]
@@ -397,6 +515,7 @@ pub fn prefill_q6kx4_mma<W2: Size, X4: Size>(
     magic: u32,
     #[comptime] planes: u32,
     #[comptime] ntiles: u32,
+    #[comptime] mtiles: u32,
 ) {
     let lane = UNIT_POS_X;
     let plane = UNIT_POS_Y;
@@ -404,17 +523,20 @@ pub fn prefill_q6kx4_mma<W2: Size, X4: Size>(
     let g = lane / 4;
     let t = lane % 4;
     let tok0 = CUBE_POS_Y * ntiles * 8;
-    let r0 = CUBE_POS_X * planes * 16 + plane * 16;
+    let r0 = (CUBE_POS_X * planes + plane) * 16 * mtiles;
     let z = CUBE_POS_Z;
     let blocks = k / 256;
     let tn = comptime!(ntiles * 8);
     let threads = comptime!(planes * 32);
     let per = comptime!(tn * 8 / (planes * 32));
+    let nr = comptime!(2 * mtiles);
 
-    let ra = select(r0 + g < rows, r0 + g, rows - 1);
-    let rb = select(r0 + g + 8 < rows, r0 + g + 8, rows - 1);
-    let wa = off8 + ra * (k / 1024) * GROUP8;
-    let wb = off8 + rb * (k / 1024) * GROUP8;
+    let mut wrow = Array::<u32>::new(nr as usize);
+    #[unroll]
+    for r in 0..nr {
+        let row = r0 + 16 * (r / 2) + 8 * (r % 2) + g;
+        wrow[r as usize] = off8 + select(row < rows, row, rows - 1) * (k / 1024) * GROUP8;
+    }
 
     let def = MmaDefinition::<f16, f16, f32>::new(16usize, 8usize, 16usize);
     let size!(NA) = def.vector_size(cubecl::cmma::MatrixIdent::A);
@@ -422,115 +544,67 @@ pub fn prefill_q6kx4_mma<W2: Size, X4: Size>(
     let size!(NC) = def.vector_size(cubecl::cmma::MatrixIdent::Accumulator);
     let mut a0 = Array::<Vector<f16, NA>>::new(4usize);
     let mut a1 = Array::<Vector<f16, NA>>::new(4usize);
-    let mut acc = Array::<Vector<f32, NC>>::new(comptime!(2 * ntiles) as usize);
+    let mut b0 = Array::<Vector<f16, NA>>::new(4usize);
+    let mut b1 = Array::<Vector<f16, NA>>::new(4usize);
+    let mut acc = Array::<Vector<f32, NC>>::new(comptime!(2 * ntiles * mtiles) as usize);
     #[unroll]
-    for i in 0..2 * ntiles {
+    for i in 0..2 * ntiles * mtiles {
         acc[i as usize] = Vector::cast_from(0.0f32);
     }
     let mut xs = Shared::<[Vector<u32, X4>]>::new_slice(comptime!(2 * tn * 8) as usize);
     let mut xr = Array::<Vector<u32, X4>>::new(per as usize);
 
-    let b0 = z * (kslice / 256);
-    let b_end = select(b0 + kslice / 256 < blocks, b0 + kslice / 256, blocks);
+    let bs = z * (kslice / 256);
+    let b_end = select(bs + kslice / 256 < blocks, bs + kslice / 256, blocks);
 
-    // Per row (a, b): the half's `ql` runs, `qh`, scale word and the group's `d` word, for the
-    // chunk being multiplied (`c*`) and the next half (`n*`).
-    load_tokens::<X4>(x, &mut xr, tok0, b0 * 256, m, k, tid, per, threads);
+    // Per row r: the current half's units (`qc[5r..]`) and the next half's (`qn`).
+    let mut qc = Array::<Vector<u32, W2>>::new(comptime!(5 * nr) as usize);
+    let mut qn = Array::<Vector<u32, W2>>::new(comptime!(5 * nr) as usize);
+    load_tokens::<X4>(x, &mut xr, tok0, bs * 256, m, k, tid, per, threads);
     store_tokens::<X4>(&xr, &mut xs, 0u32, tid, per, threads);
-    let ga = wa + (b0 / 4) * GROUP8;
-    let gb = wb + (b0 / 4) * GROUP8;
-    let i0 = b0 % 4;
-    let mut loa = w[(ga + 16 * i0 + t) as usize];
-    let mut hia = w[(ga + 16 * i0 + 4 + t) as usize];
-    let mut qha = w[(ga + 64 + 8 * i0 + t) as usize];
-    let mut sca = w[(ga + 96 + 2 * i0) as usize];
-    let mut dwa = w[(ga + 104) as usize];
-    let mut lob = w[(gb + 16 * i0 + t) as usize];
-    let mut hib = w[(gb + 16 * i0 + 4 + t) as usize];
-    let mut qhb = w[(gb + 64 + 8 * i0 + t) as usize];
-    let mut scb = w[(gb + 96 + 2 * i0) as usize];
-    let mut dwb = w[(gb + 104) as usize];
+    #[unroll]
+    for r in 0..nr {
+        load_q6_half::<W2>(w, &mut qc, r, wrow[r as usize] + (bs / 4) * GROUP8, bs % 4, 0u32, t);
+    }
     sync_cube();
 
-    let mut b = b0;
+    let mut b = bs;
     while b < b_end {
         let i = b % 4;
         #[unroll]
         for j in 0..4u32 {
-            // The next chunk's half: (b, 1) after chunk 1, (b + 1, 0) after chunk 3 (clamped);
-            // chunks 0 and 2 are followed by the other runs of the same half.
+            // After chunks 1 and 3 the next chunk starts a new half: (b, half 1), or (b + 1,
+            // half 0) (clamped); chunks 0 and 2 are followed by the other runs of their half.
             let bn = if comptime!(j < 3) { b } else { select(b + 1 < b_end, b + 1, b) };
             let jn = comptime!((j + 1) % 4);
-            let hn = comptime!(jn / 2);
-            let mut nloa = loa;
-            let mut nhia = hia;
-            let mut nqha = qha;
-            let mut nsca = sca;
-            let mut ndwa = dwa;
-            let mut nlob = lob;
-            let mut nhib = hib;
-            let mut nqhb = qhb;
-            let mut nscb = scb;
-            let mut ndwb = dwb;
             if comptime!(j % 2 == 1) {
-                let gna = wa + (bn / 4) * GROUP8;
-                let gnb = wb + (bn / 4) * GROUP8;
-                let inx = bn % 4;
-                nloa = w[(gna + 16 * inx + 8 * hn + t) as usize];
-                nhia = w[(gna + 16 * inx + 8 * hn + 4 + t) as usize];
-                nqha = w[(gna + 64 + 8 * inx + 4 * hn + t) as usize];
-                nsca = w[(gna + 96 + 2 * inx + hn) as usize];
-                ndwa = w[(gna + 104) as usize];
-                nlob = w[(gnb + 16 * inx + 8 * hn + t) as usize];
-                nhib = w[(gnb + 16 * inx + 8 * hn + 4 + t) as usize];
-                nqhb = w[(gnb + 64 + 8 * inx + 4 * hn + t) as usize];
-                nscb = w[(gnb + 96 + 2 * inx + hn) as usize];
-                ndwb = w[(gnb + 104) as usize];
+                #[unroll]
+                for r in 0..nr {
+                    load_q6_half::<W2>(w, &mut qn, r, wrow[r as usize] + (bn / 4) * GROUP8, bn % 4, comptime!(jn / 2), t);
+                }
             }
             load_tokens::<X4>(x, &mut xr, tok0, bn * 256 + 64 * jn, m, k, tid, per, threads);
             let buf = comptime!((j % 2) * tn * 8);
-            let (da, _) = f16_pair((select(i < 2, dwa.extract(0usize), dwa.extract(1usize)) >> (16 * (i % 2))) & 0xFFFF, true);
-            let (db, _) = f16_pair((select(i < 2, dwb.extract(0usize), dwb.extract(1usize)) >> (16 * (i % 2))) & 0xFFFF, true);
             #[unroll]
             for sp in 0..2u32 {
-                // Run s of the half; the lane's scale is byte 2s + t / 2 of the half's eight.
                 let s = comptime!(2 * (j % 2) + sp);
-                let sa = da * scale(sca.extract(0usize), sca.extract(1usize), 2 * s + t / 2) * 64.0;
-                let sb = db * scale(scb.extract(0usize), scb.extract(1usize), 2 * s + t / 2) * 64.0;
-                // C = −(64 + 32)·d·sc = −1.5·S.
-                let ca = 0.0 - sa * 1.5;
-                let cb = 0.0 - sb * 1.5;
-                // Steps 2sp (word 0 of the lane's bytes, into a0) and 2sp + 1 (word 1, a1).
-                let (p0, p1) = decode4_q6::<NA>(run_codes(loa.extract(0usize), hia.extract(0usize), qha.extract(0usize), s), sa, ca, magic);
-                a0[0] = p0;
-                a0[2] = p1;
-                let (p0, p1) = decode4_q6::<NA>(run_codes(lob.extract(0usize), hib.extract(0usize), qhb.extract(0usize), s), sb, cb, magic);
-                a0[1] = p0;
-                a0[3] = p1;
-                let (p0, p1) = decode4_q6::<NA>(run_codes(loa.extract(1usize), hia.extract(1usize), qha.extract(1usize), s), sa, ca, magic);
-                a1[0] = p0;
-                a1[2] = p1;
-                let (p0, p1) = decode4_q6::<NA>(run_codes(lob.extract(1usize), hib.extract(1usize), qhb.extract(1usize), s), sb, cb, magic);
-                a1[1] = p0;
-                a1[3] = p1;
-                mma_steps::<NA, NB, NC, X4>(&def, &a0, &a1, &xs, buf, (4 * sp + t) ^ (4 * (g % 2)), g, &mut acc, ntiles);
+                fill_q6::<NA, W2>(&mut a0, &mut a1, &qc, 0u32, 1u32, i, t, s, magic);
+                if comptime!(mtiles == 2) {
+                    fill_q6::<NA, W2>(&mut b0, &mut b1, &qc, 2u32, 3u32, i, t, s, magic);
+                }
+                mma_steps::<NA, NB, NC, X4>(&def, &a0, &a1, &b0, &b1, &xs, buf, (4 * sp + t) ^ (4 * (g % 2)), g, &mut acc, ntiles, mtiles);
             }
-            loa = nloa;
-            hia = nhia;
-            qha = nqha;
-            sca = nsca;
-            dwa = ndwa;
-            lob = nlob;
-            hib = nhib;
-            qhb = nqhb;
-            scb = nscb;
-            dwb = ndwb;
+            if comptime!(j % 2 == 1) {
+                #[unroll]
+                for u in 0..5 * nr {
+                    qc[u as usize] = qn[u as usize];
+                }
+            }
             let nbuf = comptime!(((j + 1) % 2) * tn * 8);
             store_tokens::<X4>(&xr, &mut xs, nbuf, tid, per, threads);
             sync_cube();
         }
         b += 1;
     }
-    store_acc::<NC>(&acc, y, r0, tok0, g, t, rows, m, n, col0, z, ntiles);
+    store_acc::<NC>(&acc, y, r0, tok0, g, t, rows, m, n, col0, z, ntiles, mtiles);
 }
-

@@ -135,10 +135,11 @@ struct LaunchKnobs {
     /// `BURN_QUANT_FOLD` = `all` for both, `norm` or `glu` for one of them, `0` for neither (each
     /// then a launch of its own), for comparisons; unset, [`folds`] decides per device.
     fold: Option<(bool, bool)>,
-    /// `BURN_QUANT_PREFILL_TILE=PLANES,NTILES,CUBES`: warps per cube (4, 8 or 16), 8-token B tiles
-    /// per warp (4, 8 or 16) and the cubes split-K aims for, of the Q4_K / Q6_Kx4 tensor-core
-    /// prefill kernels ([`prefill_mma`]); default [`PREFILL_TILE`].
-    prefill_tile: (u32, u32, usize),
+    /// `BURN_QUANT_PREFILL_TILE=PLANES,NTILES,CUBES,MTILES`: warps per cube (4, 8 or 16), 8-token
+    /// B tiles per warp (4, 8 or 16), the cubes split-K aims for and 16-row A tiles per warp (1 or
+    /// 2; 16 warps only with 1: two row tiles take ~254 registers a thread), of the Q4_K / Q6_Kx4
+    /// tensor-core prefill kernels ([`prefill_mma`]); default [`PREFILL_TILE`].
+    prefill_tile: (u32, u32, usize, u32),
 }
 
 /// The [`LaunchKnobs`] of this process.
@@ -164,10 +165,10 @@ fn knobs() -> &'static LaunchKnobs {
             .ok()
             .and_then(|v| {
                 let mut it = v.split(',').map(|p| p.trim().parse::<usize>().ok());
-                Some((it.next()??, it.next()??, it.next()??))
+                Some((it.next()??, it.next()??, it.next()??, it.next()??))
             })
-            .filter(|&(p, t, c)| matches!(p, 4 | 8 | 16) && matches!(t, 4 | 8 | 16) && (64 * t) % (32 * p) == 0 && c >= 1)
-            .map(|(p, t, c)| (p as u32, t as u32, c))
+            .filter(|&(p, t, c, r)| matches!(p, 4 | 8 | 16) && matches!(t, 4 | 8 | 16) && matches!(r, 1 | 2) && p * r <= 16 && (64 * t) % (32 * p) == 0 && c >= 1)
+            .map(|(p, t, c, r)| (p as u32, t as u32, c, r as u32))
             .unwrap_or(PREFILL_TILE),
     })
 }
@@ -668,8 +669,10 @@ macro_rules! split_k_prefill {
     }};
 }
 
-/// `(warps per cube, 8-token tiles per warp, cubes to aim for)` of [`prefill_mma`].
-const PREFILL_TILE: (u32, u32, usize) = (16, 8, 264);
+/// `(warps per cube, 8-token tiles per warp, cubes to aim for, 16-row tiles per warp)` of
+/// [`prefill_mma`]: 256 weight rows × 64 tokens a cube, the best of the sweep in BENCHMARKS.md
+/// (H100, 4096 × 14336 at m = 512, and the 8B model's pp512).
+const PREFILL_TILE: (u32, u32, usize, u32) = (8, 8, 264, 2);
 
 /// Whether every part of `layout` is Q4_K or Q6_Kx4 on an 8-byte boundary, the types of
 /// [`matmul_prefill_kquant`].
@@ -683,7 +686,7 @@ fn kquant_prefill_fits(layout: &QuantLayout) -> bool {
 /// split along the reduction until about the knob's number of cubes run.
 fn matmul_prefill_kquant(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) -> CubeTensor {
     let (k, n) = (layout.in_features, layout.out_features());
-    let (planes, ntiles, target) = knobs().prefill_tile;
+    let (planes, ntiles, target, mtiles) = knobs().prefill_tile;
     let client = x.client.clone();
     let x16 = CubeTensor::new_contiguous(client.clone(), x.device.clone(), Shape::new([m, k]), client.empty(m * k * 2), DType::F16);
     let units = m * k / 4;
@@ -697,7 +700,7 @@ fn matmul_prefill_kquant(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m:
             buffer(&x, units), buffer(&x16, units), units as u32,
         )
     };
-    let (bm, bn) = (8 * ntiles as usize, 16 * planes as usize);
+    let (bm, bn) = (8 * ntiles as usize, 16 * (planes * mtiles) as usize);
     let tiles = layout.parts.iter().map(|p| p.rows.div_ceil(bn)).sum::<usize>() * m.div_ceil(bm);
     let blocks = k / 256;
     let splits = target.div_ceil(tiles).clamp(1, (blocks / 4).max(1));
@@ -734,6 +737,7 @@ fn matmul_prefill_kquant(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m:
                         prefill_mma::ONE_BITS,
                         planes,
                         ntiles,
+                        mtiles,
                     )
                 }
             };
