@@ -12,6 +12,8 @@
 //!   [`matvec_mma`] is the tensor-core Q4_K / int4 kernel for 2..16 token rows.
 //! - [`tiled`]: the prefill path and the input gradient, weight tiles decoded into shared memory.
 //! - [`tiled_mma`]: the prefill path on matrix units (f16 tiles, f32 accumulation).
+//! - [`prefill_mma`]: the CUDA prefill of Q4_K and Q6_Kx4 weights, decoded straight into the
+//!   `mma` A registers (the default where every part of a weight is one of them).
 //! - [`norm`] and [`attention`]: the fused ops of a decode step (RMSNorm, q/k norm + RoPE, one
 //!   token's attention over the KV cache).
 
