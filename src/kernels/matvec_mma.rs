@@ -35,7 +35,7 @@ pub const ROWS: u32 = 16;
 
 /// The f16 bits of `v` (round to nearest).
 #[cube]
-fn f16_bits(v: f32) -> u32 {
+pub fn f16_bits(v: f32) -> u32 {
     u32::cast_from(u16::reinterpret(f16::cast_from(v)))
 }
 

@@ -1,13 +1,15 @@
 //! Q4_K and Q6_Kx4 prefill on the tensor cores (CUDA `mma.m16n8k16`, f16 × f16 → f32) with the
-//! weight decoded straight from its blocks into the A fragments — no shared memory and no f16 copy of
-//! the weight — and the token tile staged once per cube in shared memory (the B fragments).
+//! weight decoded straight from its blocks into the A fragments (no shared memory and no f16
+//! copy of the weight) and the token tile staged once per cube in shared memory (the B
+//! fragments).
 //!
-//! `yᵀ = W · xᵀ`: A is 16 weight rows × 16 inputs, B 16 inputs × 8 tokens. A warp owns 16 weight
-//! rows and every token of the cube's tile (`ntiles` B tiles), so each decoded A fragment serves
-//! `ntiles` products; the `planes` warps of a cube share the staged tokens.
+//! `yᵀ = W · xᵀ`: A is 16 weight rows × 16 inputs, B 16 inputs × 8 tokens. A warp owns
+//! `mtiles` 16-row tiles and every token of the cube's tile (`ntiles` B tiles), so each decoded
+//! A fragment serves `ntiles` products and each B fragment `mtiles`; the `planes` warps of a
+//! cube share the staged tokens.
 //!
 //! - **Weights.** Lane `(g, t) = (lane / 4, lane % 4)` reads the 8 bytes `8t..8t + 8` of a
-//!   32-byte code chunk (inputs `64j..64j + 64` of a block) of rows `g` and `g + 8`: one 8-byte
+//!   32-byte code chunk (inputs `64j..64j + 64` of a block) of rows `g`, `g + 8` of a tile: one 8-byte
 //!   load per row, the lane quad covering the chunk. Step `s` (0..4) of the chunk takes word
 //!   `s % 2` of it, low nibbles (sub-block `2j`) for `s < 2`, high (`2j + 1`) after: its four
 //!   bytes (inputs `32(s / 2) + 8t + 4(s % 2) + 0..4` of the chunk) are the lane's values
@@ -25,7 +27,6 @@
 //!   block's header); the tile then goes to the other half of a double-buffered shared tile,
 //!   one barrier per chunk. (Burn's CUDA runtime compiles through LLVM, which offers no
 //!   `cp.async`.)
-//!
 //! - **Q6_Kx4** ([`prefill_q6kx4_mma`]) walks the same 64-input chunks with the same lane and
 //!   step order, so the token side is shared: chunk `j` of a block is half `h = j / 2`, runs
 //!   `s = 2(j % 2) + 0..2`. Lane `t` reads, per row, the 8 bytes `8t..` of the half's two `ql`
@@ -42,6 +43,7 @@ use cubecl::prelude::*;
 use half::f16;
 
 use super::decode::f16_pair;
+use super::matvec_mma::f16_bits;
 use super::matvec_q4k::scales_mins;
 use super::matvec_q6k::{codes6, scale};
 
@@ -54,12 +56,6 @@ const GROUP8: u32 = 105;
 /// The bits of 1.0f, the launch's `magic` (a run-time argument, so `(w & mask) | magic` is one
 /// logic instruction).
 pub const ONE_BITS: u32 = 0x3F80_0000;
-
-/// The f16 bits of `v` (round to nearest).
-#[cube]
-fn f16_bits(v: f32) -> u32 {
-    u32::cast_from(u16::reinterpret(f16::cast_from(v)))
-}
 
 /// One thread per 4 values: `x` (`[m, k]` f32, 16-byte vectors) rounded to f16, two halves per
 /// word, 8 bytes per unit of `out`.

@@ -677,8 +677,8 @@ const PREFILL_TILE: (u32, u32, usize, u32) = (8, 8, 264, 2);
 /// Whether every part of `layout` is Q4_K or Q6_Kx4 on an 8-byte boundary, the types of
 /// [`matmul_prefill_kquant`].
 fn kquant_prefill_fits(layout: &QuantLayout) -> bool {
-    layout.in_features % 256 == 0
-        && layout.parts.iter().all(|p| matches!(p.kind, crate::GgmlType::Q4_K | crate::GgmlType::Q6_Kx4) && p.byte_offset % 8 == 0)
+    layout.in_features.is_multiple_of(256)
+        && layout.parts.iter().all(|p| matches!(p.kind, crate::GgmlType::Q4_K | crate::GgmlType::Q6_Kx4) && p.byte_offset.is_multiple_of(8))
 }
 
 /// The Q4_K / Q6_Kx4 prefill on tensor cores with the weight decoded in registers
@@ -752,12 +752,9 @@ fn matmul_prefill_kquant(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m:
     sum_slices(y, splits, m, n)
 }
 
-/// The prefill path on matrix units: f16 tiles, f32 accumulation ([`tiled_mma`]), or for a
-/// weight of Q4_K / Q6_Kx4 parts [`matmul_prefill_kquant`].
+/// The prefill path on matrix units: f16 tiles decoded into shared memory, f32 accumulation
+/// ([`tiled_mma`]; any type).
 fn matmul_prefill_mma(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) -> CubeTensor {
-    if kquant_prefill_fits(layout) && has_kquant_prefill(&x) {
-        return matmul_prefill_kquant(x, w, layout, m);
-    }
     let tile = (tiled_mma::BM as usize, tiled_mma::BN as usize, tiled_mma::BK as usize);
     split_k_prefill!(tiled_mma::matmul_mma::launch_unchecked, x, w, layout, m, tile, CubeDim::new_2d(tiled_mma::LANES, tiled_mma::PLANES))
 }
