@@ -47,8 +47,6 @@ use super::matvec_mma::f16_bits;
 use super::matvec_q4k::scales_mins;
 use super::matvec_q6k::{codes6, scale};
 
-/// Inputs per pipeline stage (one Q4_K code chunk).
-pub const BK: u32 = 64;
 /// 8-byte units per Q4_K block (144 bytes).
 const BLOCK8: u32 = 18;
 /// 8-byte units per Q6_Kx4 group (840 bytes, 1024 inputs).
