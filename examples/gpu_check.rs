@@ -142,25 +142,23 @@ fn gguf_blocks(device: &Device, rep: &mut Report) -> Result<()> {
     }
     // The prefill path at a size with partial tiles on both sides (300 weight rows, 200 tokens)
     // and a reduction long enough to be split (4,096), Q4_K and Q6_K (stored as Q6_Kx4), against
-    // float64; on CUDA the f16
-    // tensor-core route (2e-3), elsewhere f32 (1e-5).
+    // float64; on CUDA the f16 tensor-core route (2e-3), elsewhere f32 (1e-5).
     {
         let (rows, k, m) = (300usize, 4096usize, 200usize);
         let src: Vec<f32> = (0..rows * k).map(|i| ((i.wrapping_mul(2_654_435_761) >> 7) % 2001) as f32 / 1000.0 - 1.0).collect();
         let x: Vec<f32> = (0..m * k).map(|i| ((i.wrapping_mul(7919) >> 3) % 1000) as f32 / 500.0 - 1.0).collect();
-        for kind in [GgmlType::Q4_K, GgmlType::Q6_K] {
-        let bytes = burn_quant::format::quantize::quantize(kind, &src)?;
-        let w = burn_quant::format::dequantize(kind, &bytes, rows, k)?;
-        let layer = QuantLinear::from_gguf_bytes(kind, &bytes, rows, k, device)?;
-        let e = forward_err(&layer, &x, &w, k, device)?;
-        // What rounding both operands to f16 alone costs on this data (for the message).
         let h = |v: &[f32]| -> Vec<f32> { v.iter().map(|a| half::f16::from_f32(*a).to_f32()).collect() };
-        let (xh, wh) = (h(&x), h(&w));
-        let want: Vec<f32> = x.chunks_exact(k).flat_map(|xr| w.chunks_exact(k).map(move |r| r.iter().zip(xr).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() as f32)).collect();
-        let ideal: Vec<f32> = xh.chunks_exact(k).flat_map(|xr| wh.chunks_exact(k).map(move |r| r.iter().zip(xr).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() as f32)).collect();
-        let e16 = rel_err(&ideal, &want);
         let bound = if backend_is_cuda(device) { 2e-3 } else { 1e-5 };
-        rep.check(format!("{} {rows}×{k} m={m} prefill, ≤ {bound:.0e}", kind.name()), e <= bound, format!("rel. error {e:.2e} (f16-rounded operands in f64: {e16:.2e})"));
+        for kind in [GgmlType::Q4_K, GgmlType::Q6_K] {
+            let bytes = burn_quant::format::quantize::quantize(kind, &src)?;
+            let w = burn_quant::format::dequantize(kind, &bytes, rows, k)?;
+            let layer = QuantLinear::from_gguf_bytes(kind, &bytes, rows, k, device)?;
+            let y = host(layer.forward(Tensor::<2>::from_data(TensorData::new(x.clone(), [m, k]), device)))?;
+            let want = f64_product(&x, &w, k);
+            let e = rel_err(&y, &want);
+            // What rounding both operands to f16 alone costs on this data (for the message).
+            let e16 = rel_err(&f64_product(&h(&x), &h(&w), k), &want);
+            rep.check(format!("{} {rows}×{k} m={m} prefill, ≤ {bound:.0e}", kind.name()), e <= bound, format!("rel. error {e:.2e} (f16-rounded operands in f64: {e16:.2e})"));
         }
     }
     // Q6_K rows of a multiple of 1024 are stored regrouped (Q6_Kx4): ggml's blocks from the
@@ -208,12 +206,15 @@ fn gguf_blocks(device: &Device, rep: &mut Report) -> Result<()> {
 /// The relative error of `layer`'s product with the token rows `x` (of `k`) against a float64
 /// product with `w` (its decoded weight, rows of `k`).
 fn forward_err(layer: &QuantLinear, x: &[f32], w: &[f32], k: usize, device: &Device) -> Result<f64> {
-    let want: Vec<f32> = x
-        .chunks_exact(k)
-        .flat_map(|xr| w.chunks_exact(k).map(move |r| r.iter().zip(xr).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() as f32))
-        .collect();
     let y = host(layer.forward(Tensor::<2>::from_data(TensorData::new(x.to_vec(), [x.len() / k, k]), device)))?;
-    Ok(rel_err(&y, &want))
+    Ok(rel_err(&y, &f64_product(x, w, k)))
+}
+
+/// `x · wᵀ` in float64, rounded to f32 (`x` and `w` rows of `k` values).
+fn f64_product(x: &[f32], w: &[f32], k: usize) -> Vec<f32> {
+    x.chunks_exact(k)
+        .flat_map(|xr| w.chunks_exact(k).map(move |r| r.iter().zip(xr).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() as f32))
+        .collect()
 }
 
 /// `forward_norm` and `forward_swiglu_add` of `layer` (decoded weight `w`, rows of `k`) at `ms`
