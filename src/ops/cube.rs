@@ -268,10 +268,6 @@ fn has_manual_mma(t: &CubeTensor) -> bool {
     t.client.properties().features.matmul.mma.contains(&f16_f32_config(16, 8, 16))
 }
 
-/// Whether [`matmul_prefill_kquant`] runs here: the manual `mma` and 32-lane planes.
-fn has_kquant_prefill(t: &CubeTensor) -> bool {
-    has_manual_mma(t) && planes_are_32(t)
-}
 
 /// The f16 · f16 → f32 matrix-instruction shape `m × n × k`, to look up in the device's features.
 fn f16_f32_config(m: u32, n: u32, k: u32) -> cubecl::ir::features::MmaConfig {
@@ -888,7 +884,7 @@ fn prefill_route(x: &CubeTensor) -> PrefillRoute {
 fn matmul_prefill(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) -> CubeTensor {
     match prefill_route(&x) {
         PrefillRoute::Mma => return matmul_prefill_mma(x, w, layout, m),
-        PrefillRoute::Auto if kquant_prefill_fits(layout) && has_kquant_prefill(&x) => return matmul_prefill_kquant(x, w, layout, m),
+        PrefillRoute::Auto if kquant_prefill_fits(layout) && has_manual_mma(&x) => return matmul_prefill_kquant(x, w, layout, m),
         PrefillRoute::Dequant | PrefillRoute::Auto => return matmul_prefill_dequant(x, w, layout),
         PrefillRoute::F32 => {}
     }
