@@ -141,7 +141,8 @@ fn gguf_blocks(device: &Device, rep: &mut Report) -> Result<()> {
         }
     }
     // The prefill path at a size with partial tiles on both sides (300 weight rows, 200 tokens)
-    // and a reduction long enough to be split (4,096), Q4_K and Q6_K (stored as Q6_Kx4), against
+    // and a reduction long enough to be split (4,096), Q4_K, Q6_K (stored as Q6_Kx4) and int4
+    // groups of 128 and 64, against
     // float64; on CUDA the f16 tensor-core route (2e-3), elsewhere f32 (1e-5).
     {
         let (rows, k, m) = (300usize, 4096usize, 200usize);
@@ -149,8 +150,23 @@ fn gguf_blocks(device: &Device, rep: &mut Report) -> Result<()> {
         let x: Vec<f32> = (0..m * k).map(|i| ((i.wrapping_mul(7919) >> 3) % 1000) as f32 / 500.0 - 1.0).collect();
         let h = |v: &[f32]| -> Vec<f32> { v.iter().map(|a| half::f16::from_f32(*a).to_f32()).collect() };
         let bound = if backend_is_cuda(device) { 2e-3 } else { 1e-5 };
+        let mut weights = vec![];
         for kind in [GgmlType::Q4_K, GgmlType::Q6_K] {
-            let bytes = burn_quant::format::quantize::quantize(kind, &src)?;
+            weights.push((kind, burn_quant::format::quantize::quantize(kind, &src)?));
+        }
+        // int4 groups of 128 and 64 (GPTQ/AWQ's layouts after repacking), random codes and zeros.
+        for group in [128usize, 64] {
+            let i4 = burn_quant::format::Int4Matrix {
+                out_features: rows,
+                in_features: k,
+                group,
+                codes: (0..rows * k).map(|i| ((i.wrapping_mul(2_246_822_519) >> 9) % 16) as u8).collect(),
+                scales: (0..rows * k / group).map(|i| half::f16::from_f32(0.001 + ((i * 37) % 100) as f32 * 1e-4)).collect(),
+                zeros: (0..rows * k / group).map(|i| ((i * 5) % 17) as u8).collect(),
+            };
+            weights.push(i4.to_blocks()?);
+        }
+        for (kind, bytes) in weights {
             let w = burn_quant::format::dequantize(kind, &bytes, rows, k)?;
             let layer = QuantLinear::from_gguf_bytes(kind, &bytes, rows, k, device)?;
             let y = host(layer.forward(Tensor::<2>::from_data(TensorData::new(x.clone(), [m, k]), device)))?;

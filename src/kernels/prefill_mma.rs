@@ -1,39 +1,49 @@
-//! Q4_K and Q6_Kx4 prefill on the tensor cores (CUDA `mma.m16n8k16`, f16 × f16 → f32) with the
-//! weight decoded straight from its blocks into the A fragments (no shared memory and no f16
-//! copy of the weight) and the token tile staged once per cube in shared memory (the B
-//! fragments).
+//! Prefill on the tensor cores (CUDA `mma.m16n8k16`, f16 × f16 → f32) for Q4_K, Q6_Kx4 and
+//! burn-quant's int4 groups (`I4_64`, `I4_128`: GPTQ and AWQ), with the weight decoded straight
+//! from its blocks into the A fragments (no shared memory and no f16 copy of the weight) and the
+//! token tile staged once per cube in shared memory (the B fragments). One kernel,
+//! [`prefill_mma`], serves the three with a compile-time `kind`: they share the token side, the
+//! pipeline and the tiles, and differ in which code words a lane loads ([`load_chunk`]) and how
+//! it turns them into weights ([`fill`]).
 //!
 //! `yᵀ = W · xᵀ`: A is 16 weight rows × 16 inputs, B 16 inputs × 8 tokens. A warp owns
 //! `mtiles` 16-row tiles and every token of the cube's tile (`ntiles` B tiles), so each decoded
 //! A fragment serves `ntiles` products and each B fragment `mtiles`; the `planes` warps of a
 //! cube share the staged tokens.
 //!
-//! - **Weights.** Lane `(g, t) = (lane / 4, lane % 4)` reads the 8 bytes `8t..8t + 8` of a
-//!   32-byte code chunk (inputs `64j..64j + 64` of a block) of rows `g`, `g + 8` of a tile: one 8-byte
-//!   load per row, the lane quad covering the chunk. Step `s` (0..4) of the chunk takes word
-//!   `s % 2` of it, low nibbles (sub-block `2j`) for `s < 2`, high (`2j + 1`) after: its four
-//!   bytes (inputs `32(s / 2) + 8t + 4(s % 2) + 0..4` of the chunk) are the lane's values
-//!   `(a0, a1)` and `(a4, a5)` of the m16n8k16 A layout. A nibble moved to bit 15 (low) or 19
-//!   (high) and or-ed into the bits of 1.0f is `1 + q·2⁻⁸` (or `1 + q·2⁻⁴`), exactly, so one
-//!   multiply-add gives `d·sc·q − dmin·m` with constants made once per chunk (`S = 256·d·sc`,
-//!   `C = −(S + dmin·m)`; the constant's rounding is `2⁻¹⁶·d·sc`, far under the f16 rounding of
-//!   the weight that follows).
+//! - **Chunks.** The reduction walks 256-input spans of 4 chunks; a chunk is 32 code bytes per
+//!   row, 64 inputs in two runs of 32, the low nibbles' run (`lo`) and the high nibbles' (`hi`).
+//!   Lane `(g, t) = (lane / 4, lane % 4)` takes bytes `8t..8t + 8` of the chunk of rows `g`,
+//!   `g + 8` of a tile. Step `s` (0..4) of the chunk takes word `s % 2` of them, low nibbles for
+//!   `s < 2`, high after: its four bytes (inputs `8t + 4(s % 2) + 0..4` of the run) are the
+//!   lane's values `(a0, a1)` and `(a4, a5)` of the m16n8k16 A layout.
+//! - **Codes to f16.** A nibble moved to bit 15 (low) or 19 (high) and or-ed into the bits of
+//!   1.0f is `1 + q·2⁻⁸` (or `1 + q·2⁻⁴`), exactly, so one multiply-add gives the weight with
+//!   constants made once per chunk and row. Q4_K: `S = 256·d·sc` (or `16·d·sc`),
+//!   `C = −(S + dmin·m)`, so `d·sc·q − dmin·m`; int4: `S = 256·d`, `C = −(S + d·z)`, so
+//!   `d·(q − z)`. The constant's rounding (`2⁻¹⁶·d·sc`) is far under the f16 rounding of the
+//!   weight that follows.
+//! - **Q4_K.** Chunk `j` of a block is its code bytes `32j..32j + 32`, runs at inputs `64j` and
+//!   `64j + 32`; each lane loads one 8-byte unit per row, the 12-byte header once per block.
+//! - **Q6_Kx4.** Chunk `j` of a block is half `h = j / 2`, runs `s = 2(j % 2) + 0..2` (inputs
+//!   `64j`, `64j + 32`). Lane `t` reads, per row, the 8 bytes `8t..` of the half's two `ql` runs
+//!   and of its `qh` (once per half: the odd chunk reuses them), which hold the codes of inputs
+//!   `l = 8t..8t + 8` of all four runs; the 6-bit code moved to bit 17 gives `1 + q·2⁻⁶`, and
+//!   `S = 64·d·sc`, `C = −96·d·sc` give `d·sc·(q − 32)`; the lane's scale for run `s` is byte
+//!   `2s + t / 2` of the half's eight.
+//! - **int4** (`I4_<G>`, 68 or 36 bytes per group, so 4-byte loads). Byte `i` of a group holds
+//!   weights `i` (low nibble) and `i + G/2` (high), so chunk `c` of a group (its bytes
+//!   `32c..32c + 32`) has runs at inputs `32c` and `G/2 + 32c` of the group: for `G = 128` the
+//!   runs of a chunk are not adjacent, and the token tile is staged in the same order. A lane
+//!   loads two words per row per chunk and the group's `d`/`z` word once per group.
 //! - **Tokens.** [`prefill_input_f16`] rounds the input to f16 once. A lane's B fragments of
-//!   steps `s` and `s + 1` (inputs `32(s / 2) + 8t .. + 8`) are one 16-byte shared-memory load;
-//!   the 16-byte units of odd token rows are stored with their halves swapped (unit `u ^ 4`), so
-//!   the two token rows of a load phase fall on distinct banks.
-//! - **Pipeline.** While a 64-input chunk is multiplied, the next chunk's code words and its
-//!   share of the token tile are loaded into registers (and, in a block's last chunk, the next
-//!   block's header); the tile then goes to the other half of a double-buffered shared tile,
-//!   one barrier per chunk. (Burn's CUDA runtime compiles through LLVM, which offers no
-//!   `cp.async`.)
-//! - **Q6_Kx4** ([`prefill_q6kx4_mma`]) walks the same 64-input chunks with the same lane and
-//!   step order, so the token side is shared: chunk `j` of a block is half `h = j / 2`, runs
-//!   `s = 2(j % 2) + 0..2`. Lane `t` reads, per row, the 8 bytes `8t..` of the half's two `ql`
-//!   runs and of its `qh` (once per half: the odd chunk reuses them), which hold the codes of
-//!   inputs `l = 8t..8t + 8` of all four runs; the 6-bit code moved to bit 17 gives
-//!   `1 + q·2⁻⁶`, and `S = 64·d·sc`, `C = −96·d·sc` give `d·sc·(q − 32)`; the lane's scale for
-//!   run `s` is byte `2s + t / 2` of the half's eight.
+//!   steps `s` and `s + 1` (inputs `32(s / 2) + 8t .. + 8` of the staged chunk) are one 16-byte
+//!   shared-memory load; the 16-byte units of odd token rows are stored with their halves
+//!   swapped (unit `u ^ 4`), so the two token rows of a load phase fall on distinct banks.
+//! - **Pipeline.** While a chunk is multiplied, the next chunk's code words (and headers where
+//!   a block, half or group begins) and its share of the token tile are loaded into registers;
+//!   the tile then goes to the other half of a double-buffered shared tile, one barrier per
+//!   chunk. (Burn's CUDA runtime compiles through LLVM, which offers no `cp.async`.)
 //!
 //! Precision: the weight and the input are rounded to f16 (relative error ≤ 2⁻¹¹ each), the
 //! sums are f32, as on the other f16 prefill routes (tests hold them to 2e-3).
@@ -47,6 +57,14 @@ use super::matvec_mma::f16_bits;
 use super::matvec_q4k::scales_mins;
 use super::matvec_q6k::{codes6, scale};
 
+/// [`prefill_mma`]'s `kind`: Q4_K, in 8-byte units.
+pub const KIND_Q4K: u32 = 0;
+/// [`prefill_mma`]'s `kind`: Q6_Kx4, in 8-byte units.
+pub const KIND_Q6KX4: u32 = 1;
+/// [`prefill_mma`]'s `kind`: burn-quant's int4 groups of `group` (64 or 128) weights, in 4-byte
+/// units.
+pub const KIND_I4: u32 = 2;
+
 /// 8-byte units per Q4_K block (144 bytes).
 const BLOCK8: u32 = 18;
 /// 8-byte units per Q6_Kx4 group (840 bytes, 1024 inputs).
@@ -54,6 +72,24 @@ const GROUP8: u32 = 105;
 /// The bits of 1.0f, the launch's `magic` (a run-time argument, so `(w & mask) | magic` is one
 /// logic instruction).
 pub const ONE_BITS: u32 = 0x3F80_0000;
+
+/// Load units a lane keeps per weight row: Q4_K its block header (2) and the chunk's code
+/// unit; Q6_Kx4 [`load_q6_half`]'s 5; int4 the group's `d`/`z` word and the chunk's two code
+/// words.
+const fn row_units(kind: u32) -> u32 {
+    if kind == KIND_Q6KX4 { 5 } else { 3 }
+}
+
+/// Whether chunk `j` of a span loads unit `u` of a row afresh (the others are still those of
+/// the chunk before): Q4_K its header where a block begins, Q6_Kx4 everything where a half
+/// begins, int4 the `d`/`z` word where a group begins.
+const fn fresh(kind: u32, group: u32, j: u32, u: u32) -> bool {
+    match kind {
+        KIND_Q4K => u == 2 || j == 0,
+        KIND_Q6KX4 => j % 2 == 0,
+        _ => u > 0 || (64 * j) % group == 0,
+    }
+}
 
 /// One thread per 4 values: `x` (`[m, k]` f32, 16-byte vectors) rounded to f16, two halves per
 /// word, 8 bytes per unit of `out`.
@@ -104,21 +140,39 @@ fn chunk_consts(h0: u32, s0: u32, s1: u32, s2: u32, j: u32, #[comptime] high: bo
     }
 }
 
-/// Loads this thread's share of the token tile of the chunk at input `c0` (tokens `tok0..`,
-/// clamped to `m`) into `xr`: `per` 16-byte units.
+/// The first inputs of the two runs (low nibbles, high nibbles) of chunk `j` of the span at
+/// input `256·b` (see the module docs).
+#[cube]
+fn chunk_inputs(b: u32, #[comptime] j: u32, #[comptime] kind: u32, #[comptime] group: u32) -> (u32, u32) {
+    if comptime!(kind == KIND_I4 && group > 64) {
+        let lo = 256 * b + comptime!(group * (64 * j / group) + 32 * ((64 * j % group) / 64));
+        (lo, lo + comptime!(group / 2))
+    } else {
+        let lo = 256 * b + comptime!(64 * j);
+        (lo, lo + 32)
+    }
+}
+
+/// Loads this thread's share of the token tile of the chunk whose runs start at inputs `lo`
+/// and `hi` (tokens `tok0..`, clamped to `m`) into `xr`: `per` 16-byte units, units 0–3 of a
+/// token row from the first run, 4–7 from the second.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn load_tokens<X4: Size>(
     x: &[Vector<u32, X4>],
     xr: &mut Array<Vector<u32, X4>>,
     tok0: u32,
-    c0: u32,
+    lo: u32,
+    hi: u32,
     m: u32,
     k: u32,
     tid: u32,
     #[comptime] per: u32,
     #[comptime] threads: u32,
 ) {
+    // A thread's unit within its token rows is the same for each `s` (`threads` is a multiple
+    // of 8).
+    let c0 = select(tid % 8 < 4, lo, hi - 32);
     #[unroll]
     for s in 0..per {
         let idx = s * threads + tid;
@@ -189,16 +243,18 @@ fn mma_steps<NA: Size, NB: Size, NC: Size, X4: Size>(
     }
 }
 
-/// Fills the A fragments of one 16-row tile for steps `2sp` (`e`, word 0 of each row's 8 bytes)
-/// and `2sp + 1` (`o`, word 1) from the Q4_K code bytes `wa` (row `g`) and `wb` (row `g + 8`):
-/// registers 0 and 2 are row `g`, 1 and 3 row `g + 8`.
+/// Fills the A fragments of one 16-row tile for steps `2sp` (`e`, word `a0`/`b0` of the rows'
+/// 8 bytes) and `2sp + 1` (`o`, word `a1`/`b1`) from 4-bit code words, row `g` (`a`, constants
+/// `sa`, `ca`) and row `g + 8` (`b`): registers 0 and 2 are row `g`, 1 and 3 row `g + 8`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn fill_q4k<NA: Size, W2: Size>(
+fn fill_nibbles<NA: Size>(
     e: &mut Array<Vector<f16, NA>>,
     o: &mut Array<Vector<f16, NA>>,
-    wa: Vector<u32, W2>,
-    wb: Vector<u32, W2>,
+    a0: u32,
+    a1: u32,
+    b0: u32,
+    b1: u32,
     sa: f32,
     ca: f32,
     sb: f32,
@@ -206,18 +262,32 @@ fn fill_q4k<NA: Size, W2: Size>(
     #[comptime] high: bool,
     magic: u32,
 ) {
-    let (p0, p1) = decode4::<NA>(wa.extract(0usize), high, sa, ca, magic);
+    let (p0, p1) = decode4::<NA>(a0, high, sa, ca, magic);
     e[0] = p0;
     e[2] = p1;
-    let (p0, p1) = decode4::<NA>(wb.extract(0usize), high, sb, cb, magic);
+    let (p0, p1) = decode4::<NA>(b0, high, sb, cb, magic);
     e[1] = p0;
     e[3] = p1;
-    let (p0, p1) = decode4::<NA>(wa.extract(1usize), high, sa, ca, magic);
+    let (p0, p1) = decode4::<NA>(a1, high, sa, ca, magic);
     o[0] = p0;
     o[2] = p1;
-    let (p0, p1) = decode4::<NA>(wb.extract(1usize), high, sb, cb, magic);
+    let (p0, p1) = decode4::<NA>(b1, high, sb, cb, magic);
     o[1] = p0;
     o[3] = p1;
+}
+
+/// `(S, C)` of an int4 group whose `d`/`z` word is `hd`, low (`high` false) or high nibbles.
+#[cube]
+fn group_consts(hd: u32, #[comptime] high: bool) -> (f32, f32) {
+    let (d, _) = f16_pair(hd, true);
+    let dz = d * f32::cast_from((hd >> 16) & 0xFF);
+    if comptime!(high) {
+        let s = d * 16.0;
+        (s, 0.0 - (s + dz))
+    } else {
+        let s = d * 256.0;
+        (s, 0.0 - (s + dz))
+    }
 }
 
 /// Writes the warp's D tiles to `y[z, tok, col0 + row]` (rows `r0..r0 + 16·mtiles`, tokens
@@ -259,144 +329,6 @@ fn store_acc<NC: Size>(
     }
 }
 
-/// See the module docs. `w` is the weight in 8-byte units from unit `off8` (the part's rows of
-/// `k / 256` blocks), `x` [`prefill_input_f16`]'s output (`[m, k]` halves in 16-byte vectors),
-/// `y` is `[splits, m, n]`; this launch writes columns `col0..col0 + rows` of slice `CUBE_POS_Z`,
-/// which reduces inputs `CUBE_POS_Z · kslice ..` (`kslice` a multiple of 256). A cube is
-/// `32 × planes` threads over `16 · planes` weight rows and `8 · ntiles` tokens.
-#[cube(launch_unchecked)]
-#[allow(clippy::too_many_arguments)]
-pub fn prefill_q4k_mma<W2: Size, X4: Size>(
-    w: &[Vector<u32, W2>],
-    x: &[Vector<u32, X4>],
-    y: &mut [f32],
-    off8: u32,
-    rows: u32,
-    m: u32,
-    k: u32,
-    n: u32,
-    col0: u32,
-    kslice: u32,
-    magic: u32,
-    #[comptime] planes: u32,
-    #[comptime] ntiles: u32,
-    #[comptime] mtiles: u32,
-) {
-    let lane = UNIT_POS_X;
-    let plane = UNIT_POS_Y;
-    let tid = plane * 32 + lane;
-    let g = lane / 4;
-    let t = lane % 4;
-    let tok0 = CUBE_POS_Y * ntiles * 8;
-    let r0 = (CUBE_POS_X * planes + plane) * 16 * mtiles;
-    let z = CUBE_POS_Z;
-    let blocks = k / 256;
-    let tn = comptime!(ntiles * 8);
-    let threads = comptime!(planes * 32);
-    // 16-byte token units staged per thread per chunk.
-    let per = comptime!(tn * 8 / (planes * 32));
-    let nr = comptime!(2 * mtiles);
-
-    // The lane's weight rows 16mt + g + 8h (index 2mt + h), clamped for the reads.
-    let mut wrow = Array::<u32>::new(nr as usize);
-    #[unroll]
-    for r in 0..nr {
-        let row = r0 + 16 * (r / 2) + 8 * (r % 2) + g;
-        wrow[r as usize] = off8 + select(row < rows, row, rows - 1) * blocks * BLOCK8;
-    }
-
-    let def = MmaDefinition::<f16, f16, f32>::new(16usize, 8usize, 16usize);
-    let size!(NA) = def.vector_size(cubecl::cmma::MatrixIdent::A);
-    let size!(NB) = def.vector_size(cubecl::cmma::MatrixIdent::B);
-    let size!(NC) = def.vector_size(cubecl::cmma::MatrixIdent::Accumulator);
-    let mut a0 = Array::<Vector<f16, NA>>::new(4usize);
-    let mut a1 = Array::<Vector<f16, NA>>::new(4usize);
-    let mut b0 = Array::<Vector<f16, NA>>::new(4usize);
-    let mut b1 = Array::<Vector<f16, NA>>::new(4usize);
-    let mut acc = Array::<Vector<f32, NC>>::new(comptime!(2 * ntiles * mtiles) as usize);
-    #[unroll]
-    for i in 0..2 * ntiles * mtiles {
-        acc[i as usize] = Vector::cast_from(0.0f32);
-    }
-
-    let mut xs = Shared::<[Vector<u32, X4>]>::new_slice(comptime!(2 * tn * 8) as usize);
-    let mut xr = Array::<Vector<u32, X4>>::new(per as usize);
-
-    let bs = z * (kslice / 256);
-    let b_end = select(bs + kslice / 256 < blocks, bs + kslice / 256, blocks);
-
-    // Chunk 0 of block bs, and its code words and headers (d/dmin + scales, 2 units per row).
-    load_tokens::<X4>(x, &mut xr, tok0, bs * 256, m, k, tid, per, threads);
-    store_tokens::<X4>(&xr, &mut xs, 0u32, tid, per, threads);
-    let mut hd = Array::<Vector<u32, W2>>::new(comptime!(2 * nr) as usize);
-    let mut hn = Array::<Vector<u32, W2>>::new(comptime!(2 * nr) as usize);
-    let mut wc = Array::<Vector<u32, W2>>::new(nr as usize);
-    let mut wn = Array::<Vector<u32, W2>>::new(nr as usize);
-    #[unroll]
-    for r in 0..nr {
-        let at = wrow[r as usize] + bs * BLOCK8;
-        hd[(2 * r) as usize] = w[at as usize];
-        hd[(2 * r + 1) as usize] = w[(at + 1) as usize];
-        wc[r as usize] = w[(at + 2 + t) as usize];
-    }
-    sync_cube();
-
-    let mut b = bs;
-    while b < b_end {
-        #[unroll]
-        for j in 0..4u32 {
-            // Prefetch the next chunk: (b, j + 1), or (b + 1, 0) (clamped at the end) with the
-            // next block's headers.
-            let bn = if comptime!(j < 3) { b } else { select(b + 1 < b_end, b + 1, b) };
-            let jn = comptime!((j + 1) % 4);
-            #[unroll]
-            for r in 0..nr {
-                wn[r as usize] = w[(wrow[r as usize] + bn * BLOCK8 + 2 + 4 * jn + t) as usize];
-                if comptime!(j == 3) {
-                    hn[(2 * r) as usize] = w[(wrow[r as usize] + bn * BLOCK8) as usize];
-                    hn[(2 * r + 1) as usize] = w[(wrow[r as usize] + bn * BLOCK8 + 1) as usize];
-                }
-            }
-            load_tokens::<X4>(x, &mut xr, tok0, bn * 256 + 64 * jn, m, k, tid, per, threads);
-            let buf = comptime!((j % 2) * tn * 8);
-            #[unroll]
-            for sp in 0..2u32 {
-                let high = comptime!(sp == 1);
-                let mut sc = Array::<f32>::new(nr as usize);
-                let mut cc = Array::<f32>::new(nr as usize);
-                #[unroll]
-                for r in 0..nr {
-                    let h0 = hd[(2 * r) as usize];
-                    let h1 = hd[(2 * r + 1) as usize];
-                    let (sv, cv) = chunk_consts(h0.extract(0usize), h0.extract(1usize), h1.extract(0usize), h1.extract(1usize), j, high);
-                    sc[r as usize] = sv;
-                    cc[r as usize] = cv;
-                }
-                fill_q4k::<NA, W2>(&mut a0, &mut a1, wc[0], wc[1], sc[0], cc[0], sc[1], cc[1], high, magic);
-                if comptime!(mtiles == 2) {
-                    fill_q4k::<NA, W2>(&mut b0, &mut b1, wc[2], wc[3], sc[2], cc[2], sc[3], cc[3], high, magic);
-                }
-                mma_steps::<NA, NB, NC, X4>(&def, &a0, &a1, &b0, &b1, &xs, buf, (4 * sp + t) ^ (4 * (g % 2)), g, &mut acc, ntiles, mtiles);
-            }
-            #[unroll]
-            for r in 0..nr {
-                wc[r as usize] = wn[r as usize];
-                if comptime!(j == 3) {
-                    hd[(2 * r) as usize] = hn[(2 * r) as usize];
-                    hd[(2 * r + 1) as usize] = hn[(2 * r + 1) as usize];
-                }
-            }
-            // The next chunk's tokens into the other half of the tile (last read a chunk ago).
-            let nbuf = comptime!(((j + 1) % 2) * tn * 8);
-            store_tokens::<X4>(&xr, &mut xs, nbuf, tid, per, threads);
-            sync_cube();
-        }
-        b += 1;
-    }
-
-    store_acc::<NC>(&acc, y, r0, tok0, g, t, rows, m, n, col0, z, ntiles, mtiles);
-}
-
 /// The four weights of the 6-bit codes in the bytes of `q` (from [`codes6`]), each through
 /// `1 + q·2⁻⁶` and `(sc, cc)`, as the f16 pairs `(byte 0, byte 1)` and `(byte 2, byte 3)`.
 #[cube]
@@ -433,7 +365,7 @@ fn run_codes(lo: u32, hi: u32, hb: u32, #[comptime] s: u32) -> u32 {
 /// The 8-byte units one lane needs of half `h` of block `i` of a Q6_Kx4 group at `g8`: its two
 /// `ql` runs, its `qh`, the half's scale unit and the group's `d` unit, into `q[5r .. 5r + 5]`.
 #[cube]
-fn load_q6_half<W2: Size>(w: &[Vector<u32, W2>], q: &mut Array<Vector<u32, W2>>, r: u32, g8: u32, i: u32, h: u32, t: u32) {
+fn load_q6_half<W: Size>(w: &[Vector<u32, W>], q: &mut Array<Vector<u32, W>>, r: u32, g8: u32, i: u32, h: u32, t: u32) {
     let o = (5 * r) as usize;
     q[o] = w[(g8 + 16 * i + 8 * h + t) as usize];
     q[o + 1] = w[(g8 + 16 * i + 8 * h + 4 + t) as usize];
@@ -447,10 +379,10 @@ fn load_q6_half<W2: Size>(w: &[Vector<u32, W2>], q: &mut Array<Vector<u32, W2>>,
 /// block `i` (see [`load_q6_half`]).
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn fill_q6<NA: Size, W2: Size>(
+fn fill_q6<NA: Size, W: Size>(
     e: &mut Array<Vector<f16, NA>>,
     o: &mut Array<Vector<f16, NA>>,
-    q: &Array<Vector<u32, W2>>,
+    q: &Array<Vector<u32, W>>,
     #[comptime] ra: u32,
     #[comptime] rb: u32,
     i: u32,
@@ -491,15 +423,122 @@ fn fill_q6<NA: Size, W2: Size>(
     }
 }
 
-/// [`prefill_q4k_mma`] for Q6_Kx4 weights (see the module docs): the same arguments, `w` the
-/// part's rows of `k / 1024` groups in 8-byte units from unit `off8`.
+/// Loads the units chunk `j` of the span `b` needs afresh (see [`fresh`]) of the row whose
+/// units start at `base` into `q[row_units · r ..]`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn load_chunk<W: Size>(
+    w: &[Vector<u32, W>],
+    q: &mut Array<Vector<u32, W>>,
+    r: u32,
+    base: u32,
+    b: u32,
+    t: u32,
+    #[comptime] j: u32,
+    #[comptime] kind: u32,
+    #[comptime] group: u32,
+) {
+    if comptime!(kind == KIND_Q4K) {
+        let o = (3 * r) as usize;
+        let at = base + b * BLOCK8;
+        if comptime!(j == 0) {
+            q[o] = w[at as usize];
+            q[o + 1] = w[(at + 1) as usize];
+        }
+        q[o + 2] = w[(at + 2 + comptime!(4 * j) + t) as usize];
+    } else if comptime!(kind == KIND_Q6KX4) {
+        if comptime!(j % 2 == 0) {
+            load_q6_half::<W>(w, q, r, base + (b / 4) * GROUP8, b % 4, comptime!(j / 2), t);
+        }
+    } else {
+        // Group `256b/G + 64j/G` (words of `G/8 + 1`), its chunk `c`.
+        let o = (3 * r) as usize;
+        let c = comptime!((64 * j % group) / 64);
+        let at = base + (b * comptime!(256 / group) + comptime!(64 * j / group)) * comptime!(group / 8 + 1);
+        if comptime!(c == 0) {
+            q[o] = w[at as usize];
+        }
+        q[o + 1] = w[(at + comptime!(1 + 8 * c) + 2 * t) as usize];
+        q[o + 2] = w[(at + comptime!(2 + 8 * c) + 2 * t) as usize];
+    }
+}
+
+/// Fills the A fragments of one 16-row tile for steps `2sp` (`e`) and `2sp + 1` (`o`) of chunk
+/// `j` from the units of rows `g` (`q[row_units · ra ..]`) and `g + 8` (`rb`); `i` is the span's
+/// block within its Q6_Kx4 group.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn fill<NA: Size, W: Size>(
+    e: &mut Array<Vector<f16, NA>>,
+    o: &mut Array<Vector<f16, NA>>,
+    q: &Array<Vector<u32, W>>,
+    #[comptime] ra: u32,
+    #[comptime] rb: u32,
+    i: u32,
+    t: u32,
+    #[comptime] j: u32,
+    #[comptime] sp: u32,
+    #[comptime] kind: u32,
+    magic: u32,
+) {
+    let high = comptime!(sp == 1);
+    if comptime!(kind == KIND_Q6KX4) {
+        fill_q6::<NA, W>(e, o, q, ra, rb, i, t, comptime!(2 * (j % 2) + sp), magic);
+    } else {
+        let (ua, ub) = (comptime!(3 * ra) as usize, comptime!(3 * rb) as usize);
+        let mut sv = Array::<f32>::new(2usize);
+        let mut cv = Array::<f32>::new(2usize);
+        #[unroll]
+        for h in 0..2u32 {
+            let u = comptime!(if h == 0 { 3 * ra } else { 3 * rb }) as usize;
+            if comptime!(kind == KIND_Q4K) {
+                let h0 = q[u];
+                let h1 = q[u + 1];
+                let (s, c) = chunk_consts(h0.extract(0usize), h0.extract(1usize), h1.extract(0usize), h1.extract(1usize), j, high);
+                sv[h as usize] = s;
+                cv[h as usize] = c;
+            } else {
+                let (s, c) = group_consts(q[u].extract(0usize), high);
+                sv[h as usize] = s;
+                cv[h as usize] = c;
+            }
+        }
+        if comptime!(kind == KIND_Q4K) {
+            let (wa, wb) = (q[ua + 2], q[ub + 2]);
+            fill_nibbles::<NA>(e, o, wa.extract(0usize), wa.extract(1usize), wb.extract(0usize), wb.extract(1usize), sv[0], cv[0], sv[1], cv[1], high, magic);
+        } else {
+            let (a0, a1) = (q[ua + 1].extract(0usize), q[ua + 2].extract(0usize));
+            let (b0, b1) = (q[ub + 1].extract(0usize), q[ub + 2].extract(0usize));
+            fill_nibbles::<NA>(e, o, a0, a1, b0, b1, sv[0], cv[0], sv[1], cv[1], high, magic);
+        }
+    }
+}
+
+/// Moves the units chunk `j` loaded afresh from `next` into `cur` (all `nr` rows).
+#[cube]
+fn advance<W: Size>(cur: &mut Array<Vector<u32, W>>, next: &Array<Vector<u32, W>>, #[comptime] nr: u32, #[comptime] j: u32, #[comptime] kind: u32, #[comptime] group: u32) {
+    #[unroll]
+    for u in 0..comptime!(nr * row_units(kind)) {
+        if comptime!(fresh(kind, group, j, u % row_units(kind))) {
+            cur[u as usize] = next[u as usize];
+        }
+    }
+}
+
+/// See the module docs. `w` is the weight in units of `W` words (8 bytes for the k-quants, 4
+/// for int4) from unit `off` (the part's rows: `k / 256` Q4_K blocks, `k / 1024` Q6_Kx4 groups
+/// or `k / group` int4 groups each), `x` [`prefill_input_f16`]'s output (`[m, k]` halves in
+/// 16-byte vectors), `y` is `[splits, m, n]`; this launch writes columns `col0..col0 + rows` of
+/// slice `CUBE_POS_Z`, which reduces inputs `CUBE_POS_Z · kslice ..` (`kslice` a multiple of
+/// 256). A cube is `32 × planes` threads over `16 · mtiles · planes` weight rows and
+/// `8 · ntiles` tokens.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
-pub fn prefill_q6kx4_mma<W2: Size, X4: Size>(
-    w: &[Vector<u32, W2>],
+pub fn prefill_mma<W: Size, X4: Size>(
+    w: &[Vector<u32, W>],
     x: &[Vector<u32, X4>],
     y: &mut [f32],
-    off8: u32,
+    off: u32,
     rows: u32,
     m: u32,
     k: u32,
@@ -507,6 +546,8 @@ pub fn prefill_q6kx4_mma<W2: Size, X4: Size>(
     col0: u32,
     kslice: u32,
     magic: u32,
+    #[comptime] kind: u32,
+    #[comptime] group: u32,
     #[comptime] planes: u32,
     #[comptime] ntiles: u32,
     #[comptime] mtiles: u32,
@@ -522,14 +563,25 @@ pub fn prefill_q6kx4_mma<W2: Size, X4: Size>(
     let blocks = k / 256;
     let tn = comptime!(ntiles * 8);
     let threads = comptime!(planes * 32);
+    // 16-byte token units staged per thread per chunk.
     let per = comptime!(tn * 8 / (planes * 32));
     let nr = comptime!(2 * mtiles);
+    let nu = comptime!(row_units(kind));
 
+    // The first unit of the lane's weight rows 16mt + g + 8h (index 2mt + h), clamped for the
+    // reads.
+    let per_row = if comptime!(kind == KIND_Q4K) {
+        blocks * BLOCK8
+    } else if comptime!(kind == KIND_Q6KX4) {
+        (k / 1024) * GROUP8
+    } else {
+        (k / group) * comptime!(group / 8 + 1)
+    };
     let mut wrow = Array::<u32>::new(nr as usize);
     #[unroll]
     for r in 0..nr {
         let row = r0 + 16 * (r / 2) + 8 * (r % 2) + g;
-        wrow[r as usize] = off8 + select(row < rows, row, rows - 1) * (k / 1024) * GROUP8;
+        wrow[r as usize] = off + select(row < rows, row, rows - 1) * per_row;
     }
 
     let def = MmaDefinition::<f16, f16, f32>::new(16usize, 8usize, 16usize);
@@ -545,20 +597,23 @@ pub fn prefill_q6kx4_mma<W2: Size, X4: Size>(
     for i in 0..2 * ntiles * mtiles {
         acc[i as usize] = Vector::cast_from(0.0f32);
     }
+
     let mut xs = Shared::<[Vector<u32, X4>]>::new_slice(comptime!(2 * tn * 8) as usize);
     let mut xr = Array::<Vector<u32, X4>>::new(per as usize);
 
     let bs = z * (kslice / 256);
     let b_end = select(bs + kslice / 256 < blocks, bs + kslice / 256, blocks);
 
-    // Per row r: the current half's units (`qc[5r..]`) and the next half's (`qn`).
-    let mut qc = Array::<Vector<u32, W2>>::new(comptime!(5 * nr) as usize);
-    let mut qn = Array::<Vector<u32, W2>>::new(comptime!(5 * nr) as usize);
-    load_tokens::<X4>(x, &mut xr, tok0, bs * 256, m, k, tid, per, threads);
+    // The current chunk's units per row (`qc`) and the next chunk's (`qn`); chunk 0 of span bs
+    // loads every unit.
+    let mut qc = Array::<Vector<u32, W>>::new(comptime!(nu * nr) as usize);
+    let mut qn = Array::<Vector<u32, W>>::new(comptime!(nu * nr) as usize);
+    let (lo, hi) = chunk_inputs(bs, 0u32, kind, group);
+    load_tokens::<X4>(x, &mut xr, tok0, lo, hi, m, k, tid, per, threads);
     store_tokens::<X4>(&xr, &mut xs, 0u32, tid, per, threads);
     #[unroll]
     for r in 0..nr {
-        load_q6_half::<W2>(w, &mut qc, r, wrow[r as usize] + (bs / 4) * GROUP8, bs % 4, 0u32, t);
+        load_chunk::<W>(w, &mut qc, r, wrow[r as usize], bs, t, 0u32, kind, group);
     }
     sync_cube();
 
@@ -567,38 +622,32 @@ pub fn prefill_q6kx4_mma<W2: Size, X4: Size>(
         let i = b % 4;
         #[unroll]
         for j in 0..4u32 {
-            // After chunks 1 and 3 the next chunk starts a new half: (b, half 1), or (b + 1,
-            // half 0) (clamped); chunks 0 and 2 are followed by the other runs of their half.
+            // Prefetch the next chunk: (b, j + 1), or (b + 1, 0) (clamped at the end).
             let bn = if comptime!(j < 3) { b } else { select(b + 1 < b_end, b + 1, b) };
             let jn = comptime!((j + 1) % 4);
-            if comptime!(j % 2 == 1) {
-                #[unroll]
-                for r in 0..nr {
-                    load_q6_half::<W2>(w, &mut qn, r, wrow[r as usize] + (bn / 4) * GROUP8, bn % 4, comptime!(jn / 2), t);
-                }
+            #[unroll]
+            for r in 0..nr {
+                load_chunk::<W>(w, &mut qn, r, wrow[r as usize], bn, t, jn, kind, group);
             }
-            load_tokens::<X4>(x, &mut xr, tok0, bn * 256 + 64 * jn, m, k, tid, per, threads);
+            let (lo, hi) = chunk_inputs(bn, jn, kind, group);
+            load_tokens::<X4>(x, &mut xr, tok0, lo, hi, m, k, tid, per, threads);
             let buf = comptime!((j % 2) * tn * 8);
             #[unroll]
             for sp in 0..2u32 {
-                let s = comptime!(2 * (j % 2) + sp);
-                fill_q6::<NA, W2>(&mut a0, &mut a1, &qc, 0u32, 1u32, i, t, s, magic);
+                fill::<NA, W>(&mut a0, &mut a1, &qc, 0u32, 1u32, i, t, j, sp, kind, magic);
                 if comptime!(mtiles == 2) {
-                    fill_q6::<NA, W2>(&mut b0, &mut b1, &qc, 2u32, 3u32, i, t, s, magic);
+                    fill::<NA, W>(&mut b0, &mut b1, &qc, 2u32, 3u32, i, t, j, sp, kind, magic);
                 }
                 mma_steps::<NA, NB, NC, X4>(&def, &a0, &a1, &b0, &b1, &xs, buf, (4 * sp + t) ^ (4 * (g % 2)), g, &mut acc, ntiles, mtiles);
             }
-            if comptime!(j % 2 == 1) {
-                #[unroll]
-                for u in 0..5 * nr {
-                    qc[u as usize] = qn[u as usize];
-                }
-            }
+            advance::<W>(&mut qc, &qn, nr, jn, kind, group);
+            // The next chunk's tokens into the other half of the tile (last read a chunk ago).
             let nbuf = comptime!(((j + 1) % 2) * tn * 8);
             store_tokens::<X4>(&xr, &mut xs, nbuf, tid, per, threads);
             sync_cube();
         }
         b += 1;
     }
+
     store_acc::<NC>(&acc, y, r0, tok0, g, t, rows, m, n, col0, z, ntiles, mtiles);
 }

@@ -670,17 +670,33 @@ macro_rules! split_k_prefill {
 /// (H100, 4096 × 14336 at m = 512, and the 8B model's pp512).
 const PREFILL_TILE: (u32, u32, usize, u32) = (8, 8, 264, 2);
 
-/// Whether every part of `layout` is Q4_K or Q6_Kx4 on an 8-byte boundary, the types of
-/// [`matmul_prefill_kquant`].
-fn kquant_prefill_fits(layout: &QuantLayout) -> bool {
-    layout.in_features.is_multiple_of(256)
-        && layout.parts.iter().all(|p| matches!(p.kind, crate::GgmlType::Q4_K | crate::GgmlType::Q6_Kx4) && p.byte_offset.is_multiple_of(8))
+/// [`prefill_mma::prefill_mma`]'s `(kind, group, bytes per load unit)` for a part of type
+/// `kind`, or `None` for a type it does not read.
+fn fused_prefill_kind(kind: crate::GgmlType) -> Option<(u32, u32, usize)> {
+    use crate::GgmlType::*;
+    match kind {
+        Q4_K => Some((prefill_mma::KIND_Q4K, 0, 8)),
+        Q6_Kx4 => Some((prefill_mma::KIND_Q6KX4, 0, 8)),
+        I4_64 => Some((prefill_mma::KIND_I4, 64, 4)),
+        I4_128 => Some((prefill_mma::KIND_I4, 128, 4)),
+        _ => None,
+    }
 }
 
-/// The Q4_K / Q6_Kx4 prefill on tensor cores with the weight decoded in registers
-/// ([`prefill_mma`]): the input rounded to f16, then one launch per part,
-/// split along the reduction until about the knob's number of cubes run.
-fn matmul_prefill_kquant(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) -> CubeTensor {
+/// Each part's [`fused_prefill_kind`] where every part of `layout` is of a type [`prefill_mma`]
+/// reads (Q4_K, Q6_Kx4, int4 groups of 64 or 128) and starts on a boundary of its load unit,
+/// and `k` is a multiple of 256: the weights of [`matmul_prefill_fused`].
+fn fused_prefill_kinds(layout: &QuantLayout) -> Option<Vec<(u32, u32, usize)>> {
+    if !layout.in_features.is_multiple_of(256) {
+        return None;
+    }
+    layout.parts.iter().map(|p| fused_prefill_kind(p.kind).filter(|&(_, _, unit)| p.byte_offset.is_multiple_of(unit))).collect()
+}
+
+/// The tensor-core prefill with the weight decoded in registers ([`prefill_mma`]): the input
+/// rounded to f16, then one launch per part, split along the reduction until about the knob's
+/// number of cubes run.
+fn matmul_prefill_fused(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, kinds: &[(u32, u32, usize)], m: usize) -> CubeTensor {
     let (k, n) = (layout.in_features, layout.out_features());
     let (planes, ntiles, target, mtiles) = knobs().prefill_tile;
     let client = x.client.clone();
@@ -704,44 +720,37 @@ fn matmul_prefill_kquant(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m:
     let splits = k.div_ceil(kslice);
     let y = empty_f32(&x, vec![splits, m, n]);
     let mut col0 = 0;
-    for part in &layout.parts {
+    for (part, &(kind, group, unit)) in layout.parts.iter().zip(kinds) {
         let count = CubeCount::Static(part.rows.div_ceil(bn) as u32, m.div_ceil(bm) as u32, splits as u32);
-        // SAFETY: the part starts on an 8-byte boundary and its rows are whole 144-byte blocks
-        // (Q4_K) or 840-byte groups (Q6_Kx4);
-        // rows past `rows` and tokens past `m` are clamped for reads and never written; `x16`
-        // holds `m · k` halves (16-byte vectors); `y` is `[splits, m, n]` and this part writes
-        // columns `col0..col0 + rows`.
-        macro_rules! launch {
-            ($kernel:path) => {
-                unsafe {
-                    $kernel(
-                        &client,
-                        count,
-                        CubeDim::new_2d(32, planes),
-                        2,
-                        4,
-                        buffer(w, layout.total_words() / 2),
-                        buffer(&x16, m * k / 8),
-                        buffer(&y, splits * m * n),
-                        (part.byte_offset / 8) as u32,
-                        part.rows as u32,
-                        m as u32,
-                        k as u32,
-                        n as u32,
-                        col0 as u32,
-                        kslice as u32,
-                        prefill_mma::ONE_BITS,
-                        planes,
-                        ntiles,
-                        mtiles,
-                    )
-                }
-            };
-        }
-        if part.kind == crate::GgmlType::Q4_K {
-            launch!(prefill_mma::prefill_q4k_mma::launch_unchecked)
-        } else {
-            launch!(prefill_mma::prefill_q6kx4_mma::launch_unchecked)
+        // SAFETY: the part starts on a boundary of its load unit (`fused_prefill_kinds`) and its
+        // rows are whole 144-byte Q4_K blocks, 840-byte Q6_Kx4 groups or `G/2 + 4`-byte int4
+        // groups, `k` a multiple of 256; rows past `rows` and tokens past `m` are clamped for
+        // reads and never written; `x16` holds `m · k` halves (16-byte vectors); `y` is
+        // `[splits, m, n]` and this part writes columns `col0..col0 + rows`.
+        unsafe {
+            prefill_mma::prefill_mma::launch_unchecked(
+                &client,
+                count,
+                CubeDim::new_2d(32, planes),
+                unit / 4,
+                4,
+                buffer(w, layout.total_words() * 4 / unit),
+                buffer(&x16, m * k / 8),
+                buffer(&y, splits * m * n),
+                (part.byte_offset / unit) as u32,
+                part.rows as u32,
+                m as u32,
+                k as u32,
+                n as u32,
+                col0 as u32,
+                kslice as u32,
+                prefill_mma::ONE_BITS,
+                kind,
+                group,
+                planes,
+                ntiles,
+                mtiles,
+            )
         };
         col0 += part.rows;
     }
@@ -857,8 +866,8 @@ enum PrefillRoute {
     Mma,
     /// [`matmul_prefill_dequant`]: transient f16 weight + Burn's matmul.
     Dequant,
-    /// The default on f16 matrix units: [`matmul_prefill_kquant`] where every part is Q4_K or
-    /// Q6_Kx4, else
+    /// The default on f16 matrix units: [`matmul_prefill_fused`] where every part is Q4_K,
+    /// Q6_Kx4 or int4 groups of 64 or 128 and the runtime has manual mma, else
     /// [`matmul_prefill_dequant`].
     Auto,
     /// [`tiled`]: f32 multiply-adds (exact to f32 rounding).
@@ -884,7 +893,12 @@ fn prefill_route(x: &CubeTensor) -> PrefillRoute {
 fn matmul_prefill(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) -> CubeTensor {
     match prefill_route(&x) {
         PrefillRoute::Mma => return matmul_prefill_mma(x, w, layout, m),
-        PrefillRoute::Auto if kquant_prefill_fits(layout) && has_manual_mma(&x) => return matmul_prefill_kquant(x, w, layout, m),
+        PrefillRoute::Auto if has_manual_mma(&x) => {
+            if let Some(kinds) = fused_prefill_kinds(layout) {
+                return matmul_prefill_fused(x, w, layout, &kinds, m);
+            }
+            return matmul_prefill_dequant(x, w, layout);
+        }
         PrefillRoute::Dequant | PrefillRoute::Auto => return matmul_prefill_dequant(x, w, layout),
         PrefillRoute::F32 => {}
     }
