@@ -127,25 +127,96 @@ pub fn run() -> Result<()> {
 
     let tokens: Vec<u32> = (0..pp as u32).map(|i| (i * 7919 + 13) % 150000).collect();
     // Warm-up with the same shapes (kernel compilation, and Burn's autotuning where it is on),
-    // as llama-bench warms up; then the median of three timed prompt forwards and `tg` timed
+    // as llama-bench warms up; then the median of five timed prompt forwards and `tg` timed
     // decode steps.
     let _ = logits_to_vec(model.forward_tokens(&tokens, &mut model.cache(), false)?)?;
     let _ = model.generate(&tokens[..tokens.len().min(4)], 4, &mut Sampler::new(Sampling::Greedy, 0), &[], |_| Ok(true))?;
+    // Each run also times the host alone: until the forward returns its (lazy) logits, before
+    // they are read back; where that is most of the run, the prompt is bound by the host.
     let mut runs = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..5 {
         let mut cache = model.cache();
         let t = Instant::now();
-        let _ = logits_to_vec(model.forward_tokens(&tokens, &mut cache, false)?)?;
-        runs.push(t.elapsed().as_secs_f64());
+        let logits = model.forward_tokens(&tokens, &mut cache, false)?;
+        let host = t.elapsed().as_secs_f64();
+        let _ = logits_to_vec(logits)?;
+        runs.push((t.elapsed().as_secs_f64(), host));
     }
-    runs.sort_by(f64::total_cmp);
-    let pp_s = runs[1];
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (pp_s, host_s) = runs[2];
+    if args.iter().any(|a| a == "--host-profile") {
+        host_profile(&model, &tokens)?;
+    }
     // `tg` timed one-token steps: the first token comes from the prompt's forward and, on the
     // cube backends, the next step records the decode graph (timed apart, once per generation).
     let out = model.generate(&tokens[..1], tg + 2, &mut Sampler::new(Sampling::Greedy, 0), &[], |_| Ok(true))?;
     let (tg_s, steps) = (out.generation_time.as_secs_f64(), out.timed_steps.max(1) as f64);
-    println!("{:<6} {:<8} pp{pp}: {:>9.1} t/s ({:.1} ms)   tg{}: {:>8.1} t/s ({:.2} ms/token, {:.0} GB/s of weights; graph recorded in {:.0} ms)",
-        shape, backend, pp as f64 / pp_s, pp_s * 1e3, out.timed_steps, steps / tg_s, tg_s * 1e3 / steps, bytes as f64 * steps / tg_s / 1e9, out.record_time.as_secs_f64() * 1e3);
+    println!("{:<6} {:<8} pp{pp}: {:>9.1} t/s ({:.1} ms, host {:.1} ms)   tg{}: {:>8.1} t/s ({:.2} ms/token, {:.0} GB/s of weights; graph recorded in {:.0} ms)",
+        shape, backend, pp as f64 / pp_s, pp_s * 1e3, host_s * 1e3, out.timed_steps, steps / tg_s, tg_s * 1e3 / steps, bytes as f64 * steps / tg_s / 1e9, out.record_time.as_secs_f64() * 1e3);
+    Ok(())
+}
+
+/// Where the host's time goes in a prompt forward (`--host-profile`): the blocks' attention and
+/// MLP halves as the forward enqueues them (no synchronisation inside), then each product and
+/// Burn's attention alone, 10 calls in a row, host time per call against the time per call once
+/// the device has finished them.
+fn host_profile(model: &Qwen3, tokens: &[u32]) -> Result<()> {
+    use burn::tensor::{Distribution, Int, TensorData};
+    use burn_quant::models::qwen3::rope::{RopeAt, tables};
+    let c = &model.config;
+    let device = model.embed.weight.val().device();
+    let s = tokens.len();
+    let sync = |t: Tensor<3>| t.narrow(1, 0, 1).into_data();
+    let (mut attn, mut mlp, mut total) = (0f64, 0f64, 0f64);
+    for _ in 0..3 {
+        let mut cache = model.cache();
+        let t0 = Instant::now();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(tokens.iter().map(|&t| t as i64).collect::<Vec<_>>(), [1, s]), &device);
+        let (cos, sin) = tables(0, s, c.head_dim, c.rope_theta, &device);
+        let mut h = model.embed_tokens(ids);
+        for (i, b) in model.blocks.iter().enumerate() {
+            let t = Instant::now();
+            let a = b.attn.forward(h, &b.attn_norm, RopeAt::Rows(&cos, &sin), &mut cache, i);
+            attn += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            h = b.mlp.forward(a, &b.ffn_norm);
+            mlp += t.elapsed().as_secs_f64();
+        }
+        let _ = sync(h);
+        total += t0.elapsed().as_secs_f64();
+    }
+    let per_layer = |v: f64| v / 3.0 / c.num_layers as f64 * 1e6;
+    println!("host per layer: attention {:.0} µs, MLP {:.0} µs; forward with the device {:.1} ms", per_layer(attn), per_layer(mlp), total / 3.0 * 1e3);
+    let b = &model.blocks[0];
+    let x = |w: usize| Tensor::<3>::random([1, s, w], Distribution::Uniform(-1.0, 1.0), &device);
+    let (hd, f) = (c.hidden_size, c.intermediate_size);
+    let (xh, xq, xf) = (x(hd), x(c.q_dim()), x(2 * f));
+    let time = |name: &str, f: &dyn Fn() -> Tensor<3>| {
+        let _ = sync(f());
+        let t = Instant::now();
+        let mut last = None;
+        for _ in 0..10 {
+            last = Some(f());
+        }
+        let host = t.elapsed().as_secs_f64() / 10.0;
+        if let Some(y) = last {
+            let _ = sync(y);
+        }
+        println!("{name:<34} host {:>7.1} µs/call, with the device {:>7.1} µs/call", host * 1e6, t.elapsed().as_secs_f64() / 10.0 * 1e6);
+    };
+    time("qkv (norm in the product)", &|| b.attn.qkv[0].forward_norm(xh.clone(), &b.attn_norm));
+    time("o (+ residual)", &|| b.attn.o.forward_add(xq.clone(), xh.clone()));
+    time("gate/up (norm in the product)", &|| b.mlp.gate_up[0].forward_norm(xh.clone(), &b.ffn_norm));
+    time("down (SwiGLU, + residual)", &|| b.mlp.down.forward_swiglu_add(xf.clone(), xh.clone()));
+    time("rms_norm (Burn)", &|| b.attn_norm.forward(xh.clone()));
+    time("rms_norm (burn_quant::ops, one launch)", &|| burn_quant::ops::rms_norm(xh.clone(), b.attn_norm.gamma.val(), b.attn_norm.epsilon));
+    time("x + 1 (Burn)", &|| xh.clone() + 1.0);
+    let (nh, kvh, d) = (c.num_heads, c.num_kv_heads, c.head_dim);
+    let q = Tensor::<4>::random([1, kvh, nh / kvh * s, d], Distribution::Uniform(-1.0, 1.0), &device);
+    let kv = Tensor::<4>::random([1, kvh, s, d], Distribution::Uniform(-1.0, 1.0), &device);
+    time("attention (Burn, grouped rows)", &|| {
+        burn::tensor::module::attention(q.clone(), kv.clone(), kv.clone(), None, None, Default::default()).reshape([1, nh * s, d])
+    });
     Ok(())
 }
 

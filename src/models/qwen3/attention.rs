@@ -3,7 +3,7 @@
 
 use burn::module::Module;
 use burn::nn::RmsNorm;
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
@@ -62,7 +62,18 @@ impl Qwen3Attention {
         let k = qkv.clone().narrow(2, h * d, kvh * d).reshape([b, s, kvh, d]);
         let qk = qkv.clone().narrow(2, 0, (h + kvh) * d).reshape([b, s, h + kvh, d]);
         let v = qkv.narrow(2, (h + kvh) * d, kvh * d).reshape([b, s, kvh, d]);
-        let (q, k) = match rope {
+        // Backends that compile kernels take the fused norm + rotation for a prompt's rows too
+        // (positions `0..s` of the rows' tables): as Burn ops, the two RMSNorms alone cost the
+        // host of a fusion-wrapped cube backend ~0.5 ms a layer (BENCHMARKS.md, session 14).
+        let rows_pos;
+        let rotate = match rope {
+            RopeAt::Rows(cos, sin) if crate::device::compiles_kernels(&qk.device()) => {
+                rows_pos = Tensor::<1, Int>::arange(0..s as i64, &qk.device());
+                RopeAt::Device { cos, sin, pos: &rows_pos }
+            }
+            other => other,
+        };
+        let (q, k) = match rotate {
             RopeAt::Rows(cos, sin) => (rope::apply(self.q_norm.forward(q), cos, sin), rope::apply(self.k_norm.forward(k), cos, sin)),
             // q and k heads side by side in `qkv`: one launch for both (they share `eps`).
             RopeAt::Device { cos, sin, pos } if self.q_norm.epsilon == self.k_norm.epsilon => {

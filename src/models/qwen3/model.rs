@@ -77,7 +77,13 @@ impl Qwen3 {
             h = block.forward(h, RopeAt::Rows(&cos, &sin), cache, i);
         }
         cache.advance(s);
-        self.norm.forward(h)
+        // One launch where the backend compiles kernels (Burn's RmsNorm costs a fusion-wrapped
+        // cube backend's host ~0.5 ms a call: BENCHMARKS.md, session 14).
+        if crate::device::compiles_kernels(&h.device()) {
+            crate::ops::rms_norm(h, self.norm.gamma.val(), self.norm.epsilon)
+        } else {
+            self.norm.forward(h)
+        }
     }
 
     /// Logits `[batch, seq, vocab]` of normed hidden states.
