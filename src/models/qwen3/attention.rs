@@ -3,7 +3,7 @@
 
 use burn::module::Module;
 use burn::nn::RmsNorm;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::Tensor;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
@@ -58,25 +58,27 @@ impl Qwen3Attention {
             });
             return self.o.forward_add(y, x);
         }
-        let q = qkv.clone().narrow(2, 0, h * d).reshape([b, s, h, d]);
-        let k = qkv.clone().narrow(2, h * d, kvh * d).reshape([b, s, kvh, d]);
-        let qk = qkv.clone().narrow(2, 0, (h + kvh) * d).reshape([b, s, h + kvh, d]);
-        let v = qkv.narrow(2, (h + kvh) * d, kvh * d).reshape([b, s, kvh, d]);
+        // The views of `qkv` each arm needs, made only there (each is an op the host pays for).
+        let q = || qkv.clone().narrow(2, 0, h * d).reshape([b, s, h, d]);
+        let k = || qkv.clone().narrow(2, h * d, kvh * d).reshape([b, s, kvh, d]);
+        let v = qkv.clone().narrow(2, (h + kvh) * d, kvh * d).reshape([b, s, kvh, d]);
         // Backends that compile kernels take the fused norm + rotation for a prompt's rows too
-        // (positions `0..s` of the rows' tables): as Burn ops, the two RMSNorms alone cost the
-        // host of a fusion-wrapped cube backend ~0.5 ms a layer (BENCHMARKS.md, session 14).
+        // (positions `0..s` of the rows' tables, made once per step): as Burn ops, the two
+        // RMSNorms alone cost the host of a fusion-wrapped cube backend ~0.5 ms a layer
+        // (BENCHMARKS.md, session 14).
         let rows_pos;
         let rotate = match rope {
-            RopeAt::Rows(cos, sin) if crate::device::compiles_kernels(&qk.device()) => {
-                rows_pos = Tensor::<1, Int>::arange(0..s as i64, &qk.device());
+            RopeAt::Rows(cos, sin) if crate::device::compiles_kernels(&x.device()) => {
+                rows_pos = cache.step_rows(s, &x.device());
                 RopeAt::Device { cos, sin, pos: &rows_pos }
             }
             other => other,
         };
         let (q, k) = match rotate {
-            RopeAt::Rows(cos, sin) => (rope::apply(self.q_norm.forward(q), cos, sin), rope::apply(self.k_norm.forward(k), cos, sin)),
+            RopeAt::Rows(cos, sin) => (rope::apply(self.q_norm.forward(q()), cos, sin), rope::apply(self.k_norm.forward(k()), cos, sin)),
             // q and k heads side by side in `qkv`: one launch for both (they share `eps`).
             RopeAt::Device { cos, sin, pos } if self.q_norm.epsilon == self.k_norm.epsilon => {
+                let qk = qkv.clone().narrow(2, 0, (h + kvh) * d).reshape([b, s, h + kvh, d]);
                 let qk = crate::ops::qk_norm_rope(
                     qk,
                     self.q_norm.gamma.val(),
@@ -91,7 +93,7 @@ impl Qwen3Attention {
             }
             RopeAt::Device { cos, sin, pos } => {
                 let fused = |x, n: &RmsNorm| crate::ops::norm_rope(x, n.gamma.val(), cos.clone(), sin.clone(), pos.clone(), n.epsilon);
-                (fused(q, &self.q_norm), fused(k, &self.k_norm))
+                (fused(q(), &self.q_norm), fused(k(), &self.k_norm))
             }
         };
         let (q, k) = (q.swap_dims(1, 2), k.swap_dims(1, 2));
@@ -117,13 +119,14 @@ impl Qwen3Attention {
             (None, Some(mask)) if g * s <= GROUPED_ROWS_MAX => {
                 let t = view.k.dims()[2];
                 let q = q.reshape([b, kvh, g * s, d]);
-                let mask = mask.reshape([1, 1, 1, s, t]).expand([1, 1, g, s, t]).reshape([1, 1, g * s, t]).expand([b, kvh, g * s, t]);
+                // The same for every layer of the step: made once (each op costs the host).
+                let mask = cache.step_mask_4d([b, kvh, g * s, t], || mask.reshape([1, 1, 1, s, t]).expand([1, 1, g, s, t]).reshape([1, 1, g * s, t]).expand([b, kvh, g * s, t]));
                 attention(q, view.k, view.v, Some(mask), None, AttentionModuleOptions::default()).reshape([b, h, s, d])
             }
             (None, Some(mask)) => {
                 let (k, v) = (repeat_kv(view.k, g), repeat_kv(view.v, g));
                 let t = k.dims()[2];
-                let mask = mask.reshape([1, 1, s, t]).expand([b, h, s, t]);
+                let mask = cache.step_mask_4d([b, h, s, t], || mask.reshape([1, 1, s, t]).expand([b, h, s, t]));
                 attention(q, k, v, Some(mask), None, AttentionModuleOptions::default())
             }
             // One token over the positions held: it sees all of them, so the `g` query heads of

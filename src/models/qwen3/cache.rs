@@ -40,6 +40,11 @@ pub struct KvCache {
     static_shapes: bool,
     /// The mask of the step in progress: (start, seq, capacity, mask), shared by all layers.
     step_mask: Option<(usize, usize, usize, Tensor<2, Bool>)>,
+    /// `0..s` on the device for the step's `s` rows ([`KvCache::step_rows`]), shared by its
+    /// layers.
+    step_rows: Option<Tensor<1, Int>>,
+    /// The step's mask as a layer's attention takes it ([`KvCache::step_mask_4d`]).
+    step_mask_4d: Option<([usize; 4], Tensor<4, Bool>)>,
 }
 
 /// The capacity that holds `n` positions: a power of two, at least [`MIN_CAPACITY`].
@@ -50,7 +55,7 @@ pub fn capacity_for(n: usize) -> usize {
 impl KvCache {
     /// An empty cache for `num_layers` layers; attention sees exactly the positions held.
     pub fn new(num_layers: usize) -> Self {
-        Self { layers: (0..num_layers).map(|_| None).collect(), len: 0, static_shapes: false, step_mask: None }
+        Self { layers: (0..num_layers).map(|_| None).collect(), len: 0, static_shapes: false, step_mask: None, step_rows: None, step_mask_4d: None }
     }
 
     /// An empty cache for a model on `device`: static shapes (whole buffer + mask) on the cube
@@ -85,6 +90,8 @@ impl KvCache {
         self.layers.iter_mut().for_each(|l| *l = None);
         self.len = 0;
         self.step_mask = None;
+        self.step_rows = None;
+        self.step_mask_4d = None;
     }
 
     /// Writes layer `layer`'s new keys and values `[batch, kv_heads, seq, head_dim]` after the
@@ -172,9 +179,39 @@ impl KvCache {
         out
     }
 
+    /// The row indices `0..s` of the current step on `device`, made once and shared by every
+    /// layer until [`KvCache::advance`] (the positions of the step's rows in tables built for
+    /// them, as [`super::rope::tables`] builds).
+    pub fn step_rows(&mut self, s: usize, device: &Device) -> Tensor<1, Int> {
+        match &self.step_rows {
+            Some(rows) if rows.dims()[0] == s => rows.clone(),
+            _ => {
+                let rows = Tensor::<1, Int>::arange(0..s as i64, device);
+                self.step_rows = Some(rows.clone());
+                rows
+            }
+        }
+    }
+
+    /// The step's mask in the 4-d form `dims` a layer's attention takes, made by `make` (from
+    /// the view's mask) for the first layer and shared by the others until
+    /// [`KvCache::advance`].
+    pub fn step_mask_4d(&mut self, dims: [usize; 4], make: impl FnOnce() -> Tensor<4, Bool>) -> Tensor<4, Bool> {
+        match &self.step_mask_4d {
+            Some((at, m)) if *at == dims => m.clone(),
+            _ => {
+                let m = make();
+                self.step_mask_4d = Some((dims, m.clone()));
+                m
+            }
+        }
+    }
+
     /// Records that `n` positions were appended to every layer.
     pub fn advance(&mut self, n: usize) {
         self.len += n;
         self.step_mask = None;
+        self.step_rows = None;
+        self.step_mask_4d = None;
     }
 }
