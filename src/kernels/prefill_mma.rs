@@ -86,8 +86,8 @@ const fn row_units(kind: u32) -> u32 {
 const fn fresh(kind: u32, group: u32, j: u32, u: u32) -> bool {
     match kind {
         KIND_Q4K => u == 2 || j == 0,
-        KIND_Q6KX4 => j % 2 == 0,
-        _ => u > 0 || (64 * j) % group == 0,
+        KIND_Q6KX4 => j.is_multiple_of(2),
+        _ => u > 0 || (64 * j).is_multiple_of(group),
     }
 }
 
@@ -365,7 +365,7 @@ fn run_codes(lo: u32, hi: u32, hb: u32, #[comptime] s: u32) -> u32 {
 /// The 8-byte units one lane needs of half `h` of block `i` of a Q6_Kx4 group at `g8`: its two
 /// `ql` runs, its `qh`, the half's scale unit and the group's `d` unit, into `q[5r .. 5r + 5]`.
 #[cube]
-fn load_q6_half<W: Size>(w: &[Vector<u32, W>], q: &mut Array<Vector<u32, W>>, r: u32, g8: u32, i: u32, h: u32, t: u32) {
+fn load_q6_half<WS: Size>(w: &[Vector<u32, WS>], q: &mut Array<Vector<u32, WS>>, r: u32, g8: u32, i: u32, h: u32, t: u32) {
     let o = (5 * r) as usize;
     q[o] = w[(g8 + 16 * i + 8 * h + t) as usize];
     q[o + 1] = w[(g8 + 16 * i + 8 * h + 4 + t) as usize];
@@ -379,10 +379,10 @@ fn load_q6_half<W: Size>(w: &[Vector<u32, W>], q: &mut Array<Vector<u32, W>>, r:
 /// block `i` (see [`load_q6_half`]).
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn fill_q6<NA: Size, W: Size>(
+fn fill_q6<NA: Size, WS: Size>(
     e: &mut Array<Vector<f16, NA>>,
     o: &mut Array<Vector<f16, NA>>,
-    q: &Array<Vector<u32, W>>,
+    q: &Array<Vector<u32, WS>>,
     #[comptime] ra: u32,
     #[comptime] rb: u32,
     i: u32,
@@ -427,9 +427,9 @@ fn fill_q6<NA: Size, W: Size>(
 /// units start at `base` into `q[row_units · r ..]`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn load_chunk<W: Size>(
-    w: &[Vector<u32, W>],
-    q: &mut Array<Vector<u32, W>>,
+fn load_chunk<WS: Size>(
+    w: &[Vector<u32, WS>],
+    q: &mut Array<Vector<u32, WS>>,
     r: u32,
     base: u32,
     b: u32,
@@ -447,8 +447,8 @@ fn load_chunk<W: Size>(
         }
         q[o + 2] = w[(at + 2 + comptime!(4 * j) + t) as usize];
     } else if comptime!(kind == KIND_Q6KX4) {
-        if comptime!(j % 2 == 0) {
-            load_q6_half::<W>(w, q, r, base + (b / 4) * GROUP8, b % 4, comptime!(j / 2), t);
+        if comptime!(j.is_multiple_of(2)) {
+            load_q6_half::<WS>(w, q, r, base + (b / 4) * GROUP8, b % 4, comptime!(j / 2), t);
         }
     } else {
         // Group `256b/G + 64j/G` (words of `G/8 + 1`), its chunk `c`.
@@ -468,10 +468,10 @@ fn load_chunk<W: Size>(
 /// block within its Q6_Kx4 group.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn fill<NA: Size, W: Size>(
+fn fill<NA: Size, WS: Size>(
     e: &mut Array<Vector<f16, NA>>,
     o: &mut Array<Vector<f16, NA>>,
-    q: &Array<Vector<u32, W>>,
+    q: &Array<Vector<u32, WS>>,
     #[comptime] ra: u32,
     #[comptime] rb: u32,
     i: u32,
@@ -483,7 +483,7 @@ fn fill<NA: Size, W: Size>(
 ) {
     let high = comptime!(sp == 1);
     if comptime!(kind == KIND_Q6KX4) {
-        fill_q6::<NA, W>(e, o, q, ra, rb, i, t, comptime!(2 * (j % 2) + sp), magic);
+        fill_q6::<NA, WS>(e, o, q, ra, rb, i, t, comptime!(2 * (j % 2) + sp), magic);
     } else {
         let (ua, ub) = (comptime!(3 * ra) as usize, comptime!(3 * rb) as usize);
         let mut sv = Array::<f32>::new(2usize);
@@ -516,7 +516,7 @@ fn fill<NA: Size, W: Size>(
 
 /// Moves the units chunk `j` loaded afresh from `next` into `cur` (all `nr` rows).
 #[cube]
-fn advance<W: Size>(cur: &mut Array<Vector<u32, W>>, next: &Array<Vector<u32, W>>, #[comptime] nr: u32, #[comptime] j: u32, #[comptime] kind: u32, #[comptime] group: u32) {
+fn advance<WS: Size>(cur: &mut Array<Vector<u32, WS>>, next: &Array<Vector<u32, WS>>, #[comptime] nr: u32, #[comptime] j: u32, #[comptime] kind: u32, #[comptime] group: u32) {
     #[unroll]
     for u in 0..comptime!(nr * row_units(kind)) {
         if comptime!(fresh(kind, group, j, u % row_units(kind))) {
@@ -525,7 +525,7 @@ fn advance<W: Size>(cur: &mut Array<Vector<u32, W>>, next: &Array<Vector<u32, W>
     }
 }
 
-/// See the module docs. `w` is the weight in units of `W` words (8 bytes for the k-quants, 4
+/// See the module docs. `w` is the weight in units of `WS` words (8 bytes for the k-quants, 4
 /// for int4) from unit `off` (the part's rows: `k / 256` Q4_K blocks, `k / 1024` Q6_Kx4 groups
 /// or `k / group` int4 groups each), `x` [`prefill_input_f16`]'s output (`[m, k]` halves in
 /// 16-byte vectors), `y` is `[splits, m, n]`; this launch writes columns `col0..col0 + rows` of
@@ -534,8 +534,8 @@ fn advance<W: Size>(cur: &mut Array<Vector<u32, W>>, next: &Array<Vector<u32, W>
 /// `8 · ntiles` tokens.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
-pub fn prefill_mma<W: Size, X4: Size>(
-    w: &[Vector<u32, W>],
+pub fn prefill_mma<WS: Size, X4: Size>(
+    w: &[Vector<u32, WS>],
     x: &[Vector<u32, X4>],
     y: &mut [f32],
     off: u32,
@@ -606,14 +606,14 @@ pub fn prefill_mma<W: Size, X4: Size>(
 
     // The current chunk's units per row (`qc`) and the next chunk's (`qn`); chunk 0 of span bs
     // loads every unit.
-    let mut qc = Array::<Vector<u32, W>>::new(comptime!(nu * nr) as usize);
-    let mut qn = Array::<Vector<u32, W>>::new(comptime!(nu * nr) as usize);
+    let mut qc = Array::<Vector<u32, WS>>::new(comptime!(nu * nr) as usize);
+    let mut qn = Array::<Vector<u32, WS>>::new(comptime!(nu * nr) as usize);
     let (lo, hi) = chunk_inputs(bs, 0u32, kind, group);
     load_tokens::<X4>(x, &mut xr, tok0, lo, hi, m, k, tid, per, threads);
     store_tokens::<X4>(&xr, &mut xs, 0u32, tid, per, threads);
     #[unroll]
     for r in 0..nr {
-        load_chunk::<W>(w, &mut qc, r, wrow[r as usize], bs, t, 0u32, kind, group);
+        load_chunk::<WS>(w, &mut qc, r, wrow[r as usize], bs, t, 0u32, kind, group);
     }
     sync_cube();
 
@@ -627,20 +627,20 @@ pub fn prefill_mma<W: Size, X4: Size>(
             let jn = comptime!((j + 1) % 4);
             #[unroll]
             for r in 0..nr {
-                load_chunk::<W>(w, &mut qn, r, wrow[r as usize], bn, t, jn, kind, group);
+                load_chunk::<WS>(w, &mut qn, r, wrow[r as usize], bn, t, jn, kind, group);
             }
             let (lo, hi) = chunk_inputs(bn, jn, kind, group);
             load_tokens::<X4>(x, &mut xr, tok0, lo, hi, m, k, tid, per, threads);
             let buf = comptime!((j % 2) * tn * 8);
             #[unroll]
             for sp in 0..2u32 {
-                fill::<NA, W>(&mut a0, &mut a1, &qc, 0u32, 1u32, i, t, j, sp, kind, magic);
+                fill::<NA, WS>(&mut a0, &mut a1, &qc, 0u32, 1u32, i, t, j, sp, kind, magic);
                 if comptime!(mtiles == 2) {
-                    fill::<NA, W>(&mut b0, &mut b1, &qc, 2u32, 3u32, i, t, j, sp, kind, magic);
+                    fill::<NA, WS>(&mut b0, &mut b1, &qc, 2u32, 3u32, i, t, j, sp, kind, magic);
                 }
                 mma_steps::<NA, NB, NC, X4>(&def, &a0, &a1, &b0, &b1, &xs, buf, (4 * sp + t) ^ (4 * (g % 2)), g, &mut acc, ntiles, mtiles);
             }
-            advance::<W>(&mut qc, &qn, nr, jn, kind, group);
+            advance::<WS>(&mut qc, &qn, nr, jn, kind, group);
             // The next chunk's tokens into the other half of the tile (last read a chunk ago).
             let nbuf = comptime!(((j + 1) % 2) * tn * 8);
             store_tokens::<X4>(&xr, &mut xs, nbuf, tid, per, threads);
