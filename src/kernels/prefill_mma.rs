@@ -106,16 +106,24 @@ pub fn prefill_input_f16<N4: Size, N2: Size>(x: &[Vector<f32, N4>], out: &mut [V
     out[u as usize] = o;
 }
 
-/// The four weights of `word` in step order: its bytes' low nibbles (`high` false) or high
-/// nibbles, each through `1 + q·2⁻ᵉ` and the chunk's `(sc, cc)`, as the two f16 pairs
-/// `(byte 0, byte 1)` and `(byte 2, byte 3)` of an A fragment.
+/// `word` shifted so that bit `from` lands on bit `to`.
 #[cube]
-fn decode4<NA: Size>(word: u32, #[comptime] high: bool, sc: f32, cc: f32, magic: u32) -> (Vector<f16, NA>, Vector<f16, NA>) {
-    let mask = comptime!(if high { 0x0078_0000u32 } else { 0x0007_8000u32 });
-    let w0 = f32::reinterpret(((word << 15) & mask) | magic) * sc + cc;
-    let w1 = f32::reinterpret(((word << 7) & mask) | magic) * sc + cc;
-    let w2 = f32::reinterpret(((word >> 1) & mask) | magic) * sc + cc;
-    let w3 = f32::reinterpret(((word >> 9) & mask) | magic) * sc + cc;
+fn at_bit(word: u32, #[comptime] from: u32, #[comptime] to: u32) -> u32 {
+    if comptime!(to >= from) { word << comptime!(to - from) } else { word >> comptime!(from - to) }
+}
+
+/// The four weights of `word` in step order: the code of each byte (its bits under `mask` once
+/// the byte's bit 0 is moved to bit `shift`), or-ed into the bits of 1.0f (`magic`) to give
+/// `1 + q·2⁻ᵉ`, then through `(sc, cc)`; as the two f16 pairs `(byte 0, byte 1)` and
+/// `(byte 2, byte 3)` of an A fragment. 4-bit codes: `shift` 15, the low nibbles' mask
+/// `0x0007_8000` or the high nibbles' `0x0078_0000`; 6-bit codes (from [`codes6`]): `shift` 17,
+/// mask `0x007E_0000`.
+#[cube]
+fn decode4<NA: Size>(word: u32, #[comptime] shift: u32, #[comptime] mask: u32, sc: f32, cc: f32, magic: u32) -> (Vector<f16, NA>, Vector<f16, NA>) {
+    let w0 = f32::reinterpret((at_bit(word, 0u32, shift) & mask) | magic) * sc + cc;
+    let w1 = f32::reinterpret((at_bit(word, 8u32, shift) & mask) | magic) * sc + cc;
+    let w2 = f32::reinterpret((at_bit(word, 16u32, shift) & mask) | magic) * sc + cc;
+    let w3 = f32::reinterpret((at_bit(word, 24u32, shift) & mask) | magic) * sc + cc;
     let mut p0 = Vector::<f16, NA>::empty();
     p0.insert(0usize, f16::cast_from(w0));
     p0.insert(1usize, f16::cast_from(w1));
@@ -262,16 +270,17 @@ fn fill_nibbles<NA: Size>(
     #[comptime] high: bool,
     magic: u32,
 ) {
-    let (p0, p1) = decode4::<NA>(a0, high, sa, ca, magic);
+    let mask = comptime!(if high { 0x0078_0000u32 } else { 0x0007_8000u32 });
+    let (p0, p1) = decode4::<NA>(a0, 15u32, mask, sa, ca, magic);
     e[0] = p0;
     e[2] = p1;
-    let (p0, p1) = decode4::<NA>(b0, high, sb, cb, magic);
+    let (p0, p1) = decode4::<NA>(b0, 15u32, mask, sb, cb, magic);
     e[1] = p0;
     e[3] = p1;
-    let (p0, p1) = decode4::<NA>(a1, high, sa, ca, magic);
+    let (p0, p1) = decode4::<NA>(a1, 15u32, mask, sa, ca, magic);
     o[0] = p0;
     o[2] = p1;
-    let (p0, p1) = decode4::<NA>(b1, high, sb, cb, magic);
+    let (p0, p1) = decode4::<NA>(b1, 15u32, mask, sb, cb, magic);
     o[1] = p0;
     o[3] = p1;
 }
@@ -327,24 +336,6 @@ fn store_acc<NC: Size>(
             }
         }
     }
-}
-
-/// The four weights of the 6-bit codes in the bytes of `q` (from [`codes6`]), each through
-/// `1 + q·2⁻⁶` and `(sc, cc)`, as the f16 pairs `(byte 0, byte 1)` and `(byte 2, byte 3)`.
-#[cube]
-fn decode4_q6<NA: Size>(q: u32, sc: f32, cc: f32, magic: u32) -> (Vector<f16, NA>, Vector<f16, NA>) {
-    let mask = 0x007E_0000u32;
-    let w0 = f32::reinterpret(((q << 17) & mask) | magic) * sc + cc;
-    let w1 = f32::reinterpret(((q << 9) & mask) | magic) * sc + cc;
-    let w2 = f32::reinterpret(((q << 1) & mask) | magic) * sc + cc;
-    let w3 = f32::reinterpret(((q >> 7) & mask) | magic) * sc + cc;
-    let mut p0 = Vector::<f16, NA>::empty();
-    p0.insert(0usize, f16::cast_from(w0));
-    p0.insert(1usize, f16::cast_from(w1));
-    let mut p1 = Vector::<f16, NA>::empty();
-    p1.insert(0usize, f16::cast_from(w2));
-    p1.insert(1usize, f16::cast_from(w3));
-    (p0, p1)
 }
 
 /// The 6-bit code word of run `s` (0..4) for word `e` of the lane's `lo`, `hi`, `qh` bytes.
@@ -407,8 +398,8 @@ fn fill_q6<NA: Size, WS: Size>(
     for wd in 0..2u32 {
         let la = run_codes(q[(5 * ra) as usize].extract(wd as usize), q[(5 * ra + 1) as usize].extract(wd as usize), q[(5 * ra + 2) as usize].extract(wd as usize), s);
         let lb = run_codes(q[(5 * rb) as usize].extract(wd as usize), q[(5 * rb + 1) as usize].extract(wd as usize), q[(5 * rb + 2) as usize].extract(wd as usize), s);
-        let (p0, p1) = decode4_q6::<NA>(la, sa, ca, magic);
-        let (p2, p3) = decode4_q6::<NA>(lb, sb, cb, magic);
+        let (p0, p1) = decode4::<NA>(la, 17u32, 0x007E_0000u32, sa, ca, magic);
+        let (p2, p3) = decode4::<NA>(lb, 17u32, 0x007E_0000u32, sb, cb, magic);
         if comptime!(wd == 0) {
             e[0] = p0;
             e[2] = p1;

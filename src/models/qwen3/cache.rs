@@ -38,13 +38,44 @@ pub struct KvCache {
     len: usize,
     /// Attention over the whole buffer with a mask (static shapes) instead of the positions held.
     static_shapes: bool,
-    /// The mask of the step in progress: (start, seq, capacity, mask), shared by all layers.
-    step_mask: Option<(usize, usize, usize, Tensor<2, Bool>)>,
-    /// `0..s` on the device for the step's `s` rows ([`KvCache::step_rows`]), shared by its
-    /// layers.
-    step_rows: Option<Tensor<1, Int>>,
-    /// The step's mask as a layer's attention takes it ([`KvCache::step_mask_4d`]).
-    step_mask_4d: Option<([usize; 4], Tensor<4, Bool>)>,
+    /// What the layers of the step in progress share, made by the first (forgotten at
+    /// [`KvCache::advance`]).
+    step: StepShared,
+}
+
+/// One value and the key it was made for.
+#[derive(Debug)]
+struct Memo<K, T>(Option<(K, T)>);
+
+impl<K, T> Default for Memo<K, T> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<K: PartialEq, T: Clone> Memo<K, T> {
+    /// The value made for `key`, made by `make` unless the one held is for `key`.
+    fn get_or(&mut self, key: K, make: impl FnOnce() -> T) -> T {
+        match &self.0 {
+            Some((at, v)) if *at == key => v.clone(),
+            _ => {
+                let v = make();
+                self.0 = Some((key, v.clone()));
+                v
+            }
+        }
+    }
+}
+
+/// What the layers of a step share.
+#[derive(Debug, Default)]
+struct StepShared {
+    /// The mask, by (start, seq, capacity).
+    mask: Memo<(usize, usize, usize), Tensor<2, Bool>>,
+    /// `0..s` on the device for the step's `s` rows ([`KvCache::step_rows`]).
+    rows: Memo<usize, Tensor<1, Int>>,
+    /// The mask as a layer's attention takes it, by its dims ([`KvCache::step_mask_4d`]).
+    mask_4d: Memo<[usize; 4], Tensor<4, Bool>>,
 }
 
 /// The capacity that holds `n` positions: a power of two, at least [`MIN_CAPACITY`].
@@ -55,7 +86,7 @@ pub fn capacity_for(n: usize) -> usize {
 impl KvCache {
     /// An empty cache for `num_layers` layers; attention sees exactly the positions held.
     pub fn new(num_layers: usize) -> Self {
-        Self { layers: (0..num_layers).map(|_| None).collect(), len: 0, static_shapes: false, step_mask: None, step_rows: None, step_mask_4d: None }
+        Self { layers: (0..num_layers).map(|_| None).collect(), len: 0, static_shapes: false, step: StepShared::default() }
     }
 
     /// An empty cache for a model on `device`: static shapes (whole buffer + mask) on the cube
@@ -89,9 +120,7 @@ impl KvCache {
     pub fn clear(&mut self) {
         self.layers.iter_mut().for_each(|l| *l = None);
         self.len = 0;
-        self.step_mask = None;
-        self.step_rows = None;
-        self.step_mask_4d = None;
+        self.step = StepShared::default();
     }
 
     /// Writes layer `layer`'s new keys and values `[batch, kv_heads, seq, head_dim]` after the
@@ -109,16 +138,11 @@ impl KvCache {
         if !self.static_shapes {
             return KvView { k: kb.narrow(2, 0, end), v: vb.narrow(2, 0, end), mask: None, pos: None };
         }
-        let mask = match &self.step_mask {
-            Some((st, sq, c, m)) if (*st, *sq, *c) == (start, s, cap) => m.clone(),
-            _ => {
-                // Row i is position start + i: it sees columns 0..=start + i.
-                let hidden: Vec<bool> = (0..s).flat_map(|i| (0..cap).map(move |j| j > start + i)).collect();
-                let m = Tensor::<2, Bool>::from_data(TensorData::new(hidden, [s, cap]), &device);
-                self.step_mask = Some((start, s, cap, m.clone()));
-                m
-            }
-        };
+        let mask = self.step.mask.get_or((start, s, cap), || {
+            // Row i is position start + i: it sees columns 0..=start + i.
+            let hidden: Vec<bool> = (0..s).flat_map(|i| (0..cap).map(move |j| j > start + i)).collect();
+            Tensor::<2, Bool>::from_data(TensorData::new(hidden, [s, cap]), &device)
+        });
         KvView { k: kb, v: vb, mask: Some(mask), pos: None }
     }
 
@@ -183,35 +207,19 @@ impl KvCache {
     /// layer until [`KvCache::advance`] (the positions of the step's rows in tables built for
     /// them, as [`super::rope::tables`] builds).
     pub fn step_rows(&mut self, s: usize, device: &Device) -> Tensor<1, Int> {
-        match &self.step_rows {
-            Some(rows) if rows.dims()[0] == s => rows.clone(),
-            _ => {
-                let rows = Tensor::<1, Int>::arange(0..s as i64, device);
-                self.step_rows = Some(rows.clone());
-                rows
-            }
-        }
+        self.step.rows.get_or(s, || Tensor::<1, Int>::arange(0..s as i64, device))
     }
 
     /// The step's mask in the 4-d form `dims` a layer's attention takes, made by `make` (from
     /// the view's mask) for the first layer and shared by the others until
     /// [`KvCache::advance`].
     pub fn step_mask_4d(&mut self, dims: [usize; 4], make: impl FnOnce() -> Tensor<4, Bool>) -> Tensor<4, Bool> {
-        match &self.step_mask_4d {
-            Some((at, m)) if *at == dims => m.clone(),
-            _ => {
-                let m = make();
-                self.step_mask_4d = Some((dims, m.clone()));
-                m
-            }
-        }
+        self.step.mask_4d.get_or(dims, make)
     }
 
     /// Records that `n` positions were appended to every layer.
     pub fn advance(&mut self, n: usize) {
         self.len += n;
-        self.step_mask = None;
-        self.step_rows = None;
-        self.step_mask_4d = None;
+        self.step = StepShared::default();
     }
 }
