@@ -19,6 +19,8 @@ mod bench;
 #[allow(dead_code)]
 #[path = "qwen3_bench.rs"]
 mod qwen3_bench;
+#[path = "../tests/common/attention_ref.rs"]
+mod attention_ref;
 
 use std::path::PathBuf;
 
@@ -373,6 +375,42 @@ fn rms_norm(device: &Device, rep: &mut Report) -> Result<()> {
     Ok(())
 }
 
+/// A prompt's attention op (`ops::attention_prompt`) at the model shapes' head size (128)
+/// against float64: the 0.6B's groups (16 query heads over 8) with 300 tokens after 5 positions
+/// held (19 row blocks of 32, the last partial; 10 key tiles), and the 8B's (32 over 8) with 77
+/// tokens from position 0.
+fn attention_prompt(device: &Device, rep: &mut Report) -> Result<()> {
+    let (d, cap, eps) = (128usize, 512usize, 1e-6f64);
+    for (h, kvh, start, s) in [(16usize, 8usize, 5usize, 300usize), (32, 8, 0, 77)] {
+        let width = (h + 2 * kvh) * d;
+        let val = |i: usize, m: usize| ((i * m + 7) % 37) as f32 * 0.05 - 0.9;
+        let qkv: Vec<f32> = (0..s * width).map(|i| val(i, 29)).collect();
+        let gq: Vec<f32> = (0..d).map(|j| 0.5 + j as f32 * 0.01).collect();
+        let gk: Vec<f32> = (0..d).map(|j| 1.5 - j as f32 * 0.005).collect();
+        let mut kc: Vec<f32> = (0..kvh * cap * d).map(|i| if (i / d) % cap < start { val(i, 13) } else { 50.0 }).collect();
+        let mut vc: Vec<f32> = (0..kvh * cap * d).map(|i| if (i / d) % cap < start { val(i, 17) } else { 50.0 }).collect();
+        let cache = |x: &[f32]| Tensor::<4>::from_data(TensorData::new(x.to_vec(), [1, kvh, cap, d]), device);
+        let caches = (cache(&kc), cache(&vc));
+        let (cos, sin) = attention_ref::rope_tables(start, s, d);
+        let want = attention_ref::prompt_attention(&qkv, [&gq, &gk], [&mut kc, &mut vc], [1, s, h, kvh, d, cap], start, eps);
+        let (out, k, _) = burn_quant::ops::attention_prompt(
+            Tensor::<3>::from_data(TensorData::new(qkv, [1, s, width]), device),
+            Tensor::<1>::from_data(TensorData::new(gq, [d]), device),
+            Tensor::<1>::from_data(TensorData::new(gk, [d]), device),
+            Tensor::<2>::from_data(TensorData::new(cos, [s, d / 2]), device),
+            Tensor::<2>::from_data(TensorData::new(sin, [s, d / 2]), device),
+            caches,
+            start,
+            [h, kvh],
+            eps,
+            1.0 / (d as f32).sqrt(),
+        );
+        let (e, ek) = (rel_err(&host(out)?, &want), rel_err(&host(k)?, &kc));
+        rep.check(format!("attention_prompt {h}/{kvh} heads, {s} tokens after {start}, f32"), e <= 1e-5 && ek <= 1e-5, format!("rel. error {e:.2e}, key cache {ek:.2e}"));
+    }
+    Ok(())
+}
+
 fn qwen3(device: &Device, rep: &mut Report) -> Result<()> {
     let path = fixture("qwen3-tiny/tiny-qwen3-Q4_K_M.gguf");
     if !path.exists() {
@@ -425,6 +463,7 @@ fn run() -> Result<bool> {
         }
     }
     rms_norm(&device, &mut rep)?;
+    attention_prompt(&device, &mut rep)?;
     qwen3(&device, &mut rep)?;
     let failed = rep.rows.iter().filter(|r| !r.1).count();
     println!("# {} checks, {failed} failed", rep.rows.len());

@@ -3,6 +3,8 @@
 //! for two prompts). See that folder's README for what each reference is and its tolerances.
 
 mod common;
+#[path = "common/attention_ref.rs"]
+mod attention_ref;
 
 use std::sync::OnceLock;
 
@@ -316,6 +318,66 @@ fn qk_norm_rope_matches_reference(device: Device) {
 }
 
 
+/// A prompt's whole attention (`attention_prompt`: q/k norm + RoPE of every token, the cache
+/// writes and causal attention in one op) against float64: two sequences of 4 query heads over
+/// 2 KV heads, `d` = 32. The first call puts 40 tokens after 3 positions already held (80 query
+/// rows per KV head: several row blocks, the last partial; 43 positions: two key tiles); the
+/// second puts 9 more after them on the written caches, a clone of which is held meanwhile and
+/// must keep its contents. Positions past the prompt hold large values that attention must not
+/// see.
+fn attention_prompt_matches_reference(device: Device) {
+    use burn::tensor::{Tensor, TensorData};
+    let (b, h, kvh, d, cap) = (2usize, 4usize, 2usize, 32usize, 64usize);
+    let (half, eps) = (d / 2, 1e-6f64);
+    let val = |i: usize, s: usize| ((i * s + 7) % 37) as f32 * 0.05 - 0.9;
+    let gq: Vec<f32> = (0..d).map(|j| 0.5 + j as f32 * 0.03).collect();
+    let gk: Vec<f32> = (0..d).map(|j| 1.5 - j as f32 * 0.02).collect();
+    let width = (h + 2 * kvh) * d;
+    let mut kc: Vec<f32> = (0..b * kvh * cap * d).map(|i| val(i, 13)).collect();
+    let mut vc: Vec<f32> = (0..b * kvh * cap * d).map(|i| val(i, 17)).collect();
+    for (i, (k, v)) in kc.iter_mut().zip(vc.iter_mut()).enumerate() {
+        if (i / d) % cap >= 3 {
+            (*k, *v) = (50.0, 50.0);
+        }
+    }
+    let tensor4 = |x: &[f32]| Tensor::<4>::from_data(TensorData::new(x.to_vec(), [b, kvh, cap, d]), &device);
+    let to_vec = |t: Tensor<4>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    let (mut k_dev, mut v_dev) = (tensor4(&kc), tensor4(&vc));
+    let mut kept = None;
+    for (step, (start, s)) in [(3usize, 40usize), (43, 9)].into_iter().enumerate() {
+        // Before the second call, a clone of the written key cache is held (the op must not
+        // write it in place then).
+        if step == 1 {
+            kept = Some((to_vec(k_dev.clone()), k_dev.clone()));
+        }
+        let qkv: Vec<f32> = (0..b * s * width).map(|i| val(i, 29 + step)).collect();
+        let (cos, sin) = attention_ref::rope_tables(start, s, d);
+        let want = attention_ref::prompt_attention(&qkv, [&gq, &gk], [&mut kc, &mut vc], [b, s, h, kvh, d, cap], start, eps);
+        let (out, k_new, v_new) = burn_quant::ops::attention_prompt(
+            Tensor::<3>::from_data(TensorData::new(qkv, [b, s, width]), &device),
+            Tensor::<1>::from_data(TensorData::new(gq.clone(), [d]), &device),
+            Tensor::<1>::from_data(TensorData::new(gk.clone(), [d]), &device),
+            Tensor::<2>::from_data(TensorData::new(cos, [s, half]), &device),
+            Tensor::<2>::from_data(TensorData::new(sin, [s, half]), &device),
+            (k_dev, v_dev),
+            start,
+            [h, kvh],
+            eps,
+            1.0 / (d as f32).sqrt(),
+        );
+        assert_eq!(out.dims(), [b, s, h * d]);
+        let got = out.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let e = common::rel_err(&got, &want);
+        assert!(e <= 1e-5, "start {start}: attention rel. error {e:e}");
+        let (gk_, gv_) = (to_vec(k_new.clone()), to_vec(v_new.clone()));
+        assert!(common::rel_err(&gk_, &kc) <= 1e-5, "start {start}: key cache");
+        assert_eq!(gv_, vc, "start {start}: value cache");
+        (k_dev, v_dev) = (k_new, v_new);
+    }
+    let (before, clone) = kept.unwrap();
+    assert_eq!(to_vec(clone), before, "a clone of the cache taken before changed");
+}
+
 /// One token's whole attention step (`attention_step`: q/k norm + RoPE, the cache writes and
 /// attention in one op) against a float64 reference computed here: two sequences of 4 query
 /// heads over 2 KV heads, the token at position 5 of 8. Positions after it hold large values
@@ -333,18 +395,7 @@ fn attention_step_matches_reference(device: Device) {
     let cos: Vec<f32> = (0..cap * half).map(|i| angle(i / half, i % half).cos() as f32).collect();
     let sin: Vec<f32> = (0..cap * half).map(|i| angle(i / half, i % half).sin() as f32).collect();
     let width = (h + 2 * kvh) * d;
-    // The norm + RoPE of one head, in float64.
-    let rotate = |x: &[f32], gamma: &[f32], p: usize| -> Vec<f64> {
-        let inv = 1.0 / (x.iter().map(|v| *v as f64 * *v as f64).sum::<f64>() / d as f64 + eps).sqrt();
-        let n: Vec<f64> = x.iter().zip(gamma).map(|(v, g)| *v as f64 * inv * *g as f64).collect();
-        let mut y = vec![0f64; d];
-        for j in 0..half {
-            let (c, s) = (angle(p, j).cos(), angle(p, j).sin());
-            y[j] = n[j] * c - n[j + half] * s;
-            y[j + half] = n[j + half] * c + n[j] * s;
-        }
-        y
-    };
+    let rotate = |x: &[f32], gamma: &[f32], p: usize| attention_ref::norm_rope(x, gamma, p, eps);
     let mut kc: Vec<f32> = (0..b * kvh * cap * d).map(|i| val(i, 13)).collect();
     let mut vc: Vec<f32> = (0..b * kvh * cap * d).map(|i| val(i, 17)).collect();
     for (i, (k, v)) in kc.iter_mut().zip(vc.iter_mut()).enumerate() {
@@ -373,12 +424,9 @@ fn attention_step_matches_reference(device: Device) {
             for hq in 0..h {
                 let q = rotate(&row[hq * d..][..d], &gq, p);
                 let base = (bi * kvh + hq / g) * cap * d;
-                let scores: Vec<f64> = (0..=p).map(|t| (0..d).map(|j| q[j] * kc[base + t * d + j] as f64).sum::<f64>() / (d as f64).sqrt()).collect();
-                let mx = scores.iter().cloned().fold(f64::MIN, f64::max);
-                let e: Vec<f64> = scores.iter().map(|s| (s - mx).exp()).collect();
-                let total: f64 = e.iter().sum();
+                let o = attention_ref::attend(&q, &kc[base..], &vc[base..], p + 1);
                 for j in 0..d {
-                    want[(bi * h + hq) * d + j] = ((0..=p).map(|t| e[t] * vc[base + t * d + j] as f64).sum::<f64>() / total) as f32;
+                    want[(bi * h + hq) * d + j] = o[j] as f32;
                 }
             }
         }
@@ -428,6 +476,7 @@ backend_tests!(
     qk_norm_rope_matches_reference,
     attention_decode_takes_one_tensor_as_keys_and_values,
     attention_step_matches_reference,
+    attention_prompt_matches_reference,
     logits_match_llamacpp,
     int8_lm_head_logits_match_llamacpp,
     int8_model_logits_match_llamacpp,

@@ -21,6 +21,7 @@
 #![allow(unused_assignments)]
 
 pub mod attention;
+pub mod attention_prompt;
 pub mod decode;
 pub mod dequant;
 pub mod input;

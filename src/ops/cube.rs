@@ -51,10 +51,19 @@ pub(super) fn buffer(t: &CubeTensor, elems: usize) -> BufferArg {
     unsafe { BufferArg::from_raw_parts(t.handle.clone(), elems) }
 }
 
-/// `cubes` cubes as a grid of at most 65535 per dimension (kernels use the flat `CUBE_POS`).
+/// `cubes` cubes as a grid of at most 65535 per dimension (WebGPU's limit; kernels use the flat
+/// `CUBE_POS`). Above 65535 the grid is `x × y` with `x` the largest divisor of `cubes` that
+/// leaves `y` within the limit, so that no cube lies past the last; only a count with no such
+/// divisor (a prime factor above 65535) gets `⌈cubes / 65535⌉` rows of 65535, the last partly
+/// past the end.
 pub(super) fn grid_1d(cubes: usize) -> CubeCount {
-    let x = cubes.min(65535);
-    CubeCount::Static(x as u32, cubes.div_ceil(x.max(1)) as u32, 1)
+    const MAX: usize = 65535;
+    if cubes <= MAX {
+        return CubeCount::Static(cubes as u32, 1, 1);
+    }
+    let least = cubes.div_ceil(MAX);
+    let x = (least..=MAX).rev().find(|x| cubes.is_multiple_of(*x)).unwrap_or(MAX);
+    CubeCount::Static(x as u32, cubes.div_ceil(x) as u32, 1)
 }
 
 /// `(rows per thread, planes per row group)` of the Q4_K decode kernel for `m` token rows over a

@@ -10,7 +10,7 @@ use cubecl::prelude::*;
 
 use super::DecodeOpsBackend;
 use super::cube::{buffer, empty_f32, f32_contiguous, grid_1d, planes_are_32};
-use crate::kernels::{attention, norm};
+use crate::kernels::{attention, attention_prompt, norm};
 
 /// Positions as 4-byte words the kernels read as `u32`: an `I32` or `U32` tensor as it is (a
 /// position is never negative, so its bits are the same), any other dtype cast (one launch more
@@ -165,6 +165,110 @@ impl DecodeOpsBackend for CubeBackend {
         let out = empty_f32(&qkv, vec![b, 1, heads * d]);
         let shape = [b, kv_heads, heads / kv_heads, d];
         launch_attention(&qkv, Some([&q_gamma, &k_gamma, &cos, &sin]), [&k_cache, &v_cache], &pos, &out, shape, scale, eps);
+        (out, k_cache, v_cache)
+    }
+
+    fn attention_prompt(
+        qkv: CubeTensor,
+        q_gamma: CubeTensor,
+        k_gamma: CubeTensor,
+        cos: CubeTensor,
+        sin: CubeTensor,
+        k_cache: CubeTensor,
+        v_cache: CubeTensor,
+        start: usize,
+        heads: usize,
+        kv_heads: usize,
+        eps: f32,
+        scale: f32,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let [b, cap_kv, cap, d] = k_cache.meta.shape().dims::<4>();
+        let s = qkv.meta.shape().dims::<3>()[1];
+        let writable = |c: &CubeTensor| c.dtype == DType::F32 && c.is_contiguous() && c.can_mut();
+        let elems = |t: &CubeTensor| t.meta.shape().num_elements();
+        let hw = &qkv.client.properties().hardware;
+        // Static shared memory: at most 48 KiB on CUDA whatever the device reports.
+        let tile = attention_prompt::pick_tile(d, hw.max_shared_memory_size.min(48 * 1024), hw.max_units_per_cube as usize);
+        // What the kernels read unchecked: whole heads of every token, `d`-long scales, a table
+        // row per token, cache room for every new position.
+        let fits = attention_prompt::prologue_supports(d)
+            && kv_heads > 0
+            && cap_kv == kv_heads
+            && heads.is_multiple_of(kv_heads)
+            && s > 0
+            && start + s <= cap
+            && elems(&qkv) == b * s * (heads + 2 * kv_heads) * d
+            && v_cache.meta.shape() == k_cache.meta.shape()
+            && elems(&q_gamma) == d
+            && elems(&k_gamma) == d
+            && elems(&cos) >= s * (d / 2)
+            && elems(&sin) >= s * (d / 2)
+            && u32::try_from(b * kv_heads * cap * d).is_ok()
+            && u32::try_from(b * s * (heads + 2 * kv_heads) * d).is_ok();
+        let Some(tile) = tile.filter(|_| fits && writable(&k_cache) && writable(&v_cache)) else {
+            return super::decode::attention_prompt_composed::<Self>(qkv, [q_gamma, k_gamma], [cos, sin], [k_cache, v_cache], start, [heads, kv_heads], eps, scale);
+        };
+        let qkv = f32_contiguous(qkv);
+        let (q_gamma, k_gamma) = (f32_contiguous(q_gamma), f32_contiguous(k_gamma));
+        let (cos, sin) = (f32_contiguous(cos), f32_contiguous(sin));
+        let q = empty_f32(&qkv, vec![b, s, heads, d]);
+        let out = empty_f32(&qkv, vec![b, s, heads * d]);
+        let cache = b * kv_heads * cap * d;
+        let all = heads + 2 * kv_heads;
+        // SAFETY: `qkv` is contiguous `[b·s, all·d]`, one cube per (token row, head) of `d/2`
+        // threads (a power of two); the scales hold `d`, the tables a row of `d/2` per token;
+        // `q` is `[b·s, heads, d]`; the caches `[b, kv_heads, cap, d]` are written at
+        // `start + t < cap`.
+        unsafe {
+            attention_prompt::prompt_prologue::launch_unchecked(
+                &qkv.client,
+                grid_1d(b * s * all),
+                CubeDim::new_1d((d / 2) as u32),
+                buffer(&qkv, b * s * all * d),
+                buffer(&q_gamma, d),
+                buffer(&k_gamma, d),
+                buffer(&cos, s * (d / 2)),
+                buffer(&sin, s * (d / 2)),
+                buffer(&q, b * s * heads * d),
+                buffer(&k_cache, cache),
+                buffer(&v_cache, cache),
+                s as u32,
+                heads as u32,
+                kv_heads as u32,
+                cap as u32,
+                start as u32,
+                eps,
+                (b * s * all) as u32,
+                d as u32,
+            )
+        };
+        let g = heads / kv_heads;
+        let blocks = (g * s).div_ceil(tile.rows as usize);
+        // SAFETY: `q` and `out` are `[b, s, heads, d]`, the caches `[b, kv_heads, cap, d]`, all
+        // read as 4-float vectors (`d` is a multiple of 4); cube `(b·kv_heads + kv head)·blocks +
+        // block` reads query rows below `g·s` and cache positions below `min(start + s, cap)`
+        // (clamped to `cap - 1`), and writes its own rows of `out`; `tile` fits `d`.
+        unsafe {
+            attention_prompt::attention_prompt::launch_unchecked(
+                &qkv.client,
+                grid_1d(b * kv_heads * blocks),
+                CubeDim::new_1d(tile.threads()),
+                4,
+                buffer(&q, b * s * heads * d / 4),
+                buffer(&k_cache, cache / 4),
+                buffer(&v_cache, cache / 4),
+                buffer(&out, b * s * heads * d / 4),
+                s as u32,
+                g as u32,
+                kv_heads as u32,
+                cap as u32,
+                start as u32,
+                scale,
+                d as u32,
+                tile.rows,
+                tile.keys,
+            )
+        };
         (out, k_cache, v_cache)
     }
 }

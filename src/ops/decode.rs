@@ -99,6 +99,33 @@ pub trait DecodeOpsBackend: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         attention_step_composed::<Self>(qkv, [q_gamma, k_gamma], [cos, sin], pos, [k_cache, v_cache], [heads, kv_heads], eps, scale)
     }
+
+    /// A prompt's whole attention in Qwen3, after the q/k/v projection: `qkv [b, s, (heads +
+    /// 2·kv_heads)·d]` (query heads, key heads, value heads of each token) at positions `start..
+    /// start + s`; q's and k's heads get their RMSNorm (`q_gamma`, `k_gamma` `[d]`, `eps`) and NEOX
+    /// RoPE with row `t` of `cos`/`sin` `[s, d/2]` (the rows' own tables) for token `t`, the keys
+    /// and values are written into the caches `k_cache`/`v_cache` `[b, kv_heads, capacity, d]`
+    /// at `start + t` (`start + s` ≤ capacity), and token `t`'s query heads attend positions
+    /// `0..=start + t` of their key head with scores `scale · q·k`. Returns the attention output
+    /// `[b, s, heads·d]` and the written caches (in place where the backend can).
+    #[fusion(meta = |qkv, _q_gamma, _k_gamma, _cos, _sin, k_cache, v_cache, _start, heads, _kv_heads, _eps, _scale| (prompt_output(qkv, k_cache, *heads), k_cache.clone(), v_cache.clone()))]
+    #[allow(clippy::too_many_arguments)]
+    fn attention_prompt(
+        qkv: FloatTensor<Self>,
+        q_gamma: FloatTensor<Self>,
+        k_gamma: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        k_cache: FloatTensor<Self>,
+        v_cache: FloatTensor<Self>,
+        start: usize,
+        heads: usize,
+        kv_heads: usize,
+        eps: f32,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        attention_prompt_composed::<Self>(qkv, [q_gamma, k_gamma], [cos, sin], [k_cache, v_cache], start, [heads, kv_heads], eps, scale)
+    }
 }
 
 /// The attention output of [`DecodeOpsBackend::attention_step`]: `[b, 1, heads·d]` of `qkv`'s
@@ -107,6 +134,61 @@ pub trait DecodeOpsBackend: Backend {
 fn step_output(qkv: &burn::backend::fusion::custom::TensorSpec, cache: &burn::backend::fusion::custom::TensorSpec, heads: usize) -> burn::backend::fusion::custom::TensorSpec {
     let (b, d) = (cache.shape[0], cache.shape[3]);
     burn::backend::fusion::custom::TensorSpec::new(Shape::new([b, 1, heads * d]), qkv.dtype)
+}
+
+/// The attention output of [`DecodeOpsBackend::attention_prompt`]: `[b, s, heads·d]` of
+/// `qkv`'s dtype, `b` and `s` from `qkv` `[b, s, _]`, `d` from the cache.
+#[cfg(feature = "cube")]
+fn prompt_output(qkv: &burn::backend::fusion::custom::TensorSpec, cache: &burn::backend::fusion::custom::TensorSpec, heads: usize) -> burn::backend::fusion::custom::TensorSpec {
+    let (b, s, d) = (qkv.shape[0], qkv.shape[1], cache.shape[3]);
+    burn::backend::fusion::custom::TensorSpec::new(Shape::new([b, s, heads * d]), qkv.dtype)
+}
+
+/// [`DecodeOpsBackend::attention_prompt`] composed of the other decode ops and Burn's own
+/// primitives (the default body, and the cube backends' fallback): the q/k norm + RoPE, two
+/// cache writes, masked attention over the whole cache with the `g` query heads of a KV head
+/// read as `g·s` rows, the output's transpose.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn attention_prompt_composed<B: DecodeOpsBackend>(
+    qkv: FloatTensor<B>,
+    [q_gamma, k_gamma]: [FloatTensor<B>; 2],
+    [cos, sin]: [FloatTensor<B>; 2],
+    [k_cache, v_cache]: [FloatTensor<B>; 2],
+    start: usize,
+    [heads, kv_heads]: [usize; 2],
+    eps: f32,
+    scale: f32,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let [b, s, _] = qkv.shape().dims::<3>();
+    let [_, _, cap, d] = k_cache.shape().dims::<4>();
+    let g = heads / kv_heads.max(1);
+    let device = qkv.device();
+    let settings = get_or_init_device_settings::<B>(&device);
+    let qkv = B::float_reshape(qkv, Shape::new([b, s, heads + 2 * kv_heads, d]));
+    let heads_of = |x: FloatTensor<B>, from: usize, n: usize| {
+        let r = [Slice::from(0..b), Slice::from(0..s), Slice::from(from..from + n), Slice::from(0..d)];
+        B::float_slice(x, &r)
+    };
+    let rows = B::int_arange(0..s as i64, &device, settings.int_dtype);
+    let qk = B::norm_rope(heads_of(qkv.clone(), 0, heads + kv_heads), q_gamma, k_gamma, heads, cos, sin, rows, eps);
+    let at = [Slice::from(0..b), Slice::from(0..kv_heads), Slice::from(start..start + s), Slice::from(0..d)];
+    let k = B::float_swap_dims(heads_of(qk.clone(), heads, kv_heads), 1, 2);
+    let v = B::float_swap_dims(heads_of(qkv, heads + kv_heads, kv_heads), 1, 2);
+    let k_cache = B::float_slice_assign(k_cache, &at, k);
+    let v_cache = B::float_slice_assign(v_cache, &at, v);
+    // Rows `i·s + t` of a KV head: query head `i` of its group, token `t`.
+    let q = B::float_reshape(B::float_swap_dims(heads_of(qk, 0, heads), 1, 2), Shape::new([b, kv_heads, g * s, d]));
+    let scores = B::float_mul_scalar(B::float_matmul(q, B::float_swap_dims(k_cache.clone(), 2, 3)), Scalar::from(scale));
+    let full = Shape::new([b, kv_heads, g * s, cap]);
+    let cols = B::int_expand(B::int_reshape(B::int_arange(0..cap as i64, &device, settings.int_dtype), Shape::new([1, 1, 1, cap])), full.clone());
+    let last = B::int_add_scalar(B::int_remainder_scalar(B::int_arange(0..(g * s) as i64, &device, settings.int_dtype), Scalar::from(s as i64)), Scalar::from(start as i64));
+    let last = B::int_expand(B::int_reshape(last, Shape::new([1, 1, g * s, 1])), full);
+    let scores = B::float_mask_fill(scores, B::int_greater(cols, last, settings.bool_dtype), Scalar::from(f32::NEG_INFINITY));
+    let e = B::float_exp(B::float_sub(scores.clone(), B::float_max_dim(scores, 3)));
+    let p = B::float_div(e.clone(), B::float_sum_dim(e, 3));
+    let out = B::float_reshape(B::float_matmul(p, v_cache.clone()), Shape::new([b, kv_heads, g, s, d]));
+    let out = B::float_reshape(B::float_permute(out, &[0, 3, 1, 2, 4]), Shape::new([b, s, heads * d]));
+    (out, k_cache, v_cache)
 }
 
 /// [`DecodeOpsBackend::attention_step`] composed of the other decode ops and Burn's own
@@ -270,6 +352,38 @@ pub fn attention_step(
         pos.into_dispatch(),
         caches.0.into_dispatch(),
         caches.1.into_dispatch(),
+        heads,
+        kv_heads,
+        eps as f32,
+        scale,
+    );
+    (Tensor::from_dispatch(out), Tensor::from_dispatch(k), Tensor::from_dispatch(v))
+}
+
+/// [`DecodeOpsBackend::attention_prompt`] on tensors of any device: returns the attention output
+/// `[b, s, heads·d]` and the written caches.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_prompt(
+    qkv: Tensor<3>,
+    q_gamma: Tensor<1>,
+    k_gamma: Tensor<1>,
+    cos: Tensor<2>,
+    sin: Tensor<2>,
+    caches: (Tensor<4>, Tensor<4>),
+    start: usize,
+    [heads, kv_heads]: [usize; 2],
+    eps: f64,
+    scale: f32,
+) -> (Tensor<3>, Tensor<4>, Tensor<4>) {
+    let (out, k, v) = <Dispatch as DecodeOpsBackend>::attention_prompt(
+        qkv.into_dispatch(),
+        q_gamma.into_dispatch(),
+        k_gamma.into_dispatch(),
+        cos.into_dispatch(),
+        sin.into_dispatch(),
+        caches.0.into_dispatch(),
+        caches.1.into_dispatch(),
+        start,
         heads,
         kv_heads,
         eps as f32,

@@ -51,10 +51,27 @@ impl Qwen3Attention {
             && s == 1
             && self.q_norm.epsilon == self.k_norm.epsilon
         {
-            let y = cache.update_layer(layer, [b, kvh, d], &x.device(), |kc, vc| {
+            let y = cache.update_layer(layer, [b, kvh, 1, d], &x.device(), |kc, vc| {
                 let (q, k) = (self.q_norm.gamma.val(), self.k_norm.gamma.val());
                 let scale = 1.0 / (d as f32).sqrt();
                 crate::ops::attention_step(qkv, q, k, cos.clone(), sin.clone(), pos.clone(), (kc, vc), [h, kvh], self.q_norm.epsilon, scale)
+            });
+            return self.o.forward_add(y, x);
+        }
+        // A prompt on a backend that compiles kernels, with a static-shape cache: everything
+        // after the projection is one op (two launches on the cube backends) that writes the
+        // cache and returns the output in the layout the output projection reads.
+        if let RopeAt::Rows(cos, sin) = rope
+            && cache.has_static_shapes()
+            && prompt_op_on()
+            && self.q_norm.epsilon == self.k_norm.epsilon
+            && crate::device::compiles_kernels(&x.device())
+        {
+            let start = cache.len();
+            let y = cache.update_layer(layer, [b, kvh, start + s, d], &x.device(), |kc, vc| {
+                let (q, k) = (self.q_norm.gamma.val(), self.k_norm.gamma.val());
+                let scale = 1.0 / (d as f32).sqrt();
+                crate::ops::attention_prompt(qkv, q, k, cos.clone(), sin.clone(), (kc, vc), start, [h, kvh], self.q_norm.epsilon, scale)
             });
             return self.o.forward_add(y, x);
         }
@@ -143,6 +160,13 @@ impl Qwen3Attention {
         };
         self.o.forward_add(y.swap_dims(1, 2).reshape([b, s, h * d]), x)
     }
+}
+
+/// Whether a prompt takes [`crate::ops::attention_prompt`] where it can: yes unless the
+/// environment sets `BURN_QUANT_PROMPT_OP=0` (then the Burn ops below, for comparisons).
+fn prompt_op_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("BURN_QUANT_PROMPT_OP").map_or(true, |v| v != "0"))
 }
 
 /// Most query rows (grouped heads × tokens) attended per KV head without copying the cache.

@@ -160,9 +160,11 @@ impl KvCache {
                 let zeros = Tensor::<4>::zeros([b, kvh, pad, d], device);
                 (Tensor::cat(vec![kb, zeros.clone()], 2), Tensor::cat(vec![vb, zeros], 2))
             }
+            // Two buffers, not one shared: an op that writes the cache in place may only write
+            // a buffer nothing else holds.
             None => {
-                let zeros = Tensor::<4>::zeros([b, kvh, capacity_for(end), d], device);
-                (zeros.clone(), zeros)
+                let zeros = || Tensor::<4>::zeros([b, kvh, capacity_for(end), d], device);
+                (zeros(), zeros())
             }
         }
     }
@@ -192,12 +194,13 @@ impl KvCache {
         KvView { k: kb, v: vb, mask: None, pos: Some(pos.clone()) }
     }
 
-    /// Hands layer `layer`'s buffers `[b, kv_heads, capacity, d]` (created at the smallest
-    /// capacity if it has none) to `f`, which returns them written, and keeps those: for an op
-    /// that writes the cache itself, in place ([`crate::ops::attention_step`]). Call
-    /// [`advance`](Self::advance) once all layers are written.
-    pub fn update_layer<T>(&mut self, layer: usize, [b, kvh, d]: [usize; 3], device: &Device, f: impl FnOnce(Tensor<4>, Tensor<4>) -> (T, Tensor<4>, Tensor<4>)) -> T {
-        let (kb, vb) = self.take_with_capacity(layer, [b, kvh, 1, d], device);
+    /// Hands layer `layer`'s buffers `[b, kv_heads, capacity, d]` (grown or created so that they
+    /// hold `end` positions) to `f`, which returns them written, and keeps those: for an op that
+    /// writes the cache itself, in place ([`crate::ops::attention_step`],
+    /// [`crate::ops::attention_prompt`]). Call [`advance`](Self::advance) once all layers are
+    /// written.
+    pub fn update_layer<T>(&mut self, layer: usize, [b, kvh, end, d]: [usize; 4], device: &Device, f: impl FnOnce(Tensor<4>, Tensor<4>) -> (T, Tensor<4>, Tensor<4>)) -> T {
+        let (kb, vb) = self.take_with_capacity(layer, [b, kvh, end, d], device);
         let (out, kb, vb) = f(kb, vb);
         self.layers[layer] = Some((kb, vb));
         out
