@@ -197,6 +197,13 @@ fn gguf_blocks(device: &Device, rep: &mut Report) -> Result<()> {
         let x: Vec<f32> = (0..8 * k).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
         check_q6kx4(device, rep, &bytes, &w, rows, k, &x, &[1, 5, 8])?;
         check_input_ops(device, rep, &QuantLinear::from_gguf_bytes(GgmlType::Q6_K, &bytes, rows, k, device)?, &w, k, &[1, 5])?;
+        // A Q4_K part then this Q6_K one as one projection (q/k and v of a Q4_K_M file): one
+        // launch for both parts at one token row.
+        let qk = burn_quant::format::quantize::quantize(GgmlType::Q4_K, &src[..3_000 * k])?;
+        let mut wf = burn_quant::format::dequantize(GgmlType::Q4_K, &qk, 3_000, k)?;
+        wf.extend_from_slice(&w);
+        let fused = QuantLinear::from_gguf_fused(&[(GgmlType::Q4_K, &qk, 3_000), (GgmlType::Q6_K, &bytes, rows)], k, device)?;
+        check_input_ops(device, rep, &fused, &wf, k, &[1, 5])?;
     }
     // Leading dims, and the input gradient under Autodiff (g · W against the f64 product with
     // ggml's dequantized weight).

@@ -235,7 +235,8 @@ fn gptq_layer(out: usize, inp: usize, device: &Device) -> QuantLinear {
 /// one-pass decode kernels as they read the input, composed of Burn's ops elsewhere and on the
 /// other paths) against the same product in float64 on the host, from the layer's own
 /// dequantized weight: for each type with a one-pass kernel (Q4_K, Q6_K regrouped to Q6_Kx4,
-/// Q8_0, GPTQ int4) and one on the generic kernel (Q4_0), 40 rows (not a multiple of any
+/// Q8_0, GPTQ int4), one on the generic kernel (Q4_0) and a Q4_K + Q6_K fused projection (one
+/// launch for both parts), 40 rows (not a multiple of any
 /// kernel's row group) of 2,048 inputs, at 1 token row (the fused one-pass kernels), 3 (the
 /// tensor-core kernel where the device has one: composed) and 9 (the prefill path), with leading
 /// batch dims.
@@ -251,6 +252,11 @@ fn input_ops_fuse_into_the_product(device: Device) {
         })
         .collect();
     layers.push(("gptq int4", gptq_layer(rows, k, &device)));
+    // q/k in Q4_K and v in Q6_K as one projection (the cube backends' decode kernels take both
+    // parts in one launch): 24 + 16 rows.
+    let part = |kind, r: std::ops::Range<usize>| burn_quant::format::quantize::quantize(kind, &src[r.start * k..r.end * k]).unwrap();
+    let (qk, v) = (part(GgmlType::Q4_K, 0..24), part(GgmlType::Q6_K, 24..rows));
+    layers.push(("q4_K + q6_K fused", QuantLinear::from_gguf_fused(&[(GgmlType::Q4_K, &qk, 24), (GgmlType::Q6_K, &v, rows - 24)], k, &device).unwrap()));
     let gamma: Vec<f32> = (0..k).map(|_| 0.5 + rnd()).collect();
     let eps = 1e-6f64;
     let mut norm = burn::nn::RmsNormConfig::new(k).with_epsilon(eps).init(&device);

@@ -128,7 +128,7 @@ pub fn matvec_q6k<N: Size>(
 ) {
     let lane = UNIT_POS_X;
     let slot = UNIT_POS_Y;
-    let row0 = group_row0(slot / split, r, split);
+    let row0 = group_row0(CUBE_POS as u32, slot / split, r, split);
     let part = slot % split;
     let blocks = k / 256;
     let h = (lane / 8) % 2;
@@ -197,5 +197,5 @@ pub fn matvec_q6k<N: Size>(
         }
         g += split;
     }
-    reduce_groups(&acc, &ssq, y, res, rows, ny, col0, k, eps, m, r, split, plane32, add, comptime!(pre == RMS_NORM));
+    reduce_groups(CUBE_POS as u32, &acc, &ssq, y, res, rows, ny, col0, k, eps, m, r, split, plane32, add, comptime!(pre == RMS_NORM));
 }

@@ -66,10 +66,12 @@ pub fn decode_lane<Wv: Size>(w: &[Vector<u32, Wv>], g8: u32, i: u32, u: u32, out
     }
 }
 
-/// See the module docs. `w` is read in 8-byte vectors (`Wv` = 2) from word `off8`, `x` in 16-byte
-/// vectors (`N` = 4); `y` is `[m, ny]`, this launch writing columns `col0..col0 + rows`.
-#[cube(launch_unchecked)]
-pub fn matvec_q6kx4<N: Size, Wv: Size>(
+/// The body of [`matvec_q6kx4`] as cube `cube` of the launch (a combined launch runs it for its
+/// last cubes: [`super::matvec_pair`]).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub fn matvec_q6kx4_body<N: Size, Wv: Size>(
+    cube: u32,
     w: &[Vector<u32, Wv>],
     x: &[Vector<f32, N>],
     y: &mut [f32],
@@ -92,7 +94,7 @@ pub fn matvec_q6kx4<N: Size, Wv: Size>(
 ) {
     let lane = UNIT_POS_X;
     let slot = UNIT_POS_Y;
-    let row0 = group_row0(slot / split, r, split);
+    let row0 = group_row0(cube, slot / split, r, split);
     let part = slot % split;
     let groups = k / 1024;
     let i = lane / 8;
@@ -176,5 +178,32 @@ pub fn matvec_q6kx4<N: Size, Wv: Size>(
             g += split;
         }
     }
-    reduce_groups(&acc, &ssq, y, res, rows, ny, col0, k, eps, m, r, split, plane32, add, comptime!(pre == RMS_NORM));
+    reduce_groups(cube, &acc, &ssq, y, res, rows, ny, col0, k, eps, m, r, split, plane32, add, comptime!(pre == RMS_NORM));
+}
+
+/// See the module docs. `w` is read in 8-byte vectors (`Wv` = 2) from word `off8`, `x` in 16-byte
+/// vectors (`N` = 4); `y` is `[m, ny]`, this launch writing columns `col0..col0 + rows`.
+#[cube(launch_unchecked)]
+pub fn matvec_q6kx4<N: Size, Wv: Size>(
+    w: &[Vector<u32, Wv>],
+    x: &[Vector<f32, N>],
+    y: &mut [f32],
+    res: &[f32],
+    gamma: &[Vector<f32, N>],
+    off8: u32,
+    rows: u32,
+    k: u32,
+    ny: u32,
+    col0: u32,
+    magic: u32,
+    #[comptime] f16hw: bool,
+    eps: f32,
+    #[comptime] m: u32,
+    #[comptime] r: u32,
+    #[comptime] split: u32,
+    #[comptime] plane32: bool,
+    #[comptime] add: bool,
+    #[comptime] pre: u32,
+) {
+    matvec_q6kx4_body(CUBE_POS as u32, w, x, y, res, gamma, off8, rows, k, ny, col0, magic, f16hw, eps, m, r, split, plane32, add, pre);
 }

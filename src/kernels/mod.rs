@@ -28,6 +28,7 @@ pub mod input;
 pub mod matvec;
 pub mod matvec_i4;
 pub mod matvec_mma;
+pub mod matvec_pair;
 pub mod matvec_q4k;
 pub mod matvec_q6k;
 pub mod matvec_q6kx4;

@@ -12,14 +12,14 @@ pub const LANES: u32 = 32;
 /// Largest `r · m` (rows per thread × token rows) a decode kernel may accumulate.
 pub const MAX_ACC: u32 = 32;
 
-/// The first weight row of row group `grp` of this cube: a cube holds `PLANES / split` groups of
-/// `r` rows each.
+/// The first weight row of row group `grp` of cube `cube`: a cube holds `PLANES / split` groups
+/// of `r` rows each.
 #[cube]
-pub fn group_row0(grp: u32, #[comptime] r: u32, #[comptime] split: u32) -> u32 {
-    (CUBE_POS as u32 * (PLANES / split) + grp) * r
+pub fn group_row0(cube: u32, grp: u32, #[comptime] r: u32, #[comptime] split: u32) -> u32 {
+    (cube * (PLANES / split) + grp) * r
 }
 
-/// Sums `acc[i·m + t]` (row `i` of the thread's row group, token `t`) over the `LANES` lanes and the `split` planes
+/// Sums, in cube `cube` of the launch, `acc[i·m + t]` (row `i` of the thread's row group, token `t`) over the `LANES` lanes and the `split` planes
 /// of each row group and writes `y[t, col0 + row]` (plus `res` at the same index with `add`, the
 /// residual of [`quant_matmul_add`](crate::ops::QuantMatmulBackend::quant_matmul_add)) for rows
 /// below `rows`. With `norm` each token row's sum is first scaled by `1 / √(Σ x² / k + eps)`,
@@ -29,6 +29,7 @@ pub fn group_row0(grp: u32, #[comptime] r: u32, #[comptime] split: u32) -> u32 {
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub fn reduce_groups(
+    cube: u32,
     acc: &Array<f32>,
     ssq: &Array<f32>,
     y: &mut [f32],
@@ -86,7 +87,7 @@ pub fn reduce_groups(
                 }
                 s *= 1.0f32 / f32::sqrt(q / f32::cast_from(k) + eps);
             }
-            let row = group_row0(grp, r, split) + o / m;
+            let row = group_row0(cube, grp, r, split) + o / m;
             if row < rows {
                 let at = (o % m) * n + col0 + row;
                 y[at as usize] = if comptime!(add) { s + res[at as usize] } else { s };
@@ -123,7 +124,7 @@ pub fn reduce_groups(
                 }
                 s *= 1.0f32 / f32::sqrt(q / f32::cast_from(k) + eps);
             }
-            let row = group_row0(grp, r, split) + o / m;
+            let row = group_row0(cube, grp, r, split) + o / m;
             if row < rows {
                 let at = (o % m) * n + col0 + row;
                 y[at as usize] = if comptime!(add) { s + res[at as usize] } else { s };

@@ -16,7 +16,7 @@ use cubecl::prelude::*;
 
 use super::{QuantLayout, QuantMatmulBackend, QuantPart};
 use crate::kernels::decode::{block_bytes, block_elems};
-use crate::kernels::{dequant, input, matvec, matvec_i4, matvec_mma, matvec_q4k, matvec_q6k, matvec_q6kx4, matvec_q80, prefill_mma, reduce, tiled, tiled_mma};
+use crate::kernels::{dequant, input, matvec, matvec_i4, matvec_mma, matvec_pair, matvec_q4k, matvec_q6k, matvec_q6kx4, matvec_q80, prefill_mma, reduce, tiled, tiled_mma};
 
 /// Cubes the prefill path aims for (about 4 per SM of a large GPU).
 const SPLIT_K_TARGET: usize = 528;
@@ -462,6 +462,14 @@ impl DecodeKernel {
     }
 }
 
+/// Whether a weight of a Q4_K part then a Q6_Kx4 part decodes in one launch
+/// ([`matvec_pair::matvec_q4k_q6kx4`]): yes unless the environment sets `BURN_QUANT_PAIR=0`
+/// (then a launch per part, for comparisons).
+fn pair_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("BURN_QUANT_PAIR").map_or(true, |v| v != "0"))
+}
+
 /// Whether the tensor-core kernel is on for `m` token rows of `x` over `k` columns (for the
 /// parts it can take).
 fn mma_on(x: &CubeTensor, m: usize, k: usize) -> bool {
@@ -484,6 +492,54 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
     let pre = Prologue::new(pre, &x);
     // Parts the tensor-core kernel can take; its input is prepared once for all of them.
     let mma = parts.iter().any(|p| matches!(DecodeKernel::of(p, on), DecodeKernel::Mma(_))).then(|| mma_input(&x, m, k));
+    if let [a, b] = parts.as_slice()
+        && pair_on()
+        && DecodeKernel::of(a, on) == DecodeKernel::Q4K
+        && DecodeKernel::of(b, on) == DecodeKernel::Q6Kx4
+    {
+        let ((ra, sa), (rb, sb)) = (q4k_launch(m, a.rows, k), q6kx4_launch(m, k));
+        let groups = |r: u32, split: u32| (reduce::PLANES / split) as usize * r as usize;
+        let cubes_a = a.rows.div_ceil(groups(ra, sa));
+        let cubes = cubes_a + b.rows.div_ceil(groups(rb, sb));
+        // SAFETY: as for the two kernels launched apart below: the Q4_K part starts on a 16-byte
+        // boundary with rows of whole 144-byte blocks, the Q6_Kx4 part on an 8-byte boundary with
+        // rows of whole 840-byte groups; rows past each part's end are clamped in the kernels;
+        // `y` is `[m, n]`, the parts writing columns `0..a.rows` and `a.rows..n`.
+        unsafe {
+            matvec_pair::matvec_q4k_q6kx4::launch_unchecked(
+                &client,
+                grid_1d(cubes),
+                CubeDim::new_2d(reduce::LANES, reduce::PLANES),
+                4,
+                2,
+                buffer(w, words / 4),
+                buffer(w, words / 2),
+                buffer(&x, pre.x_vectors(m, k)),
+                buffer(&y, m * n),
+                res.arg(),
+                pre.gamma_arg(),
+                (a.byte_offset / 16) as u32,
+                a.rows as u32,
+                (b.byte_offset / 8) as u32,
+                b.rows as u32,
+                cubes_a as u32,
+                k as u32,
+                n as u32,
+                matvec_q4k::FLOAT_MAGIC,
+                f16hw,
+                pre.eps,
+                m as u32,
+                ra,
+                sa,
+                rb,
+                sb,
+                plane32,
+                res.add,
+                pre.code,
+            )
+        };
+        return y;
+    }
     let mut col0 = 0;
     for part in &parts {
         let (rows, at) = (part.rows as u32, part.byte_offset);
