@@ -408,15 +408,16 @@ impl Prologue {
 const FOLD_MAX_WEIGHTS: usize = 8 << 20;
 
 /// Whether the decode kernels do the (RMSNorm, SwiGLU) before a product on `x`'s device:
-/// `BURN_QUANT_FOLD` where set, else not on CUDA and both elsewhere. On CUDA the decode step
-/// replays a CUDA graph, where a launch costs about a microsecond, and against the one-launch
-/// SwiGLU and norm kernels the folds no longer paid (H100, 0.6B tg128, 2026-11-23: 692–695 t/s
-/// without them against 585–650 with, at the Q4_K launch of [`q4k_launch`]); wgpu replays a
-/// dispatch list whose launches cost more, and keeps them.
+/// `BURN_QUANT_FOLD` where set, else the norm only on CUDA and both elsewhere. On CUDA the decode
+/// step replays a CUDA graph, where a launch costs about a microsecond: against the one-launch
+/// SwiGLU kernel the SwiGLU fold does not pay, the norm fold does since q/k/v became one launch
+/// (H100, 0.6B tg128, alternating runs, 2026-11-24: 668–764 t/s with the norm fold, median 705,
+/// against 635–698 without, median 656; 8B unchanged at 259–271). wgpu replays a dispatch list
+/// whose launches cost more, and keeps both.
 fn folds(x: &CubeTensor) -> (bool, bool) {
     knobs().fold.unwrap_or_else(|| {
-        let on = !matches!(x.device, burn_cubecl::CubeDevice::Cuda(_));
-        (on, on)
+        let cuda = matches!(x.device, burn_cubecl::CubeDevice::Cuda(_));
+        (true, !cuda)
     })
 }
 
