@@ -51,7 +51,7 @@ impl Tile {
     pub const fn fits(self, d: u32) -> bool {
         let dv = d / 4;
         let nt = self.threads();
-        d % 4 == 0 && dv > 0 && nt % dv == 0 && (self.rows * dv) % nt == 0 && self.rows % 2 == 0 && self.keys % 2 == 0
+        d.is_multiple_of(4) && dv > 0 && nt.is_multiple_of(dv) && (self.rows * dv).is_multiple_of(nt) && self.rows.is_multiple_of(2) && self.keys.is_multiple_of(2)
     }
 }
 
@@ -143,7 +143,10 @@ fn dot4<N: Size>(a: Vector<f32, N>, b: Vector<f32, N>) -> f32 {
 /// of a KV head (row `i` = token `i / g`, query head `i % g` of the KV head's group); cubes
 /// `(b·kv_heads + kv head)·blocks + block`, `blocks = ⌈g·s / R⌉`; `R·T/4` threads.
 #[cube(launch_unchecked)]
-#[allow(clippy::too_many_arguments)]
+// Plain division and `x = x * a`: a first version with `*=` on an array element and on a
+// variable, a `let (mut a, mut b) = ..` and an empty `if` arm failed SPIR-V validation on
+// lavapipe ("expected operand type cube.ptr"); which of them did was not isolated.
+#[allow(clippy::too_many_arguments, clippy::manual_div_ceil, clippy::assign_op_pattern)]
 pub fn attention_prompt<N: Size>(
     q: &[Vector<f32, N>],
     k: &[Vector<f32, N>],
