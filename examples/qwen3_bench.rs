@@ -217,6 +217,15 @@ fn host_profile(model: &Qwen3, tokens: &[u32]) -> Result<()> {
     time("attention (Burn, grouped rows)", &|| {
         burn::tensor::module::attention(q.clone(), kv.clone(), kv.clone(), None, None, Default::default()).reshape([1, nh * s, d])
     });
+    // The prompt's attention op (norm + RoPE, cache writes, attention) on a fresh cache.
+    let qkv = x((nh + 2 * kvh) * d);
+    let (cos, sin) = tables(0, s, d, c.rope_theta, &device);
+    let cap = s.next_power_of_two().max(256);
+    time("attention_prompt (burn_quant::ops)", &|| {
+        let caches = (Tensor::<4>::zeros([1, kvh, cap, d], &device), Tensor::<4>::zeros([1, kvh, cap, d], &device));
+        let g = b.attn.q_norm.gamma.val();
+        burn_quant::ops::attention_prompt(qkv.clone(), g.clone(), g, cos.clone(), sin.clone(), caches, 0, [nh, kvh], 1e-6, 0.1).0
+    });
     Ok(())
 }
 

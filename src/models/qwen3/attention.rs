@@ -58,14 +58,13 @@ impl Qwen3Attention {
             });
             return self.o.forward_add(y, x);
         }
-        // A prompt on a backend that compiles kernels, with a static-shape cache: everything
-        // after the projection is one op (two launches on the cube backends) that writes the
-        // cache and returns the output in the layout the output projection reads.
+        // New positions with their own RoPE rows (a prompt; on the CPU backends every step):
+        // everything after the projection is one op (two launches on the cube backends, one pass
+        // on the CPU ones) that writes the cache and returns the output in the layout the output
+        // projection reads.
         if let RopeAt::Rows(cos, sin) = rope
-            && cache.has_static_shapes()
             && prompt_op_on()
             && self.q_norm.epsilon == self.k_norm.epsilon
-            && crate::device::compiles_kernels(&x.device())
         {
             let start = cache.len();
             let y = cache.update_layer(layer, [b, kvh, start + s, d], &x.device(), |kc, vc| {

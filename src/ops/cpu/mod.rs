@@ -1,6 +1,7 @@
 //! The CPU backends (burn-flex and burn-ndarray): thin adapters that borrow the tensors' memory
 //! and run the shared fused [`kernel`].
 
+pub mod attention;
 pub mod elementwise;
 pub mod kernel;
 #[cfg(target_arch = "x86_64")]
@@ -30,6 +31,16 @@ fn run(f: impl FnOnce() -> crate::Result<Vec<f32>>) -> Vec<f32> {
     match f() {
         Ok(y) => y,
         Err(e) => panic!("quantized matmul: {e}"),
+    }
+}
+
+/// The dims of a prompt's attention from the shapes of `qkv` `[b, s, _]` and a cache `[b,
+/// kv_heads, cap, d]`, with the op's head counts and start.
+#[allow(dead_code)]
+fn prompt_dims(qkv: &[usize], cache: &[usize], start: usize, heads: usize, kv_heads: usize) -> Option<attention::PromptDims> {
+    match (qkv, cache) {
+        (&[batch, seq, _], &[cb, ckv, cap, d]) if cb == batch && ckv == kv_heads => Some(attention::PromptDims { batch, seq, heads, kv_heads, d, cap, start }),
+        _ => None,
     }
 }
 
@@ -76,6 +87,38 @@ mod flex {
             }
             let y = super::elementwise::rms_norm(x.as_slice::<f32>().unwrap_or_default(), gamma.as_slice::<f32>().unwrap_or_default(), eps);
             FlexTensor::from_data(TensorData::new(y, shape))
+        }
+
+        fn attention_prompt(
+            qkv: FlexTensor,
+            q_gamma: FlexTensor,
+            k_gamma: FlexTensor,
+            cos: FlexTensor,
+            sin: FlexTensor,
+            k_cache: FlexTensor,
+            v_cache: FlexTensor,
+            start: usize,
+            heads: usize,
+            kv_heads: usize,
+            eps: f32,
+            scale: f32,
+        ) -> (FlexTensor, FlexTensor, FlexTensor) {
+            let shape = |t: &FlexTensor| t.layout().shape().as_slice().to_vec();
+            let (cache_shape, n) = (shape(&k_cache), |t: &FlexTensor| t.layout().shape().num_elements());
+            let dims = super::prompt_dims(&shape(&qkv), &cache_shape, start, heads, kv_heads)
+                .filter(|&dims| shape(&v_cache) == cache_shape && super::attention::fits(dims, [&qkv, &q_gamma, &k_gamma, &cos, &sin, &k_cache, &v_cache].map(n)));
+            let Some(dims) = dims else {
+                return crate::ops::decode::attention_prompt_composed::<Self>(qkv, [q_gamma, k_gamma], [cos, sin], [k_cache, v_cache], start, [heads, kv_heads], eps, scale);
+            };
+            let [qkv, q_gamma, k_gamma, cos, sin] = [qkv, q_gamma, k_gamma, cos, sin].map(f32_contiguous);
+            fn slice(t: &FlexTensor) -> &[f32] {
+                t.as_slice::<f32>().unwrap_or_default()
+            }
+            let vec = |t: FlexTensor| t.into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default();
+            let (mut kc, mut vc) = (vec(k_cache), vec(v_cache));
+            let out = super::attention::attention_prompt(slice(&qkv), [slice(&q_gamma), slice(&k_gamma)], [slice(&cos), slice(&sin)], [&mut kc, &mut vc], dims, eps, scale);
+            let tensor = |v: Vec<f32>, shape: Vec<usize>| FlexTensor::from_data(TensorData::new(v, shape));
+            (tensor(out, vec![dims.batch, dims.seq, heads * dims.d]), tensor(kc, cache_shape.clone()), tensor(vc, cache_shape))
         }
     }
 
@@ -162,6 +205,33 @@ mod ndarray {
             }
             let y = super::elementwise::rms_norm(&floats(&x), &floats(&gamma), eps);
             NdArrayTensor::from_data(TensorData::new(y, shape))
+        }
+
+        fn attention_prompt(
+            qkv: NdArrayTensor,
+            q_gamma: NdArrayTensor,
+            k_gamma: NdArrayTensor,
+            cos: NdArrayTensor,
+            sin: NdArrayTensor,
+            k_cache: NdArrayTensor,
+            v_cache: NdArrayTensor,
+            start: usize,
+            heads: usize,
+            kv_heads: usize,
+            eps: f32,
+            scale: f32,
+        ) -> (NdArrayTensor, NdArrayTensor, NdArrayTensor) {
+            let shape = |t: &NdArrayTensor| t.shape().as_slice().to_vec();
+            let (cache_shape, n) = (shape(&k_cache), |t: &NdArrayTensor| t.shape().num_elements());
+            let dims = super::prompt_dims(&shape(&qkv), &cache_shape, start, heads, kv_heads)
+                .filter(|&dims| shape(&v_cache) == cache_shape && super::attention::fits(dims, [&qkv, &q_gamma, &k_gamma, &cos, &sin, &k_cache, &v_cache].map(n)));
+            let Some(dims) = dims else {
+                return crate::ops::decode::attention_prompt_composed::<Self>(qkv, [q_gamma, k_gamma], [cos, sin], [k_cache, v_cache], start, [heads, kv_heads], eps, scale);
+            };
+            let (mut kc, mut vc) = (floats(&k_cache).into_owned(), floats(&v_cache).into_owned());
+            let out = super::attention::attention_prompt(&floats(&qkv), [&floats(&q_gamma), &floats(&k_gamma)], [&floats(&cos), &floats(&sin)], [&mut kc, &mut vc], dims, eps, scale);
+            let tensor = |v: Vec<f32>, shape: Vec<usize>| NdArrayTensor::from_data(TensorData::new(v, shape));
+            (tensor(out, vec![dims.batch, dims.seq, heads * dims.d]), tensor(kc, cache_shape.clone()), tensor(vc, cache_shape))
         }
     }
 
