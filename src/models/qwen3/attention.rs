@@ -39,10 +39,10 @@ impl Qwen3Attention {
     /// the q/k/v projection as it reads `x` where the backend can
     /// ([`QuantLinear::forward_norm`]) and `x` added by the output projection; `rope` says where
     /// the rotation of the new positions comes from ([`RopeAt`]); the new keys and values go into
-    /// layer `layer` of `cache`: appended after the positions held with [`RopeAt::Rows`]
-    /// ([`KvCache::append_layer`]), written at the device-held position with
-    /// [`RopeAt::Device`] (one token: everything after the projection is one op,
-    /// [`crate::ops::attention_step`]).
+    /// layer `layer` of `cache`: after the positions held with [`RopeAt::Rows`] (everything
+    /// after the projection is one op, [`crate::ops::attention_prompt`]; with
+    /// `BURN_QUANT_PROMPT_OP=0`, Burn's ops and [`KvCache::append_layer`]), at the device-held
+    /// position with [`RopeAt::Device`] (one token: one op, [`crate::ops::attention_step`]).
     pub fn forward(&self, x: Tensor<3>, norm: &RmsNorm, rope: RopeAt<'_>, cache: &mut KvCache, layer: usize) -> Tensor<3> {
         let [b, s, _] = x.dims();
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);

@@ -1,8 +1,10 @@
 //! A prompt's attention in Qwen3 on the CPU backends (`DecodeOpsBackend::attention_prompt`), in
 //! one pass over plain slices where Burn's ops take about fifteen (views, the q/k norms, RoPE,
 //! transposes, two cache writes, the mask, attention, the output's transpose), each allocating
-//! its result: the q and k heads' RMSNorm + NEOX RoPE, the cache writes, then causal attention
-//! with the tokens spread over rayon's threads.
+//! its result: the q and k heads' RMSNorm + NEOX RoPE and the cache writes, then causal
+//! attention as rayon tasks of (sequence, query head, block of 32 tokens), each two `gemm`
+//! products (scores, then weights × values) around a vectorised softmax that zeroes the
+//! positions a token may not see.
 
 use rayon::prelude::*;
 
