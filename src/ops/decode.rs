@@ -71,8 +71,8 @@ pub trait DecodeOpsBackend: Backend {
         attention_decode_composed::<Self>(q, k, v, pos, scale)
     }
 
-    /// One token's whole attention step in Qwen3, after the q/k/v projection: `qkv [b, 1, (heads
-    /// + 2·kv_heads)·d]` (query heads, key heads, value heads) at the device-held position `pos`
+    /// One token's whole attention step in Qwen3, after the q/k/v projection:
+    /// `qkv [b, 1, (heads + 2·kv_heads)·d]` (query heads, key heads, value heads) at the device-held position `pos`
     /// (`[1]`); q's and k's heads get their RMSNorm (`q_gamma`, `k_gamma` `[d]`, `eps`) and NEOX
     /// RoPE (row `pos` of `cos`/`sin` `[positions, d/2]`) as in
     /// [`norm_rope`](DecodeOpsBackend::norm_rope), the new key and value are written into the
