@@ -32,7 +32,7 @@ pub struct PromptDims {
 #[inline(always)]
 fn norm_rope(x: &[f32], gamma: &[f32], cos: &[f32], sin: &[f32], eps: f32, out: &mut [f32]) {
     let (d, half) = (x.len(), x.len() / 2);
-    let inv = 1.0 / (x.iter().map(|v| v * v).sum::<f32>() / d as f32 + eps).sqrt();
+    let inv = 1.0 / (super::elementwise::sum_squares(x) / d as f32 + eps).sqrt();
     for j in 0..half {
         let a = x[j] * inv * gamma[j];
         let b = x[j + half] * inv * gamma[j + half];

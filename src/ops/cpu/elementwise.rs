@@ -64,6 +64,21 @@ pub fn rms_norm(x: &[f32], gamma: &[f32], eps: f32) -> Vec<f32> {
     out
 }
 
+/// `Σ x²` in eight running sums, so the loop vectorises (and rounds like a pairwise sum); inline,
+/// for the callers' [`pulp::WithSimd`] loops.
+#[inline(always)]
+pub fn sum_squares(row: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v * v;
+        }
+    }
+    let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
 /// [`rms_norm`] as a [`pulp::WithSimd`] struct (see [`SwiGlu`]).
 struct RmsNorm<'a> {
     x: &'a [f32],
@@ -78,17 +93,7 @@ impl pulp::WithSimd for RmsNorm<'_> {
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
         let n = self.gamma.len();
         for (row, o) in self.x.chunks_exact(n).zip(self.out.chunks_exact_mut(n)) {
-            // Eight running sums, so the loop vectorises (and rounds like a pairwise sum).
-            let mut acc = [0f32; 8];
-            let mut chunks = row.chunks_exact(8);
-            for c in &mut chunks {
-                for (a, v) in acc.iter_mut().zip(c) {
-                    *a += v * v;
-                }
-            }
-            let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
-            let ssq = acc.iter().sum::<f32>() + tail;
-            let inv = 1.0 / (ssq / n as f32 + self.eps).sqrt();
+            let inv = 1.0 / (sum_squares(row) / n as f32 + self.eps).sqrt();
             for ((o, &v), &g) in o.iter_mut().zip(row).zip(self.gamma) {
                 *o = v * inv * g;
             }
