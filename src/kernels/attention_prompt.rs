@@ -3,10 +3,10 @@
 //! attention and the output's transpose), each of which costs a fusion-wrapped backend's host
 //! 15–40 µs (BENCHMARKS.md, session 14):
 //!
-//! 1. [`prompt_prologue`]: one cube per (token, head) of the fused projection `qkv`: q and k
+//! 1. [`prompt_prologue`](fn@prompt_prologue): one cube per (token, head) of the fused projection `qkv`: q and k
 //!    heads get their RMSNorm over `d` and NEOX RoPE, the rotated queries go to a `[b, s, heads,
 //!    d]` buffer, the keys and the values are written into the caches at `start + t`;
-//! 2. [`attention_prompt`]: causal attention with an online softmax. A cube takes `R` query rows
+//! 2. [`attention_prompt`](fn@attention_prompt): causal attention with an online softmax. A cube takes `R` query rows
 //!    of one KV head (its `g` query heads × `R / g` tokens, so every key tile it stages is used
 //!    by all of them), holds them in shared memory, and walks the cached positions up to its
 //!    last row's in tiles of `T` keys: scores (2 rows × 2 keys a thread, 16-byte reads), the
@@ -21,12 +21,12 @@ use cubecl::prelude::*;
 
 use super::norm::cube_reduce;
 
-/// Whether [`prompt_prologue`] takes heads of `d` values: `d / 2` threads, a power of two.
+/// Whether [`prompt_prologue`](fn@prompt_prologue) takes heads of `d` values: `d / 2` threads, a power of two.
 pub fn prologue_supports(d: usize) -> bool {
     d >= 8 && d.is_multiple_of(4) && (d / 2).is_power_of_two() && d <= 512
 }
 
-/// The tile of [`attention_prompt`]: `rows` query rows a cube, `keys` keys a tile.
+/// The tile of [`attention_prompt`](fn@attention_prompt): `rows` query rows a cube, `keys` keys a tile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tile {
     /// Query rows per cube (`R`).

@@ -147,7 +147,7 @@ pub fn dequant_i4_f16<N: Size>(w: &[u32], out: &mut [Vector<f16, N>], off: u32, 
 }
 
 /// [`dequant_f16`] for Q6_Kx4, one thread per 32 weights (lane `u` of block `i` of a group, as
-/// in [`super::matvec_q6kx4`]): `w` in 8-byte vectors from word `off8`, `out` (`[n, k]`) in
+/// in [`crate::kernels::matvec_q6kx4`]): `w` in 8-byte vectors from word `off8`, `out` (`[n, k]`) in
 /// 4-wide f16 vectors.
 #[cube(launch_unchecked)]
 pub fn dequant_q6kx4_f16<N: Size, Wv: Size>(w: &[Vector<u32, Wv>], out: &mut [Vector<f16, N>], off8: u32, row0: u32, rows: u32, k: u32) {

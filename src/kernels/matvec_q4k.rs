@@ -131,8 +131,9 @@ pub fn hsum<N: Size>(v: Vector<f32, N>) -> f32 {
     v.extract(0usize) + v.extract(1usize) + v.extract(2usize) + v.extract(3usize)
 }
 
-/// The body of [`matvec_q4k`] as cube `cube` of the launch (a combined launch runs it for its
-/// first cubes: [`super::matvec_pair`]).
+/// See the module docs. `w` and `x` are read in 16-byte vectors (`N` = 4); `off` is the part's
+/// offset in 16-byte units; `y` is `[m, ny]`, this part writing columns `col0..col0 + rows`.
+/// Run as cube `cube` of a [`crate::kernels::matvec_pair`] launch.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub fn matvec_q4k_body<N: Size>(
@@ -260,31 +261,4 @@ pub fn matvec_q4k_body<N: Size>(
         g += split;
     }
     reduce_groups(cube, &acc, &ssq, y, res, rows, ny, col0, k, eps, m, r, split, plane32, add, comptime!(pre == RMS_NORM));
-}
-
-/// See the module docs. `w` and `x` are read in 16-byte vectors (`N` = 4); `off` is the part's
-/// offset in 16-byte units; `y` is `[m, ny]`, this launch writing columns `col0..col0 + rows`.
-#[cube(launch_unchecked)]
-pub fn matvec_q4k<N: Size>(
-    w: &[Vector<u32, N>],
-    x: &[Vector<f32, N>],
-    y: &mut [f32],
-    res: &[f32],
-    gamma: &[Vector<f32, N>],
-    off: u32,
-    rows: u32,
-    k: u32,
-    ny: u32,
-    col0: u32,
-    magic: u32,
-    #[comptime] f16hw: bool,
-    eps: f32,
-    #[comptime] m: u32,
-    #[comptime] r: u32,
-    #[comptime] split: u32,
-    #[comptime] plane32: bool,
-    #[comptime] add: bool,
-    #[comptime] pre: u32,
-) {
-    matvec_q4k_body(CUBE_POS as u32, w, x, y, res, gamma, off, rows, k, ny, col0, magic, f16hw, eps, m, r, split, plane32, add, pre);
 }

@@ -90,7 +90,7 @@ pub fn prescale_inputs6<N: Size>(xv: Vector<f32, N>, xs: &mut Array<f32>, o: usi
 /// `Σ_e (code_e − 32)·x_e` of the 4 codes of `q` against the inputs [`prescale_inputs6`] wrote at
 /// `xs[o ..]`: each code is masked in place and turned into the exact float `(code − 32)·2^s`
 /// through the bits of `2²³ + code·2^s` (no shift), then FMA'd (`magic`: see
-/// [`FLOAT_MAGIC`](super::matvec_q4k::FLOAT_MAGIC)).
+/// [`FLOAT_MAGIC`](crate::kernels::matvec_q4k::FLOAT_MAGIC)).
 #[cube]
 pub fn dot_codes_in_place(q: u32, xs: &Array<f32>, o: usize, magic: u32) -> f32 {
     let q3 = q >> 8;

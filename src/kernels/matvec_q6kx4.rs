@@ -66,8 +66,9 @@ pub fn decode_lane<Wv: Size>(w: &[Vector<u32, Wv>], g8: u32, i: u32, u: u32, out
     }
 }
 
-/// The body of [`matvec_q6kx4`] as cube `cube` of the launch (a combined launch runs it for its
-/// last cubes: [`super::matvec_pair`]).
+/// See the module docs. `w` is read in 8-byte vectors (`Wv` = 2) from word `off8`, `x` in 16-byte
+/// vectors (`N` = 4); `y` is `[m, ny]`, this part writing columns `col0..col0 + rows`.
+/// Run as cube `cube` of a [`crate::kernels::matvec_pair`] launch.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub fn matvec_q6kx4_body<N: Size, Wv: Size>(
@@ -179,31 +180,4 @@ pub fn matvec_q6kx4_body<N: Size, Wv: Size>(
         }
     }
     reduce_groups(cube, &acc, &ssq, y, res, rows, ny, col0, k, eps, m, r, split, plane32, add, comptime!(pre == RMS_NORM));
-}
-
-/// See the module docs. `w` is read in 8-byte vectors (`Wv` = 2) from word `off8`, `x` in 16-byte
-/// vectors (`N` = 4); `y` is `[m, ny]`, this launch writing columns `col0..col0 + rows`.
-#[cube(launch_unchecked)]
-pub fn matvec_q6kx4<N: Size, Wv: Size>(
-    w: &[Vector<u32, Wv>],
-    x: &[Vector<f32, N>],
-    y: &mut [f32],
-    res: &[f32],
-    gamma: &[Vector<f32, N>],
-    off8: u32,
-    rows: u32,
-    k: u32,
-    ny: u32,
-    col0: u32,
-    magic: u32,
-    #[comptime] f16hw: bool,
-    eps: f32,
-    #[comptime] m: u32,
-    #[comptime] r: u32,
-    #[comptime] split: u32,
-    #[comptime] plane32: bool,
-    #[comptime] add: bool,
-    #[comptime] pre: u32,
-) {
-    matvec_q6kx4_body(CUBE_POS as u32, w, x, y, res, gamma, off8, rows, k, ny, col0, magic, f16hw, eps, m, r, split, plane32, add, pre);
 }

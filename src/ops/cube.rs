@@ -16,7 +16,7 @@ use cubecl::prelude::*;
 
 use super::{QuantLayout, QuantMatmulBackend, QuantPart};
 use crate::kernels::decode::{block_bytes, block_elems};
-use crate::kernels::{dequant, input, matvec, matvec_i4, matvec_mma, matvec_pair, matvec_q4k, matvec_q6k, matvec_q6kx4, matvec_q80, prefill_mma, reduce, tiled, tiled_mma};
+use crate::kernels::{dequant, input, matvec, matvec_i4, matvec_mma, matvec_pair, matvec_q4k, matvec_q6k, matvec_q80, prefill_mma, reduce, tiled, tiled_mma};
 
 /// Cubes the prefill path aims for (about 4 per SM of a large GPU).
 const SPLIT_K_TARGET: usize = 528;
@@ -426,13 +426,13 @@ fn folds(x: &CubeTensor) -> (bool, bool) {
 enum DecodeKernel {
     /// [`matvec_mma`], with its layout argument ([`mma_group`]).
     Mma(u32),
-    /// [`matvec_q4k`].
+    /// [`matvec_pair`] holding the Q4_K body.
     Q4K,
     /// [`matvec_i4`].
     I4,
     /// [`matvec_q80`].
     Q80,
-    /// [`matvec_q6kx4`].
+    /// [`matvec_pair`] holding the Q6_Kx4 body.
     Q6Kx4,
     /// [`matvec_q6k`].
     Q6K,
@@ -471,6 +471,75 @@ fn pair_on() -> bool {
     *ON.get_or_init(|| std::env::var("BURN_QUANT_PAIR").map_or(true, |v| v != "0"))
 }
 
+/// What every decode launch of [`matmul_decode`] shares: the weight (`words` 4-byte words), the
+/// input, output, residual and prologue, the sizes, and the device's traits.
+struct DecodeArgs<'a> {
+    w: &'a CubeTensor,
+    words: usize,
+    x: &'a CubeTensor,
+    y: &'a CubeTensor,
+    res: &'a Residual,
+    pre: &'a Prologue,
+    m: usize,
+    k: usize,
+    n: usize,
+    f16hw: bool,
+    plane32: bool,
+}
+
+/// Launches [`matvec_pair::matvec_q4k_q6kx4`] over a Q4_K part, a Q6_Kx4 part, or both (each
+/// with the first output column it writes): one launch whatever the count.
+fn launch_q4k_q6kx4(args: &DecodeArgs, a: Option<(&QuantPart, usize)>, b: Option<(&QuantPart, usize)>) {
+    let DecodeArgs { w, words, x, y, res, pre, m, k, n, f16hw, plane32 } = *args;
+    let ((ra, sa), (rb, sb)) = (a.map_or((1, 1), |(p, _)| q4k_launch(m, p.rows, k)), q6kx4_launch(m, k));
+    let groups = |r: u32, split: u32| (reduce::PLANES / split) as usize * r as usize;
+    let cubes_a = a.map_or(0, |(p, _)| p.rows.div_ceil(groups(ra, sa)));
+    let cubes = cubes_a + b.map_or(0, |(p, _)| p.rows.div_ceil(groups(rb, sb)));
+    let holds = a.map_or(0, |_| matvec_pair::HOLDS_Q4K) | b.map_or(0, |_| matvec_pair::HOLDS_Q6KX4);
+    let at = |p: Option<(&QuantPart, usize)>, unit: usize| p.map_or((0, 0, 0), |(p, col)| ((p.byte_offset / unit) as u32, p.rows as u32, col as u32));
+    let ((off16, rows_a, col_a), (off8, rows_b, col_b)) = (at(a, 16), at(b, 8));
+    // SAFETY: a Q4_K part starts on a 16-byte boundary and its rows are whole 144-byte blocks, a
+    // Q6_Kx4 part on an 8-byte boundary with rows of whole 840-byte groups (105 words of 8
+    // bytes), so every read stays inside its part; rows past a part's end are clamped in the
+    // kernel; `y` is `[m, n]` and each part writes its own columns from its `col`.
+    unsafe {
+        matvec_pair::matvec_q4k_q6kx4::launch_unchecked(
+            &x.client,
+            grid_1d(cubes),
+            CubeDim::new_2d(reduce::LANES, reduce::PLANES),
+            4,
+            2,
+            buffer(w, words / 4),
+            buffer(w, words / 2),
+            buffer(x, pre.x_vectors(m, k)),
+            buffer(y, m * n),
+            res.arg(),
+            pre.gamma_arg(),
+            off16,
+            rows_a,
+            col_a,
+            off8,
+            rows_b,
+            col_b,
+            cubes_a as u32,
+            k as u32,
+            n as u32,
+            matvec_q4k::FLOAT_MAGIC,
+            f16hw,
+            pre.eps,
+            m as u32,
+            ra,
+            sa,
+            rb,
+            sb,
+            plane32,
+            res.add,
+            pre.code,
+            holds,
+        )
+    };
+}
+
 /// Whether the tensor-core kernel is on for `m` token rows of `x` over `k` columns (for the
 /// parts it can take).
 fn mma_on(x: &CubeTensor, m: usize, k: usize) -> bool {
@@ -498,47 +567,8 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
         && DecodeKernel::of(a, on) == DecodeKernel::Q4K
         && DecodeKernel::of(b, on) == DecodeKernel::Q6Kx4
     {
-        let ((ra, sa), (rb, sb)) = (q4k_launch(m, a.rows, k), q6kx4_launch(m, k));
-        let groups = |r: u32, split: u32| (reduce::PLANES / split) as usize * r as usize;
-        let cubes_a = a.rows.div_ceil(groups(ra, sa));
-        let cubes = cubes_a + b.rows.div_ceil(groups(rb, sb));
-        // SAFETY: as for the two kernels launched apart below: the Q4_K part starts on a 16-byte
-        // boundary with rows of whole 144-byte blocks, the Q6_Kx4 part on an 8-byte boundary with
-        // rows of whole 840-byte groups; rows past each part's end are clamped in the kernels;
-        // `y` is `[m, n]`, the parts writing columns `0..a.rows` and `a.rows..n`.
-        unsafe {
-            matvec_pair::matvec_q4k_q6kx4::launch_unchecked(
-                &client,
-                grid_1d(cubes),
-                CubeDim::new_2d(reduce::LANES, reduce::PLANES),
-                4,
-                2,
-                buffer(w, words / 4),
-                buffer(w, words / 2),
-                buffer(&x, pre.x_vectors(m, k)),
-                buffer(&y, m * n),
-                res.arg(),
-                pre.gamma_arg(),
-                (a.byte_offset / 16) as u32,
-                a.rows as u32,
-                (b.byte_offset / 8) as u32,
-                b.rows as u32,
-                cubes_a as u32,
-                k as u32,
-                n as u32,
-                matvec_q4k::FLOAT_MAGIC,
-                f16hw,
-                pre.eps,
-                m as u32,
-                ra,
-                sa,
-                rb,
-                sb,
-                plane32,
-                res.add,
-                pre.code,
-            )
-        };
+        let args = DecodeArgs { w, words, x: &x, y: &y, res: &res, pre: &pre, m, k, n, f16hw, plane32 };
+        launch_q4k_q6kx4(&args, Some((a, 0)), Some((b, a.rows)));
         return y;
     }
     let mut col0 = 0;
@@ -575,13 +605,8 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
             };
             true
         } else if kernel == DecodeKernel::Q4K {
-            // SAFETY: the part starts on a 16-byte boundary and its rows are whole 144-byte
-            // blocks, so every 16-byte read stays inside it; rows past `rows` are clamped in
-            // the kernel; `y` is `[m, n]` and the part writes columns `col0..col0 + rows`.
-            unsafe {
-                launch_decode!(matvec_q4k::matvec_q4k::launch_unchecked, client, part, q4k_launch(m, part.rows, k),
-                    w, words / 4, x, y, res, pre, (m, k, n), plane32; (at / 16) as u32, rows, k as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw)
-            };
+            let args = DecodeArgs { w, words, x: &x, y: &y, res: &res, pre: &pre, m, k, n, f16hw, plane32 };
+            launch_q4k_q6kx4(&args, Some((part, col0)), None);
             true
         } else if kernel == DecodeKernel::I4 {
             // SAFETY: the part starts on a word boundary and its rows are whole groups of
@@ -605,15 +630,8 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
             };
             true
         } else if kernel == DecodeKernel::Q6Kx4 {
-            // SAFETY: the part starts on an 8-byte boundary and its rows are whole 840-byte
-            // groups (105 words of 8 bytes), so every 8-byte read is inside it; rows past `rows`
-            // are clamped in the kernel; `y` is `[m, n]` and the part writes columns
-            // `col0..col0 + rows`.
-            unsafe {
-                launch_decode!(matvec_q6kx4::matvec_q6kx4::launch_unchecked, client, part, q6kx4_launch(m, k), [4, 2],
-                    w, words / 2, x, y, res, pre, (m, k, n), plane32;
-                    (at / 8) as u32, rows, k as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw)
-            };
+            let args = DecodeArgs { w, words, x: &x, y: &y, res: &res, pre: &pre, m, k, n, f16hw, plane32 };
+            launch_q4k_q6kx4(&args, None, Some((part, col0)));
             true
         } else if kernel == DecodeKernel::Q6K {
             // SAFETY: every word read is inside a block of a row below `rows` (rows past it are
