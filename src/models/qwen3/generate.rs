@@ -55,6 +55,14 @@ pub fn logits_to_vec(logits: Tensor<2>) -> Result<Vec<f32>> {
     logits.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::Invalid(format!("reading logits: {e:?}")))
 }
 
+/// Whether greedy generation on a backend that compiles kernels takes the argmax on the device:
+/// yes unless the environment sets `BURN_QUANT_DEVICE_ARGMAX=0` (then the row of logits is read
+/// back, for comparisons).
+fn device_argmax_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("BURN_QUANT_DEVICE_ARGMAX").map_or(true, |v| v != "0"))
+}
+
 impl Qwen3 {
     /// Runs `prompt` as one batch and then samples up to `max_new` tokens, one forward each,
     /// stopping early at any id in `stop`. `on_token` sees every new id as it is drawn and may
@@ -72,15 +80,25 @@ impl Qwen3 {
         if max_new == 0 {
             return Ok(out);
         }
+        // Greedy on a backend that compiles kernels: the argmax on the device, one id read back
+        // per token instead of the whole row of logits (151,936 floats for Qwen3) and a scan
+        // of it on the host. Burn's argmax keeps the lowest id on ties, as [`argmax`] does.
+        let on_device = sampler.is_greedy() && device_argmax_on() && crate::device::compiles_kernels(&self.embed.weight.val().device());
+        let mut next_of = |logits: Tensor<2>| -> Result<u32> {
+            if on_device {
+                let id = logits.argmax(1).into_data().convert::<i64>().try_into_vec::<i64>().map_err(|e| Error::Invalid(format!("reading the argmax: {e:?}")))?;
+                return Ok(id.first().copied().unwrap_or(0) as u32);
+            }
+            Ok(sampler.sample(&logits_to_vec(logits)?))
+        };
         let start = Instant::now();
-        let mut logits = logits_to_vec(self.forward_tokens(prompt, &mut cache, false)?)?;
+        let mut next = next_of(self.forward_tokens(prompt, &mut cache, false)?)?;
         out.prompt_time = start.elapsed();
         let start = Instant::now();
         // Positions the whole generation may need: the graph's cache is reserved for them.
         let positions = (prompt.len() + max_new).min(self.config.max_context);
         let mut decoder = Decoder::Eager(cache);
         loop {
-            let next = sampler.sample(&logits);
             out.tokens.push(next);
             if !on_token(next)? || stop.contains(&next) || out.tokens.len() >= max_new {
                 break;
@@ -98,7 +116,7 @@ impl Qwen3 {
                 Decoder::Eager(c) => self.forward_tokens(&[next], c, false)?,
                 Decoder::Graph(g) => g.step(next)?,
             };
-            logits = logits_to_vec(step)?;
+            next = next_of(step)?;
             if recording {
                 out.record_time = begin.elapsed();
             } else {

@@ -42,6 +42,14 @@ impl Sampler {
         Self { sampling, state: seed }
     }
 
+    /// Whether every draw is the argmax (no state, no need of the whole row on the host).
+    pub fn is_greedy(&self) -> bool {
+        match self.sampling {
+            Sampling::Greedy => true,
+            Sampling::TopP { temperature, .. } => temperature <= 0.0 || !temperature.is_finite(),
+        }
+    }
+
     /// A uniform draw in `[0, 1)`.
     fn uniform(&mut self) -> f32 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
