@@ -197,7 +197,7 @@ impl DecodeOpsBackend for CubeBackend {
             && heads.is_multiple_of(kv_heads)
             && s > 0
             && start + s <= cap
-            && elems(&qkv) == b * s * (heads + 2 * kv_heads) * d
+            && Some(elems(&qkv)) == kv_heads.checked_mul(2).and_then(|v| v.checked_add(heads)).and_then(|v| v.checked_mul(d)).and_then(|w| (b * s).checked_mul(w))
             && v_cache.meta.shape() == k_cache.meta.shape()
             && elems(&q_gamma) == d
             && elems(&k_gamma) == d

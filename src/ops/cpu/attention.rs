@@ -205,11 +205,10 @@ pub fn fits(dims: PromptDims, [qkv, q_gamma, k_gamma, cos, sin, kc, vc]: [usize;
         && d.is_multiple_of(2)
         && seq > 0
         && start.checked_add(seq).is_some_and(|e| e <= cap)
-        && Some(qkv) == batch.checked_mul(seq).and_then(|v| v.checked_mul((heads + 2 * kv_heads) * d))
+        && Some(qkv) == kv_heads.checked_mul(2).and_then(|v| v.checked_add(heads)).and_then(|v| v.checked_mul(d)).and_then(|w| batch.checked_mul(seq)?.checked_mul(w))
         && q_gamma == d
         && k_gamma == d
-        && cos >= seq * (d / 2)
-        && sin >= seq * (d / 2)
+        && seq.checked_mul(d / 2).is_some_and(|t| cos >= t && sin >= t)
         && Some(kc) == cache
         && Some(vc) == cache
 }
