@@ -6,7 +6,8 @@
 //! - [`dequant`]: weight rows picked by id → f32 (the embedding lookup).
 //! - [`matvec`]: the generic decode path (1–8 token rows): one pass over the weight for all token
 //!   rows at once; [`matvec_q4k`] and [`matvec_q6kx4`] are the vectorised kernels of the two types
-//!   every Q4_K_M file is made of (Q6_K as regrouped at load; [`matvec_q6k`] reads the plain
+//!   every Q4_K_M file is made of, launched through [`matvec_pair`] (one part, or a Q4_K and a
+//!   Q6_Kx4 part in one launch) (Q6_K as regrouped at load; [`matvec_q6k`] reads the plain
 //!   blocks), [`matvec_q80`] Q8_0's, [`matvec_i4`] that of the GPTQ/AWQ int4 groups; [`reduce`]
 //!   ends them, and [`input`] is what they do to their input as they read it (SwiGLU, RMSNorm).
 //!   [`matvec_mma`] is the tensor-core Q4_K / int4 kernel for 2..16 token rows.
@@ -15,7 +16,8 @@
 //! - [`prefill_mma`]: the CUDA prefill of Q4_K and Q6_Kx4 weights, decoded straight into the
 //!   `mma` A registers (the default where every part of a weight is one of them).
 //! - [`norm`] and [`attention`]: the fused ops of a decode step (RMSNorm, q/k norm + RoPE, one
-//!   token's attention over the KV cache).
+//!   token's attention over the KV cache); [`attention_prompt`]: a prompt's (q/k norm + RoPE
+//!   with the cache writes, then tiled causal attention).
 
 // Cube functions assign defaults before comptime branches overwrite them.
 #![allow(unused_assignments)]

@@ -1,5 +1,6 @@
 //! [`DecodeOpsBackend`] on the CubeCL backends: one launch per op (`crate::kernels::norm`,
-//! `crate::kernels::attention`). Inputs are made contiguous f32 first; the output is f32.
+//! `crate::kernels::attention`), two for a prompt's attention (`crate::kernels::attention_prompt`).
+//! Inputs are made contiguous f32 first; the output is f32.
 
 use burn::backend::ops::IntTensorOps;
 use burn::tensor::{DType, IntDType};

@@ -1,11 +1,14 @@
 //! Fused ops of a decode step (Burn's `#[backend_extension]`, like [`QuantMatmulBackend`](super::QuantMatmulBackend)):
-//! RMSNorm, Qwen3's per-head RMSNorm + NEOX RoPE, one token's attention over a KV cache, and
-//! all of a token's attention step at once (norm + RoPE, the cache writes, attention).
+//! RMSNorm, Qwen3's per-head RMSNorm + NEOX RoPE, one token's attention over a KV cache, all of
+//! a token's attention step at once (norm + RoPE, the cache writes, attention), and the same
+//! for a prompt's tokens (`attention_prompt`).
 //!
-//! Each is one kernel on the cube backends (`crate::kernels::norm`, `crate::kernels::attention`)
-//! where Burn runs several (its attention alone is ~20 launches a layer at decode), which is
-//! what a decode step is made of. Elsewhere (the CPU backends, `Autodiff`) the default bodies
-//! compose Burn's own primitives: the same results, differentiable under `Autodiff`.
+//! Each is one kernel on the cube backends (`crate::kernels::norm`, `crate::kernels::attention`;
+//! two for a prompt, `crate::kernels::attention_prompt`) where Burn runs several (its attention
+//! alone is ~20 launches a layer at decode). The CPU backends have their own RMSNorm and prompt
+//! attention (`super::cpu`). Elsewhere (`Autodiff`, and the other ops on the CPU backends) the
+//! default bodies compose Burn's own primitives: the same results, differentiable under
+//! `Autodiff`.
 
 use burn::backend::Backend;
 use burn::backend::backend_extension;
