@@ -60,10 +60,15 @@ impl Tile {
 pub const TILES: [Tile; 3] = [Tile { rows: 32, keys: 32 }, Tile { rows: 16, keys: 16 }, Tile { rows: 16, keys: 8 }];
 
 /// The first of [`TILES`] for rows of `d` values within `shared` bytes of shared memory and
-/// `threads` threads per cube.
+/// `threads` threads per cube; `BURN_QUANT_ATTN_TILE=rows,keys` tries that tile first (for
+/// comparisons).
 pub fn pick_tile(d: usize, shared: usize, threads: usize) -> Option<Tile> {
     let d = u32::try_from(d).ok()?;
-    TILES.into_iter().find(|t| t.fits(d) && t.shared_bytes(d) as usize <= shared && t.threads() as usize <= threads)
+    let forced = std::env::var("BURN_QUANT_ATTN_TILE").ok().and_then(|v| {
+        let (r, k) = v.split_once(',')?;
+        Some(Tile { rows: r.trim().parse().ok()?, keys: k.trim().parse().ok()? })
+    });
+    forced.into_iter().chain(TILES).find(|t| t.fits(d) && t.shared_bytes(d) as usize <= shared && t.threads() as usize <= threads)
 }
 
 /// `qkv [b·s, (heads + 2·kv_heads)·d]` (query heads, key heads, value heads of each token);
