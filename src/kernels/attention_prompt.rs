@@ -10,7 +10,7 @@
 //!    of one KV head (its `g` query heads × `R / g` tokens, so every key tile it stages is used
 //!    by all of them), holds them in shared memory, and walks the cached positions up to its
 //!    last row's in tiles of `T` keys: scores (2 rows × 2 keys a thread, 16-byte reads), the
-//!    running maximum and sum (`T/4` threads per row, 4 keys each), then the weighted values (`R·d / threads`
+//!    running maximum and sum (a thread per row), then the weighted values (`R·d / threads`
 //!    outputs a thread). The output is written as `[b, s, heads·d]`, the layout the output
 //!    projection reads.
 //!
@@ -43,7 +43,7 @@ impl Tile {
 
     /// Bytes of shared memory for rows of `d` values.
     pub const fn shared_bytes(self, d: u32) -> u32 {
-        16 * (self.rows + self.keys) * (d / 4 + 1) + 4 * self.rows * (self.keys + 1) + 12 * self.rows + 8 * self.threads()
+        16 * (self.rows + self.keys) * (d / 4 + 1) + 4 * self.rows * (self.keys + 1) + 8 * self.rows
     }
 
     /// Whether the thread layout covers rows of `d` values: the value pass's `d/4` columns must
@@ -51,7 +51,7 @@ impl Tile {
     pub const fn fits(self, d: u32) -> bool {
         let dv = d / 4;
         let nt = self.threads();
-        d.is_multiple_of(4) && dv > 0 && nt.is_multiple_of(dv) && (self.rows * dv).is_multiple_of(nt) && self.rows.is_multiple_of(2) && self.keys.is_multiple_of(4)
+        d.is_multiple_of(4) && dv > 0 && nt.is_multiple_of(dv) && (self.rows * dv).is_multiple_of(nt) && self.rows.is_multiple_of(2) && self.keys.is_multiple_of(2)
     }
 }
 
@@ -187,10 +187,7 @@ pub fn attention_prompt<N: Size>(
     let mut qs = Shared::<[Vector<f32, N>]>::new_slice(comptime!(rows * (d / 4 + 1)) as usize);
     let mut ks = Shared::<[Vector<f32, N>]>::new_slice(comptime!(keys * (d / 4 + 1)) as usize);
     let mut ps = Shared::<[f32]>::new_slice(comptime!(rows * (keys + 1)) as usize);
-    // Per row: the tile's rescale factor, the running sum, the running maximum.
-    let mut st = Shared::<[f32]>::new_slice(comptime!(3 * rows) as usize);
-    // Per thread: a partial maximum, then a partial sum, of its row's keys.
-    let mut red = Shared::<[f32]>::new_slice(comptime!(2 * rows * keys / 4) as usize);
+    let mut st = Shared::<[f32]>::new_slice(comptime!(2 * rows) as usize);
 
     // The block's query rows (rows past the last repeat it: computed, never written).
     let mut idx = tid;
@@ -205,16 +202,11 @@ pub fn attention_prompt<N: Size>(
     let n_keys = start + (u32::min(row0 + rows, n_rows) - 1) / g + 1;
     let tiles = (n_keys + keys - 1) / keys;
 
-    // Softmax: `keys / 4` threads per row, 4 keys each; `slim` is the last position the row's
-    // token sees. The rows' running sums and maxima start at 0 and "minus infinity".
-    let tpr = comptime!(keys / 4);
-    let sr = tid / tpr;
-    let sq = tid % tpr;
-    let slim = start + (row0 + sr) / g;
-    if tid < rows {
-        st[(rows + tid) as usize] = 0.0;
-        st[(2 * rows + tid) as usize] = f32::new(-3.0e38);
-    }
+    // The softmax thread of row `tid` (< rows): its running maximum and sum, and the last position
+    // its token sees.
+    let lim = start + (row0 + tid) / g;
+    let mut m_run = f32::new(-3.0e38);
+    let mut l_run = 0.0f32;
 
     // Scores: rows `rp`, `rp + rows/2` × keys `kp`, `kp + keys/2`.
     let rp = tid / half_keys;
@@ -266,40 +258,23 @@ pub fn attention_prompt<N: Size>(
             ks[((idx / dv) * stride + idx % dv) as usize] = v[((kb + p) * dv + idx % dv) as usize];
             idx += threads;
         }
-        let base = sr * pr + 4 * sq;
-        let mut pm = f32::new(-3.0e38);
-        #[unroll]
-        for e in 0..4u32 {
-            let sv = ps[(base + e) as usize];
-            pm = select(kt0 + 4 * sq + e <= slim, f32::max(pm, sv), pm);
-        }
-        red[tid as usize] = pm;
-        sync_cube();
-        let m_old = st[(2 * rows + sr) as usize];
-        let mut mx = m_old;
-        #[unroll]
-        for qq in 0..tpr {
-            mx = f32::max(mx, red[(sr * tpr + qq) as usize]);
-        }
-        let mut ls = 0.0f32;
-        #[unroll]
-        for e in 0..4u32 {
-            let ev = select(kt0 + 4 * sq + e <= slim, f32::exp(ps[(base + e) as usize] - mx), 0.0f32);
-            ps[(base + e) as usize] = ev;
-            ls += ev;
-        }
-        red[(threads + tid) as usize] = ls;
-        sync_cube();
-        if sq == 0 {
-            let alpha = f32::exp(m_old - mx);
-            let mut tot = 0.0f32;
-            #[unroll]
-            for qq in 0..tpr {
-                tot += red[(threads + sr * tpr + qq) as usize];
+        if tid < rows {
+            let base = tid * pr;
+            let mut mx = m_run;
+            for j in 0..keys {
+                if kt0 + j <= lim {
+                    mx = f32::max(mx, ps[(base + j) as usize]);
+                }
             }
-            st[(rows + sr) as usize] = st[(rows + sr) as usize] * alpha + tot;
-            st[(2 * rows + sr) as usize] = mx;
-            st[sr as usize] = alpha;
+            let alpha = f32::exp(m_run - mx);
+            l_run = l_run * alpha;
+            for j in 0..keys {
+                let e = select(kt0 + j <= lim, f32::exp(ps[(base + j) as usize] - mx), 0.0f32);
+                ps[(base + j) as usize] = e;
+                l_run += e;
+            }
+            m_run = mx;
+            st[tid as usize] = alpha;
         }
         sync_cube();
         let jn = u32::min(keys, n_keys - kt0);
@@ -324,6 +299,11 @@ pub fn attention_prompt<N: Size>(
             }
         }
     }
+    sync_cube();
+    if tid < rows {
+        st[(rows + tid) as usize] = l_run;
+    }
+    sync_cube();
     #[unroll]
     for i in 0..per {
         let r = rg + i * groups;
