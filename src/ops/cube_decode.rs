@@ -10,6 +10,7 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::DecodeOpsBackend;
+use super::decode::PromptDims;
 use super::cube::{buffer, empty_f32, f32_contiguous, grid_1d, planes_are_32};
 use crate::kernels::{attention, attention_prompt, norm};
 
@@ -183,30 +184,17 @@ impl DecodeOpsBackend for CubeBackend {
         eps: f32,
         scale: f32,
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
-        let [b, cap_kv, cap, d] = k_cache.meta.shape().dims::<4>();
-        let s = qkv.meta.shape().dims::<3>()[1];
         let writable = |c: &CubeTensor| c.dtype == DType::F32 && c.is_contiguous() && c.can_mut();
-        let elems = |t: &CubeTensor| t.meta.shape().num_elements();
+        let shape = |t: &CubeTensor| t.meta.shape().iter().copied().collect::<Vec<_>>();
+        let n = |t: &CubeTensor| t.meta.shape().num_elements();
         let hw = &qkv.client.properties().hardware;
+        // What the kernels read unchecked (`PromptDims::of`), heads the prologue's threads cover,
+        // and offsets within `u32`.
+        let dims = PromptDims::of(&shape(&qkv), [&shape(&k_cache), &shape(&v_cache)], [&q_gamma, &k_gamma, &cos, &sin].map(n), start, [heads, kv_heads])
+            .filter(|p| attention_prompt::prologue_supports(p.d) && u32::try_from(n(&k_cache)).is_ok() && u32::try_from(n(&qkv)).is_ok());
         // Static shared memory: at most 48 KiB on CUDA whatever the device reports.
-        let tile = attention_prompt::pick_tile(d, hw.max_shared_memory_size.min(48 * 1024), hw.max_units_per_cube as usize);
-        // What the kernels read unchecked: whole heads of every token, `d`-long scales, a table
-        // row per token, cache room for every new position.
-        let fits = attention_prompt::prologue_supports(d)
-            && kv_heads > 0
-            && cap_kv == kv_heads
-            && heads.is_multiple_of(kv_heads)
-            && s > 0
-            && start + s <= cap
-            && Some(elems(&qkv)) == kv_heads.checked_mul(2).and_then(|v| v.checked_add(heads)).and_then(|v| v.checked_mul(d)).and_then(|w| (b * s).checked_mul(w))
-            && v_cache.meta.shape() == k_cache.meta.shape()
-            && elems(&q_gamma) == d
-            && elems(&k_gamma) == d
-            && elems(&cos) >= s * (d / 2)
-            && elems(&sin) >= s * (d / 2)
-            && u32::try_from(b * kv_heads * cap * d).is_ok()
-            && u32::try_from(b * s * (heads + 2 * kv_heads) * d).is_ok();
-        let Some(tile) = tile.filter(|_| fits && writable(&k_cache) && writable(&v_cache)) else {
+        let tile = dims.and_then(|p| attention_prompt::pick_tile(p.d, hw.max_shared_memory_size.min(48 * 1024), hw.max_units_per_cube as usize));
+        let (Some(PromptDims { batch: b, seq: s, d, cap, .. }), Some(tile)) = (dims, tile.filter(|_| writable(&k_cache) && writable(&v_cache))) else {
             return super::decode::attention_prompt_composed::<Self>(qkv, [q_gamma, k_gamma], [cos, sin], [k_cache, v_cache], start, [heads, kv_heads], eps, scale);
         };
         let qkv = f32_contiguous(qkv);

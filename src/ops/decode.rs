@@ -147,6 +147,53 @@ fn prompt_output(qkv: &burn::backend::fusion::custom::TensorSpec, cache: &burn::
     burn::backend::fusion::custom::TensorSpec::new(Shape::new([b, s, heads * d]), qkv.dtype)
 }
 
+/// The sizes of a [`DecodeOpsBackend::attention_prompt`] call.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PromptDims {
+    /// Sequences.
+    pub batch: usize,
+    /// New tokens per sequence.
+    pub seq: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (dividing `heads`).
+    pub kv_heads: usize,
+    /// Head width (even).
+    pub d: usize,
+    /// Positions the caches hold room for (at least `start + seq`).
+    pub cap: usize,
+    /// The new tokens' first position.
+    pub start: usize,
+}
+
+impl PromptDims {
+    /// The sizes of a call whose `qkv` is shaped `qkv`, whose caches are shaped `k` and `v`, and
+    /// whose two scales and two tables hold `[q_gamma, k_gamma, cos, sin]` values, where they
+    /// agree with each other and with `start`, `heads`, `kv_heads`: `qkv [b, s, (heads +
+    /// 2·kv_heads)·d]`, both caches `[b, kv_heads, cap, d]` with `start + s ≤ cap`, `d`-long
+    /// scales, tables of at least `s` rows of `d/2`. What a backend may then read unchecked.
+    pub(crate) fn of(qkv: &[usize], [k, v]: [&[usize]; 2], [q_gamma, k_gamma, cos, sin]: [usize; 4], start: usize, [heads, kv_heads]: [usize; 2]) -> Option<Self> {
+        let (&[batch, seq, width], &[cb, ckv, cap, d]) = (qkv, k) else {
+            return None;
+        };
+        let row = kv_heads.checked_mul(2)?.checked_add(heads)?.checked_mul(d)?;
+        let fits = k == v
+            && cb == batch
+            && ckv == kv_heads
+            && kv_heads > 0
+            && heads.is_multiple_of(kv_heads)
+            && d > 0
+            && d.is_multiple_of(2)
+            && seq > 0
+            && start.checked_add(seq).is_some_and(|e| e <= cap)
+            && width == row
+            && q_gamma == d
+            && k_gamma == d
+            && seq.checked_mul(d / 2).is_some_and(|t| cos >= t && sin >= t);
+        fits.then_some(Self { batch, seq, heads, kv_heads, d, cap, start })
+    }
+}
+
 /// [`DecodeOpsBackend::attention_prompt`] composed of the other decode ops and Burn's own
 /// primitives (the default body, and the cube backends' fallback): the q/k norm + RoPE, two
 /// cache writes, masked attention over the whole cache with the `g` query heads of a KV head

@@ -8,24 +8,7 @@
 
 use rayon::prelude::*;
 
-/// The sizes of [`attention_prompt`]'s arguments.
-#[derive(Clone, Copy, Debug)]
-pub struct PromptDims {
-    /// Sequences.
-    pub batch: usize,
-    /// New tokens per sequence.
-    pub seq: usize,
-    /// Query heads.
-    pub heads: usize,
-    /// Key/value heads (dividing `heads`).
-    pub kv_heads: usize,
-    /// Head width (even).
-    pub d: usize,
-    /// Positions the caches hold room for (at least `start + seq`).
-    pub cap: usize,
-    /// The new tokens' first position.
-    pub start: usize,
-}
+use crate::ops::decode::PromptDims;
 
 /// `x / √(mean(x²) + eps) · gamma` then rotated by `cos`/`sin` (`d/2` each; pairs `(j, j + d/2)`),
 /// written to `out`.
@@ -46,7 +29,7 @@ fn norm_rope(x: &[f32], gamma: &[f32], cos: &[f32], sin: &[f32], eps: f32, out: 
 /// `cos`/`sin` `[seq, d/2]`; the keys and values are written into `kc`/`vc` `[batch, kv_heads,
 /// cap, d]` at `start + t`, and token `t`'s query heads attend positions `0..=start + t` of
 /// their KV head with scores `scale · q·k`. Returns `[batch, seq, heads·d]`. The callers check
-/// the slices' lengths against `dims`.
+/// the slices' lengths against `dims` (`PromptDims::of`).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_prompt(
     qkv: &[f32],
@@ -191,24 +174,4 @@ impl pulp::WithSimd for Rotate<'_> {
             norm_rope(xh, self.gamma, self.cos, self.sin, self.eps, oh);
         }
     }
-}
-
-/// Whether `attention_prompt` takes arguments of these element counts: `qkv`, the two scales,
-/// the two tables, the two caches (`[batch, kv_heads, cap, d]` each, `cap` read from their
-/// shape) for `dims`.
-pub fn fits(dims: PromptDims, [qkv, q_gamma, k_gamma, cos, sin, kc, vc]: [usize; 7]) -> bool {
-    let PromptDims { batch, seq, heads, kv_heads, d, cap, start } = dims;
-    let cache = batch.checked_mul(kv_heads).and_then(|v| v.checked_mul(cap)).and_then(|v| v.checked_mul(d));
-    kv_heads > 0
-        && heads.is_multiple_of(kv_heads)
-        && d > 0
-        && d.is_multiple_of(2)
-        && seq > 0
-        && start.checked_add(seq).is_some_and(|e| e <= cap)
-        && Some(qkv) == kv_heads.checked_mul(2).and_then(|v| v.checked_add(heads)).and_then(|v| v.checked_mul(d)).and_then(|w| batch.checked_mul(seq)?.checked_mul(w))
-        && q_gamma == d
-        && k_gamma == d
-        && seq.checked_mul(d / 2).is_some_and(|t| cos >= t && sin >= t)
-        && Some(kc) == cache
-        && Some(vc) == cache
 }

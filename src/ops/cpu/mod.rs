@@ -13,6 +13,8 @@ mod x86_avx2;
 use super::{QuantLayout, QuantMatmulBackend};
 #[allow(unused_imports)]
 use burn::tensor::TensorData;
+#[allow(unused_imports)]
+use super::decode::PromptDims;
 
 /// Output shape: the input's leading dims with the last replaced by `last`.
 #[allow(dead_code)]
@@ -31,16 +33,6 @@ fn run(f: impl FnOnce() -> crate::Result<Vec<f32>>) -> Vec<f32> {
     match f() {
         Ok(y) => y,
         Err(e) => panic!("quantized matmul: {e}"),
-    }
-}
-
-/// The dims of a prompt's attention from the shapes of `qkv` `[b, s, _]` and a cache `[b,
-/// kv_heads, cap, d]`, with the op's head counts and start.
-#[allow(dead_code)]
-fn prompt_dims(qkv: &[usize], cache: &[usize], start: usize, heads: usize, kv_heads: usize) -> Option<attention::PromptDims> {
-    match (qkv, cache) {
-        (&[batch, seq, _], &[cb, ckv, cap, d]) if cb == batch && ckv == kv_heads => Some(attention::PromptDims { batch, seq, heads, kv_heads, d, cap, start }),
-        _ => None,
     }
 }
 
@@ -104,9 +96,9 @@ mod flex {
             scale: f32,
         ) -> (FlexTensor, FlexTensor, FlexTensor) {
             let shape = |t: &FlexTensor| t.layout().shape().as_slice().to_vec();
-            let (cache_shape, n) = (shape(&k_cache), |t: &FlexTensor| t.layout().shape().num_elements());
-            let dims = super::prompt_dims(&shape(&qkv), &cache_shape, start, heads, kv_heads)
-                .filter(|&dims| shape(&v_cache) == cache_shape && super::attention::fits(dims, [&qkv, &q_gamma, &k_gamma, &cos, &sin, &k_cache, &v_cache].map(n)));
+            let n = |t: &FlexTensor| t.layout().shape().num_elements();
+            let cache_shape = shape(&k_cache);
+            let dims = PromptDims::of(&shape(&qkv), [&cache_shape, &shape(&v_cache)], [&q_gamma, &k_gamma, &cos, &sin].map(n), start, [heads, kv_heads]);
             let Some(dims) = dims else {
                 return crate::ops::decode::attention_prompt_composed::<Self>(qkv, [q_gamma, k_gamma], [cos, sin], [k_cache, v_cache], start, [heads, kv_heads], eps, scale);
             };
@@ -222,9 +214,9 @@ mod ndarray {
             scale: f32,
         ) -> (NdArrayTensor, NdArrayTensor, NdArrayTensor) {
             let shape = |t: &NdArrayTensor| t.shape().as_slice().to_vec();
-            let (cache_shape, n) = (shape(&k_cache), |t: &NdArrayTensor| t.shape().num_elements());
-            let dims = super::prompt_dims(&shape(&qkv), &cache_shape, start, heads, kv_heads)
-                .filter(|&dims| shape(&v_cache) == cache_shape && super::attention::fits(dims, [&qkv, &q_gamma, &k_gamma, &cos, &sin, &k_cache, &v_cache].map(n)));
+            let n = |t: &NdArrayTensor| t.shape().num_elements();
+            let cache_shape = shape(&k_cache);
+            let dims = PromptDims::of(&shape(&qkv), [&cache_shape, &shape(&v_cache)], [&q_gamma, &k_gamma, &cos, &sin].map(n), start, [heads, kv_heads]);
             let Some(dims) = dims else {
                 return crate::ops::decode::attention_prompt_composed::<Self>(qkv, [q_gamma, k_gamma], [cos, sin], [k_cache, v_cache], start, [heads, kv_heads], eps, scale);
             };
