@@ -8,6 +8,7 @@
 
 use rayon::prelude::*;
 
+use super::kernel::SyncPtr;
 use crate::ops::decode::PromptDims;
 
 /// `x / √(mean(x²) + eps) · gamma` then rotated by `cos`/`sin` (`d/2` each; pairs `(j, j + d/2)`),
@@ -66,7 +67,7 @@ pub fn attention_prompt(
     let (kc, vc) = (&*kc, &*vc);
     let mut out = vec![0f32; batch * seq * heads * d];
     let g = heads / kv_heads;
-    let outp = SendPtr(out.as_mut_ptr());
+    let outp = SyncPtr(out.as_mut_ptr());
     // A task per (sequence, query head, block of tokens): the block's scores are one product of
     // its queries with the keys its last token sees, and its outputs one product of the
     // weights with the values, both through `gemm`.
@@ -114,19 +115,6 @@ pub fn attention_prompt(
 /// blocks skip more of the causal mask's hidden half (and bound a task's scores to `ROWS ×
 /// positions`).
 const ROWS: usize = 32;
-
-/// A pointer the tasks of [`attention_prompt`] write disjoint rows through.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: each task writes rows no other task writes (see the call).
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
 
 /// Row `i` of the `n`-wide scores (a token that sees positions `0..first + i`) becomes its
 /// softmax weights, the positions it may not see zero.

@@ -53,9 +53,17 @@ pub fn matmul(x: &[f32], m: usize, w: &[u8], layout: &QuantLayout) -> Result<Vec
 
 /// Raw pointer that may cross threads: every task writes a disjoint region.
 #[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
+pub(super) struct SyncPtr(pub(super) *mut f32);
+// SAFETY: the tasks sharing one write disjoint regions (see each use).
 unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
+
+impl SyncPtr {
+    /// The pointer (a method, so that a closure captures the whole `SyncPtr`, not its field).
+    pub(super) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
 
 /// Decode path: results are produced per weight row (`[out][m]`) and transposed at the end.
 fn matvec(x: &[f32], m: usize, w: &[u8], layout: &QuantLayout) -> Result<Vec<f32>> {
@@ -323,7 +331,6 @@ fn matmul_panels(x: &[f32], m: usize, w: &[u8], layout: &QuantLayout) -> Result<
     let mut y = vec![0f32; m * out];
     let yp = SyncPtr(y.as_mut_ptr());
     let panel = |p: usize| {
-        let yp = yp;
         let n0 = p * PANEL_ROWS;
         let nr = PANEL_ROWS.min(out - n0);
         TILE.with_borrow_mut(|tile| {
@@ -336,7 +343,7 @@ fn matmul_panels(x: &[f32], m: usize, w: &[u8], layout: &QuantLayout) -> Result<
                 unsafe {
                     gemm::gemm(
                         m, nr, kc,
-                        yp.0.add(n0), 1, out as isize, k0 > 0,
+                        yp.get().add(n0), 1, out as isize, k0 > 0,
                         x.as_ptr().add(k0), 1, k as isize,
                         tile.as_ptr(), kc as isize, 1,
                         1.0, 1.0, false, false, false,
@@ -370,7 +377,6 @@ pub fn matmul_transposed(g: &[f32], m: usize, w: &[u8], layout: &QuantLayout) ->
     (0..k.div_ceil(KC)).into_par_iter().for_each_init(
         || vec![0f32; NR * KC],
         |tile, c| {
-            let dp = dp;
             let k0 = c * KC;
             let kc = KC.min(k - k0);
             for n0 in (0..out).step_by(NR) {
@@ -381,7 +387,7 @@ pub fn matmul_transposed(g: &[f32], m: usize, w: &[u8], layout: &QuantLayout) ->
                 unsafe {
                     gemm::gemm(
                         m, kc, nr,
-                        dp.0.add(k0), 1, k as isize, n0 > 0,
+                        dp.get().add(k0), 1, k as isize, n0 > 0,
                         g.as_ptr().add(n0), 1, out as isize,
                         tile.as_ptr(), 1, kc as isize,
                         1.0, 1.0, false, false, false,
