@@ -210,7 +210,7 @@ pub(super) fn attention_prompt_composed<B: DecodeOpsBackend>(
     scale: f32,
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
     let [b, s, _] = qkv.shape().dims::<3>();
-    let [_, _, cap, d] = k_cache.shape().dims::<4>();
+    let d = k_cache.shape()[3];
     let g = heads / kv_heads.max(1);
     let device = qkv.device();
     let settings = get_or_init_device_settings::<B>(&device);
@@ -228,15 +228,10 @@ pub(super) fn attention_prompt_composed<B: DecodeOpsBackend>(
     let v_cache = B::float_slice_assign(v_cache, &at, v);
     // Rows `i·s + t` of a KV head: query head `i` of its group, token `t`.
     let q = B::float_reshape(B::float_swap_dims(heads_of(qk, 0, heads), 1, 2), Shape::new([b, kv_heads, g * s, d]));
-    let scores = B::float_mul_scalar(B::float_matmul(q, B::float_swap_dims(k_cache.clone(), 2, 3)), Scalar::from(scale));
-    let full = Shape::new([b, kv_heads, g * s, cap]);
-    let cols = B::int_expand(B::int_reshape(B::int_arange(0..cap as i64, &device, settings.int_dtype), Shape::new([1, 1, 1, cap])), full.clone());
+    // Row `i·s + t` sees the positions up to `start + t`.
     let last = B::int_add_scalar(B::int_remainder_scalar(B::int_arange(0..(g * s) as i64, &device, settings.int_dtype), Scalar::from(s as i64)), Scalar::from(start as i64));
-    let last = B::int_expand(B::int_reshape(last, Shape::new([1, 1, g * s, 1])), full);
-    let scores = B::float_mask_fill(scores, B::int_greater(cols, last, settings.bool_dtype), Scalar::from(f32::NEG_INFINITY));
-    let e = B::float_exp(B::float_sub(scores.clone(), B::float_max_dim(scores, 3)));
-    let p = B::float_div(e.clone(), B::float_sum_dim(e, 3));
-    let out = B::float_reshape(B::float_matmul(p, v_cache.clone()), Shape::new([b, kv_heads, g, s, d]));
+    let out = attention_up_to::<B>(q, k_cache.clone(), v_cache.clone(), last, scale);
+    let out = B::float_reshape(out, Shape::new([b, kv_heads, g, s, d]));
     let out = B::float_reshape(B::float_permute(out, &[0, 3, 1, 2, 4]), Shape::new([b, s, heads * d]));
     (out, k_cache, v_cache)
 }
@@ -324,16 +319,23 @@ fn norm_rope_one<B: DecodeOpsBackend>(x: FloatTensor<B>, gamma: FloatTensor<B>, 
 /// [`DecodeOpsBackend::attention_decode`] composed of Burn's own primitives (the default body,
 /// and what a backend's kernel falls back to for a head size it does not take).
 pub(super) fn attention_decode_composed<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>, v: FloatTensor<B>, pos: IntTensor<B>, scale: f32) -> FloatTensor<B> {
-    let [b, kvh, g, _] = q.shape().dims::<4>();
-    let cap = k.shape()[2];
+    let settings = get_or_init_device_settings::<B>(&q.device());
+    attention_up_to::<B>(q, k, v, B::int_cast(pos, settings.int_dtype), scale)
+}
+
+/// `softmax(scale · q·kᵀ) · v` for `q [b, kv_heads, rows, d]` over `k`/`v` `[b, kv_heads, cap,
+/// d]`, row `i` seeing the positions up to `last[i]` (`last` `[rows]`, or `[1]` for every row, of
+/// the device's int dtype), composed of Burn's own primitives.
+fn attention_up_to<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>, v: FloatTensor<B>, last: IntTensor<B>, scale: f32) -> FloatTensor<B> {
+    let [b, kvh, rows, _] = q.shape().dims::<4>();
+    let (cap, n) = (k.shape()[2], last.shape().num_elements());
     let device = q.device();
     let settings = get_or_init_device_settings::<B>(&device);
     let scores = B::float_mul_scalar(B::float_matmul(q, B::float_swap_dims(k, 2, 3)), Scalar::from(scale));
-    let full = Shape::new([b, kvh, g, cap]);
+    let full = Shape::new([b, kvh, rows, cap]);
     let cols = B::int_expand(B::int_reshape(B::int_arange(0..cap as i64, &device, settings.int_dtype), Shape::new([1, 1, 1, cap])), full.clone());
-    let pos = B::int_expand(B::int_reshape(B::int_cast(pos, settings.int_dtype), Shape::new([1, 1, 1, 1])), full);
-    let hidden = B::int_greater(cols, pos, settings.bool_dtype);
-    let scores = B::float_mask_fill(scores, hidden, Scalar::from(f32::NEG_INFINITY));
+    let last = B::int_expand(B::int_reshape(last, Shape::new([1, 1, n, 1])), full);
+    let scores = B::float_mask_fill(scores, B::int_greater(cols, last, settings.bool_dtype), Scalar::from(f32::NEG_INFINITY));
     let e = B::float_exp(B::float_sub(scores.clone(), B::float_max_dim(scores, 3)));
     let p = B::float_div(e.clone(), B::float_sum_dim(e, 3));
     B::float_matmul(p, v)
