@@ -410,10 +410,11 @@ const FOLD_MAX_WEIGHTS: usize = 8 << 20;
 /// Whether the decode kernels do the (RMSNorm, SwiGLU) before a product on `x`'s device:
 /// `BURN_QUANT_FOLD` where set, else the norm only on CUDA and both elsewhere. On CUDA the decode
 /// step replays a CUDA graph, where a launch costs about a microsecond: against the one-launch
-/// SwiGLU kernel the SwiGLU fold does not pay, the norm fold does since q/k/v became one launch
-/// (H100, 0.6B tg128, alternating runs, 2026-11-24: 668–764 t/s with the norm fold, median 705,
-/// against 635–698 without, median 656; 8B unchanged at 259–271). wgpu replays a dispatch list
-/// whose launches cost more, and keeps both.
+/// SwiGLU kernel the SwiGLU fold does not pay; the norm fold paid on one machine once q/k/v
+/// became one launch and was neutral on another (H100, 0.6B tg128, alternating runs,
+/// 2026-11-24: 668–764 t/s with it, median 705, against 635–698 without, median 652; on the
+/// other machine medians 644 and 647; 8B unchanged). wgpu replays a dispatch list whose
+/// launches cost more, and keeps both.
 fn folds(x: &CubeTensor) -> (bool, bool) {
     knobs().fold.unwrap_or_else(|| {
         let cuda = matches!(x.device, burn_cubecl::CubeDevice::Cuda(_));
@@ -562,12 +563,12 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
     let pre = Prologue::new(pre, &x);
     // Parts the tensor-core kernel can take; its input is prepared once for all of them.
     let mma = parts.iter().any(|p| matches!(DecodeKernel::of(p, on), DecodeKernel::Mma(_))).then(|| mma_input(&x, m, k));
+    let args = DecodeArgs { w, words, x: &x, y: &y, res: &res, pre: &pre, m, k, n, f16hw, plane32 };
     if let [a, b] = parts.as_slice()
         && pair_on()
         && DecodeKernel::of(a, on) == DecodeKernel::Q4K
         && DecodeKernel::of(b, on) == DecodeKernel::Q6Kx4
     {
-        let args = DecodeArgs { w, words, x: &x, y: &y, res: &res, pre: &pre, m, k, n, f16hw, plane32 };
         launch_q4k_q6kx4(&args, Some((a, 0)), Some((b, a.rows)));
         return y;
     }
@@ -605,7 +606,6 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
             };
             true
         } else if kernel == DecodeKernel::Q4K {
-            let args = DecodeArgs { w, words, x: &x, y: &y, res: &res, pre: &pre, m, k, n, f16hw, plane32 };
             launch_q4k_q6kx4(&args, Some((part, col0)), None);
             true
         } else if kernel == DecodeKernel::I4 {
@@ -630,7 +630,6 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
             };
             true
         } else if kernel == DecodeKernel::Q6Kx4 {
-            let args = DecodeArgs { w, words, x: &x, y: &y, res: &res, pre: &pre, m, k, n, f16hw, plane32 };
             launch_q4k_q6kx4(&args, None, Some((part, col0)));
             true
         } else if kernel == DecodeKernel::Q6K {
