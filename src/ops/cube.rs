@@ -219,16 +219,12 @@ pub(super) fn planes_are_32(t: &CubeTensor) -> bool {
 
 /// Launches one of the vectorised decode kernels over a layout part: the grid of row groups
 /// (`r` rows per thread, `split` planes per row group), the cube of `LANES × PLANES` threads,
-/// 16-byte input loads (the vector sizes in `[..]` where the kernel takes more than one: the
-/// input's, then the weight's), the weight (as `w_words` vectors), the input, the output, the residual
-/// ([`Residual`]) and the norm's scale ([`Prologue`]), then the kernel's own arguments; the kernels
-/// take `eps, m, r, split, plane32, add, pre` last.
+/// 16-byte input loads (vector size 4), the weight (as `w_words` words), the input, the output,
+/// the residual ([`Residual`]) and the norm's scale ([`Prologue`]), then the kernel's own
+/// arguments; the kernels take `eps, m, r, split, plane32, add, pre` last. (The Q4_K and Q6_Kx4
+/// kernels, which read their weights in wider vectors, launch through [`launch_q4k_q6kx4`].)
 macro_rules! launch_decode {
     ($kernel:path, $client:expr, $part:expr, $r_split:expr, $w:expr, $w_words:expr, $x:expr, $y:expr, $res:expr, $pre:expr,
-     ($m:expr, $k:expr, $n:expr), $plane32:expr; $($arg:expr),* $(,)?) => {
-        launch_decode!($kernel, $client, $part, $r_split, [4], $w, $w_words, $x, $y, $res, $pre, ($m, $k, $n), $plane32; $($arg),*)
-    };
-    ($kernel:path, $client:expr, $part:expr, $r_split:expr, [$($size:expr),+], $w:expr, $w_words:expr, $x:expr, $y:expr, $res:expr, $pre:expr,
      ($m:expr, $k:expr, $n:expr), $plane32:expr; $($arg:expr),* $(,)?) => {{
         let (r, split): (u32, u32) = $r_split;
         let groups = (reduce::PLANES / split) as usize * r as usize;
@@ -236,7 +232,7 @@ macro_rules! launch_decode {
             &$client,
             grid_1d($part.rows.div_ceil(groups)),
             CubeDim::new_2d(reduce::LANES, reduce::PLANES),
-            $($size,)+
+            4,
             buffer($w, $w_words),
             buffer(&$x, $pre.x_vectors($m, $k)),
             buffer(&$y, $m * $n),
