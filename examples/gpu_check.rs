@@ -385,8 +385,22 @@ fn rms_norm(device: &Device, rep: &mut Report) -> Result<()> {
 /// A prompt's attention op (`ops::attention_prompt`) at the model shapes' head size (128)
 /// against float64: the 0.6B's groups (16 query heads over 8) with 300 tokens after 5 positions
 /// held (19 row blocks of 32, the last partial; 10 key tiles), and the 8B's (32 over 8) with 77
-/// tokens from position 0.
+/// tokens from position 0. Both attention kernels: the tensor-core one (the default where the
+/// device has the f16 `mma`; f16 operands, held to the issues' f16 bound 2e-3) and the f32 SIMT
+/// one (`BURN_QUANT_ATTN_MMA=0`, 1e-5).
 fn attention_prompt(device: &Device, rep: &mut Report) -> Result<()> {
+    for (mma, label, bound) in [(true, "f16 mma", 2e-3), (false, "f32", 1e-5)] {
+        // SAFETY: the checks run on this one thread; the op reads the variable at each call.
+        unsafe { std::env::set_var("BURN_QUANT_ATTN_MMA", if mma { "1" } else { "0" }) };
+        attention_prompt_at(device, rep, label, bound)?;
+    }
+    // SAFETY: as above.
+    unsafe { std::env::remove_var("BURN_QUANT_ATTN_MMA") };
+    Ok(())
+}
+
+/// [`attention_prompt`]'s checks with the kernel the environment selects, held to `bound`.
+fn attention_prompt_at(device: &Device, rep: &mut Report, label: &str, bound: f64) -> Result<()> {
     let (d, cap, eps) = (128usize, 512usize, 1e-6f64);
     for (h, kvh, start, s) in [(16usize, 8usize, 5usize, 300usize), (32, 8, 0, 77)] {
         let width = (h + 2 * kvh) * d;
@@ -413,7 +427,7 @@ fn attention_prompt(device: &Device, rep: &mut Report) -> Result<()> {
             1.0 / (d as f32).sqrt(),
         );
         let (e, ek) = (rel_err(&host(out)?, &want), rel_err(&host(k)?, &kc));
-        rep.check(format!("attention_prompt {h}/{kvh} heads, {s} tokens after {start}, f32"), e <= 1e-5 && ek <= 1e-5, format!("rel. error {e:.2e}, key cache {ek:.2e}"));
+        rep.check(format!("attention_prompt {h}/{kvh} heads, {s} tokens after {start}, {label}"), e <= bound && ek <= 1e-5, format!("rel. error {e:.2e}, key cache {ek:.2e}"));
     }
     Ok(())
 }

@@ -17,12 +17,14 @@
 //!   `mma` A registers (the default where every part of a weight is one of them).
 //! - [`norm`] and [`attention`]: the fused ops of a decode step (RMSNorm, q/k norm + RoPE, one
 //!   token's attention over the KV cache); [`attention_prompt`]: a prompt's (q/k norm + RoPE
-//!   with the cache writes, then tiled causal attention).
+//!   with the cache writes, then tiled causal attention), whose attention [`attention_mma`] does
+//!   on the tensor cores where the device has them.
 
 // Cube functions assign defaults before comptime branches overwrite them.
 #![allow(unused_assignments)]
 
 pub mod attention;
+pub mod attention_mma;
 pub mod attention_prompt;
 pub mod decode;
 pub mod dequant;

@@ -269,7 +269,7 @@ fn mma_decode(t: &CubeTensor, m: usize) -> bool {
 }
 
 /// Whether the device has the f16 `mma.m16n8k16` with registers managed by the kernel.
-fn has_manual_mma(t: &CubeTensor) -> bool {
+pub(super) fn has_manual_mma(t: &CubeTensor) -> bool {
     t.client.properties().features.matmul.mma.contains(&f16_f32_config(16, 8, 16))
 }
 

@@ -1,5 +1,6 @@
 //! [`DecodeOpsBackend`] on the CubeCL backends: one launch per op (`crate::kernels::norm`,
-//! `crate::kernels::attention`), two for a prompt's attention (`crate::kernels::attention_prompt`).
+//! `crate::kernels::attention`), two for a prompt's attention (`crate::kernels::attention_prompt`,
+//! whose attention is `crate::kernels::attention_mma` on the tensor cores).
 //! Inputs are made contiguous f32 first; the output is f32.
 
 use burn::backend::ops::IntTensorOps;
@@ -11,8 +12,8 @@ use cubecl::prelude::*;
 
 use super::DecodeOpsBackend;
 use super::decode::PromptDims;
-use super::cube::{buffer, empty_f32, f32_contiguous, grid_1d, planes_are_32};
-use crate::kernels::{attention, attention_prompt, norm};
+use super::cube::{buffer, empty_f32, f32_contiguous, grid_1d, has_manual_mma, planes_are_32};
+use crate::kernels::{attention, attention_mma, attention_prompt, norm};
 
 /// Positions as 4-byte words the kernels read as `u32`: an `I32` or `U32` tensor as it is (a
 /// position is never negative, so its bits are the same), any other dtype cast (one launch more
@@ -194,6 +195,7 @@ impl DecodeOpsBackend for CubeBackend {
             .filter(|p| attention_prompt::prologue_supports(p.d) && u32::try_from(n(&k_cache)).is_ok() && u32::try_from(n(&qkv)).is_ok());
         // Static shared memory: at most 48 KiB on CUDA whatever the device reports.
         let tile = dims.and_then(|p| attention_prompt::pick_tile(p.d, hw.max_shared_memory_size.min(48 * 1024), hw.max_units_per_cube as usize));
+        let shared = hw.max_shared_memory_size.min(48 * 1024);
         let (Some(PromptDims { batch: b, seq: s, d, cap, .. }), Some(tile)) = (dims, tile.filter(|_| writable(&k_cache) && writable(&v_cache))) else {
             return super::decode::attention_prompt_composed::<Self>(qkv, [q_gamma, k_gamma], [cos, sin], [k_cache, v_cache], start, [heads, kv_heads], eps, scale);
         };
@@ -232,6 +234,33 @@ impl DecodeOpsBackend for CubeBackend {
             )
         };
         let g = heads / kv_heads;
+        if prompt_mma_on() && has_manual_mma(&qkv) && planes_are_32(&qkv) && attention_mma::supports(d, shared) {
+            let blocks = (g * s).div_ceil(attention_mma::ROWS as usize);
+            // SAFETY: as below, with `q`/`out` read and written as floats: cube `(b·kv_heads +
+            // kv head)·blocks + i` reads query rows below `g·s` (clamped) and cache positions
+            // below `start + s ≤ cap` (clamped to its block's last), writes its own rows of
+            // `out`; `d` is a multiple of 16, at most 128; planes are 32 lanes.
+            unsafe {
+                attention_mma::attention_prompt_mma::launch_unchecked(
+                    &qkv.client,
+                    grid_1d(b * kv_heads * blocks),
+                    CubeDim::new_2d(32, attention_mma::WARPS),
+                    4,
+                    buffer(&q, b * s * heads * d),
+                    buffer(&k_cache, cache / 4),
+                    buffer(&v_cache, cache / 4),
+                    buffer(&out, b * s * heads * d),
+                    s as u32,
+                    g as u32,
+                    kv_heads as u32,
+                    cap as u32,
+                    start as u32,
+                    scale,
+                    d as u32,
+                )
+            };
+            return (out, k_cache, v_cache);
+        }
         let blocks = (g * s).div_ceil(tile.rows as usize);
         // SAFETY: `q` and `out` are `[b, s, heads, d]`, the caches `[b, kv_heads, cap, d]`, all
         // read as 4-float vectors (`d` is a multiple of 4); cube `(b·kv_heads + kv head)·blocks +
@@ -267,6 +296,14 @@ impl DecodeOpsBackend for CubeBackend {
 fn held_norm_on() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("BURN_QUANT_NORM_HELD").map_or(true, |v| v != "0"))
+}
+
+/// Whether [`DecodeOpsBackend::attention_prompt`]'s attention takes the tensor cores where the
+/// device has the f16 `mma` ([`attention_mma`]): yes unless the environment sets
+/// `BURN_QUANT_ATTN_MMA=0` (then the f32 SIMT kernel, for comparisons and for f32 precision).
+/// Read at each call, so one process can compare both.
+fn prompt_mma_on() -> bool {
+    std::env::var("BURN_QUANT_ATTN_MMA").map_or(true, |v| v != "0")
 }
 
 /// Whether [`DecodeOpsBackend::attention_step`] is one launch: yes unless the environment sets

@@ -1,0 +1,294 @@
+//! A prompt's causal attention on the tensor cores (CUDA `mma.m16n8k16`, f16 × f16 → f32), the
+//! flash-attention-2 scheme with the registers managed by the kernel: the second launch of a
+//! prompt's attention where the device has the f16 `mma` (the f32 SIMT
+//! [`attention_prompt`](fn@crate::kernels::attention_prompt::attention_prompt) elsewhere).
+//!
+//! A cube of [`WARPS`] warps takes [`ROWS`] query rows of one KV head (row `i` = token `i / g`,
+//! query head `i % g` of the KV head's group, as in the SIMT kernel); warp `w` owns rows
+//! `16w..16w + 16`. Lane `(gl, t) = (lane / 4, lane % 4)` holds rows `gl` and `gl + 8` of its
+//! warp's, in the m16n8k16 register layouts:
+//!
+//! - **Queries** are the A fragments of `S = Q·Kᵀ`, read once (scaled by `scale`, rounded to f16)
+//!   and kept in registers: `d / 16` fragments of four f16 pairs.
+//! - **Keys and values** are staged [`KEYS`] at a time in shared memory as f16 pairs: keys as
+//!   `[key][d / 2]` words (a B fragment of `Kᵀ` is a key's two consecutive `d` values), values
+//!   transposed, `[d][KEYS / 2]` words (a B fragment of `V` is one column's two consecutive
+//!   keys). Rows are padded by 4 words, so the 32 lanes of a fragment load hit 32 banks.
+//! - **Scores** are `KEYS / 8` accumulators a lane: row `gl`'s and row `gl + 8`'s keys `2t, 2t + 1`
+//!   of each 8-key tile. Causal masking, the running maximum (over the quad of lanes that share
+//!   a row: two `xor` shuffles), `exp` and the running sum stay in registers, and the accumulators
+//!   of two adjacent 8-key tiles, rounded to f16, are exactly the A fragment of `P·V` for their
+//!   16 keys — the probabilities never leave the registers.
+//! - **Output**: `d / 8` accumulators a lane, rescaled by `exp(m_old − m_new)` per tile, divided
+//!   by the quad's summed denominators at the end, written as `[b, s, heads·d]`.
+//!
+//! Cubes take their blocks longest first (a block's key count grows with its last token), and a
+//! warp skips the tiles past its own last token.
+//!
+//! Precision: queries (after `scale`), keys, probabilities and values are rounded to f16
+//! (relative error ≤ 2⁻¹¹ each; llama.cpp keeps its KV cache in f16 too); the sums, the softmax
+//! and the output are f32. A key or value beyond f16's range (65504) would overflow: Qwen3's
+//! keys are RMS-normalised, and its values are far from it. The check holds this path to the
+//! issues' f16 bound, 2e-3.
+
+use cubecl::cmma::MmaDefinition;
+use cubecl::prelude::*;
+use half::f16;
+
+use super::matvec_mma::f16_bits;
+
+/// Warps per cube.
+pub const WARPS: u32 = 4;
+/// Query rows per cube (16 a warp).
+pub const ROWS: u32 = 16 * WARPS;
+/// Keys per staged tile.
+pub const KEYS: u32 = 64;
+
+/// Bytes of shared memory for heads of `d` values: the key tile and the transposed value tile.
+pub const fn shared_bytes(d: u32) -> u32 {
+    4 * (KEYS * (d / 2 + 4) + d * (KEYS / 2 + 4))
+}
+
+/// Whether the kernel takes heads of `d` values within `shared` bytes of shared memory: `d` a
+/// multiple of 16 (the fragments' reduction) and at most 128 (its output accumulators are
+/// `d / 2` registers a lane).
+pub fn supports(d: usize, shared: usize) -> bool {
+    d.is_multiple_of(16) && (16..=128).contains(&d) && shared_bytes(d as u32) as usize <= shared
+}
+
+/// Two f32 values as an f16 pair (`a` in the low half).
+#[cube]
+fn pair(a: f32, b: f32) -> u32 {
+    f16_bits(a) | (f16_bits(b) << 16)
+}
+
+/// Causal attention of a prompt's `s` tokens at positions `start..start + s`: `q [b, s,
+/// g·kv_heads, d]` (rotated queries), the caches `k`/`v` `[b, kv_heads, cap, d]` holding
+/// positions `0..start + s` (read as 4-float vectors, `N4` = 4); token `t` attends positions
+/// `0..=start + t` of its KV head with scores `scale · q·k`; `out [b, s, g·kv_heads, d]`. Cube
+/// `(b·kv_heads + kv head)·blocks + i` takes block `blocks − 1 − i` of [`ROWS`] rows, `blocks =
+/// ⌈g·s / ROWS⌉`; the cube is 32 × [`WARPS`] units. See the module docs.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments, clippy::manual_div_ceil, clippy::assign_op_pattern)]
+pub fn attention_prompt_mma<N4: Size>(
+    q: &[f32],
+    k: &[Vector<f32, N4>],
+    v: &[Vector<f32, N4>],
+    out: &mut [f32],
+    s: u32,
+    g: u32,
+    kv_heads: u32,
+    cap: u32,
+    start: u32,
+    scale: f32,
+    #[comptime] d: u32,
+) {
+    let lane = UNIT_POS_X;
+    let warp = UNIT_POS_Y;
+    let tid = warp * 32 + lane;
+    let gl = lane / 4;
+    let t = lane % 4;
+    let dv = comptime!(d / 4);
+    let kstr = comptime!(d / 2 + 4);
+    let vstr = comptime!(KEYS / 2 + 4);
+    let threads = comptime!(32 * WARPS);
+
+    let n_rows = g * s;
+    let blocks = (n_rows + ROWS - 1) / ROWS;
+    let cube = CUBE_POS as u32;
+    let head_kv = cube / blocks;
+    let row0 = (blocks - 1 - cube % blocks) * ROWS;
+    let bi = head_kv / kv_heads;
+    let kh = head_kv % kv_heads;
+    let heads = g * kv_heads;
+    let kb = head_kv * cap;
+
+    // The lane's rows `gl` (a) and `gl + 8` (b) of its warp, clamped for the reads (rows past
+    // the last are computed, never written), their first value in `q`/`out`, and the last
+    // position each sees.
+    let ra = row0 + 16 * warp + gl;
+    let rb = ra + 8;
+    let ca = u32::min(ra, n_rows - 1);
+    let cb = u32::min(rb, n_rows - 1);
+    let qa = ((bi * s + ca / g) * heads + kh * g + ca % g) * d;
+    let qb = ((bi * s + cb / g) * heads + kh * g + cb % g) * d;
+    let lim_a = start + ca / g;
+    let lim_b = start + cb / g;
+    // The warp's last position, and the block's (whose tiles are staged).
+    let warp_last = start + u32::min(row0 + 16 * warp + 15, n_rows - 1) / g;
+    let n_keys = start + (u32::min(row0 + ROWS, n_rows) - 1) / g + 1;
+    let tiles = (n_keys + KEYS - 1) / KEYS;
+
+    let def = MmaDefinition::<f16, f16, f32>::new(16usize, 8usize, 16usize);
+    let size!(NA) = def.vector_size(cubecl::cmma::MatrixIdent::A);
+    let size!(NB) = def.vector_size(cubecl::cmma::MatrixIdent::B);
+    let size!(NC) = def.vector_size(cubecl::cmma::MatrixIdent::Accumulator);
+
+    // Query fragments: for reduction step `j` (values 16j..16j + 16), registers 4j + 0..4 are
+    // (row a, values 2t, 2t + 1), (row b, same), (row a, 2t + 8, 2t + 9), (row b, same).
+    let mut qf = Array::<Vector<f16, NA>>::new(comptime!(4 * (d / 16)) as usize);
+    #[unroll]
+    for j in 0..comptime!(d / 16) {
+        let c = 16 * j + 2 * t;
+        qf[(4 * j) as usize] = Vector::reinterpret(pair(q[(qa + c) as usize] * scale, q[(qa + c + 1) as usize] * scale));
+        qf[(4 * j + 1) as usize] = Vector::reinterpret(pair(q[(qb + c) as usize] * scale, q[(qb + c + 1) as usize] * scale));
+        qf[(4 * j + 2) as usize] = Vector::reinterpret(pair(q[(qa + c + 8) as usize] * scale, q[(qa + c + 9) as usize] * scale));
+        qf[(4 * j + 3) as usize] = Vector::reinterpret(pair(q[(qb + c + 8) as usize] * scale, q[(qb + c + 9) as usize] * scale));
+    }
+
+    let mut ks = Shared::<[u32]>::new_slice(comptime!(KEYS * (d / 2 + 4)) as usize);
+    let mut vt = Shared::<[u32]>::new_slice(comptime!(d * (KEYS / 2 + 4)) as usize);
+
+    // Output accumulators: 8-column tile `n` is registers 2n (row a) and 2n + 1 (row b).
+    let mut o = Array::<Vector<f32, NC>>::new(comptime!(2 * (d / 8)) as usize);
+    #[unroll]
+    for i in 0..comptime!(2 * (d / 8)) {
+        o[i as usize] = Vector::cast_from(0.0f32);
+    }
+    let mut sc = Array::<Vector<f32, NC>>::new(comptime!(2 * (KEYS / 8)) as usize);
+    let mut pf = Array::<Vector<f16, NA>>::new(comptime!(4 * (KEYS / 16)) as usize);
+    let mut af = Array::<Vector<f16, NA>>::new(4usize);
+    let mut bf = Array::<Vector<f16, NB>>::new(2usize);
+    let mut c = Array::<Vector<f32, NC>>::new(2usize);
+    let mut m_a = f32::new(-3.0e38);
+    let mut m_b = f32::new(-3.0e38);
+    let mut l_a = 0.0f32;
+    let mut l_b = 0.0f32;
+
+    for tile in 0..tiles {
+        let kt0 = tile * KEYS;
+        sync_cube();
+        // Keys: a 4-float vector a thread per step, as two f16 pairs; positions past the
+        // block's last read that last one (finite, and masked).
+        #[unroll]
+        for i in 0..comptime!(KEYS * (d / 4) / (32 * WARPS)) {
+            let idx = i * threads + tid;
+            let key = idx / dv;
+            let c4 = idx % dv;
+            let p = u32::min(kt0 + key, n_keys - 1);
+            let x = k[((kb + p) * dv + c4) as usize];
+            ks[(key * kstr + 2 * c4) as usize] = pair(x.extract(0usize), x.extract(1usize));
+            ks[(key * kstr + 2 * c4 + 1) as usize] = pair(x.extract(2usize), x.extract(3usize));
+        }
+        // Values, transposed: a pair of keys × 4 columns a thread per step.
+        #[unroll]
+        for i in 0..comptime!((KEYS / 2) * (d / 4) / (32 * WARPS)) {
+            let idx = i * threads + tid;
+            let kp = idx % comptime!(KEYS / 2);
+            let c4 = idx / comptime!(KEYS / 2);
+            let p0 = u32::min(kt0 + 2 * kp, n_keys - 1);
+            let p1 = u32::min(kt0 + 2 * kp + 1, n_keys - 1);
+            let x0 = v[((kb + p0) * dv + c4) as usize];
+            let x1 = v[((kb + p1) * dv + c4) as usize];
+            #[unroll]
+            for e in 0..4u32 {
+                vt[((4 * c4 + e) * vstr + kp) as usize] = pair(x0.extract(e as usize), x1.extract(e as usize));
+            }
+        }
+        sync_cube();
+        if kt0 <= warp_last {
+            // S = (scale·Q)·Kᵀ over the tile's 8-key tiles.
+            #[unroll]
+            for nt in 0..comptime!(KEYS / 8) {
+                c[0] = Vector::cast_from(0.0f32);
+                c[1] = Vector::cast_from(0.0f32);
+                #[unroll]
+                for j in 0..comptime!(d / 16) {
+                    let base = (nt * 8 + gl) * kstr + 8 * j + t;
+                    bf[0] = Vector::reinterpret(ks[base as usize]);
+                    bf[1] = Vector::reinterpret(ks[(base + 4) as usize]);
+                    #[unroll]
+                    for r in 0..4u32 {
+                        af[r as usize] = qf[(4 * j + r) as usize];
+                    }
+                    def.execute_inplace(&af, &bf, &mut c);
+                }
+                sc[(2 * nt) as usize] = c[0];
+                sc[(2 * nt + 1) as usize] = c[1];
+            }
+            // The rows' maxima over their unmasked keys, across the quad.
+            let mut mx_a = m_a;
+            let mut mx_b = m_b;
+            #[unroll]
+            for nt in 0..comptime!(KEYS / 8) {
+                #[unroll]
+                for e in 0..2u32 {
+                    let pos = kt0 + nt * 8 + 2 * t + e;
+                    mx_a = select(pos <= lim_a, f32::max(mx_a, sc[(2 * nt) as usize].extract(e as usize)), mx_a);
+                    mx_b = select(pos <= lim_b, f32::max(mx_b, sc[(2 * nt + 1) as usize].extract(e as usize)), mx_b);
+                }
+            }
+            mx_a = f32::max(mx_a, plane_shuffle_xor(mx_a, 1));
+            mx_a = f32::max(mx_a, plane_shuffle_xor(mx_a, 2));
+            mx_b = f32::max(mx_b, plane_shuffle_xor(mx_b, 1));
+            mx_b = f32::max(mx_b, plane_shuffle_xor(mx_b, 2));
+            let alpha_a = f32::exp(m_a - mx_a);
+            let alpha_b = f32::exp(m_b - mx_b);
+            m_a = mx_a;
+            m_b = mx_b;
+            // P = exp(S − m) as the A fragments of P·V: 8-key tiles 2j (registers 4j, 4j + 1)
+            // and 2j + 1 (4j + 2, 4j + 3) make the 16 keys of step j.
+            let mut sum_a = 0.0f32;
+            let mut sum_b = 0.0f32;
+            #[unroll]
+            for nt in 0..comptime!(KEYS / 8) {
+                let pos = kt0 + nt * 8 + 2 * t;
+                let va = sc[(2 * nt) as usize];
+                let vb = sc[(2 * nt + 1) as usize];
+                let a0 = select(pos <= lim_a, f32::exp(va.extract(0usize) - m_a), 0.0f32);
+                let a1 = select(pos < lim_a, f32::exp(va.extract(1usize) - m_a), 0.0f32);
+                let b0 = select(pos <= lim_b, f32::exp(vb.extract(0usize) - m_b), 0.0f32);
+                let b1 = select(pos < lim_b, f32::exp(vb.extract(1usize) - m_b), 0.0f32);
+                sum_a += a0 + a1;
+                sum_b += b0 + b1;
+                let r = comptime!(4 * (nt / 2) + 2 * (nt % 2));
+                pf[r as usize] = Vector::reinterpret(pair(a0, a1));
+                pf[(r + 1) as usize] = Vector::reinterpret(pair(b0, b1));
+            }
+            l_a = l_a * alpha_a + sum_a;
+            l_b = l_b * alpha_b + sum_b;
+            let sa = Vector::<f32, NC>::cast_from(alpha_a);
+            let sb = Vector::<f32, NC>::cast_from(alpha_b);
+            // O = O·α + P·V over the output's 8-column tiles.
+            #[unroll]
+            for n in 0..comptime!(d / 8) {
+                c[0] = o[(2 * n) as usize] * sa;
+                c[1] = o[(2 * n + 1) as usize] * sb;
+                #[unroll]
+                for j in 0..comptime!(KEYS / 16) {
+                    let base = (n * 8 + gl) * vstr + 8 * j + t;
+                    bf[0] = Vector::reinterpret(vt[base as usize]);
+                    bf[1] = Vector::reinterpret(vt[(base + 4) as usize]);
+                    #[unroll]
+                    for r in 0..4u32 {
+                        af[r as usize] = pf[(4 * j + r) as usize];
+                    }
+                    def.execute_inplace(&af, &bf, &mut c);
+                }
+                o[(2 * n) as usize] = c[0];
+                o[(2 * n + 1) as usize] = c[1];
+            }
+        }
+    }
+
+    // The rows' denominators: the quad's four partial sums.
+    l_a += plane_shuffle_xor(l_a, 1);
+    l_a += plane_shuffle_xor(l_a, 2);
+    l_b += plane_shuffle_xor(l_b, 1);
+    l_b += plane_shuffle_xor(l_b, 2);
+    let inv_a = 1.0f32 / l_a;
+    let inv_b = 1.0f32 / l_b;
+    #[unroll]
+    for n in 0..comptime!(d / 8) {
+        #[unroll]
+        for e in 0..2u32 {
+            let col = n * 8 + 2 * t + e;
+            if ra < n_rows {
+                out[(qa + col) as usize] = o[(2 * n) as usize].extract(e as usize) * inv_a;
+            }
+            if rb < n_rows {
+                out[(qb + col) as usize] = o[(2 * n + 1) as usize].extract(e as usize) * inv_b;
+            }
+        }
+    }
+}
