@@ -3,7 +3,7 @@
 //!
 //! `cargo run --release --features cuda --example gpu_check [-- --backend cuda --bench --runs 50]`
 //! `... --example gpu_check -- --backend cuda --shape 8b` runs examples/qwen3_bench.rs instead;
-//! `--bench-only` runs the benchmark without the checks.
+//! `--bench-only` runs the benchmark without the checks; `--attention-only` the prompt attention's checks alone.
 //!
 //! Checks (each against the reference data of tests/fixtures, made by ggml / AutoGPTQ / AutoAWQ /
 //! llama.cpp): device decode bit-exact for all 13 GGUF types; `x · Wᵀ` within 1e-5 (relative) of
@@ -476,6 +476,11 @@ fn run() -> Result<bool> {
     }
     let device = device_by_name(backend)?;
     let mut rep = Report { rows: Vec::new() };
+    if args.iter().any(|a| a == "--attention-only") {
+        // The prompt attention's checks alone (to compare its variants quickly).
+        attention_prompt(&device, &mut rep)?;
+        return Ok(rep.rows.iter().all(|r| r.1));
+    }
     println!("# correctness on {backend}");
     gguf_blocks(&device, &mut rep)?;
     for dir in ["gptq", "awq"] {

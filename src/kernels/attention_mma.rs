@@ -3,7 +3,8 @@
 //! prompt's attention where the device has the f16 `mma` (the f32 SIMT
 //! [`attention_prompt`](fn@crate::kernels::attention_prompt::attention_prompt) elsewhere).
 //!
-//! A cube of [`WARPS`] warps takes [`ROWS`] query rows of one KV head (row `i` = token `i / g`,
+//! A cube of `warps` warps ([`WARPS`] by default) takes `16·warps` query rows of one KV head
+//! (row `i` = token `i / g`,
 //! query head `i % g` of the KV head's group, as in the SIMT kernel); warp `w` owns rows
 //! `16w..16w + 16`. Lane `(gl, t) = (lane / 4, lane % 4)` holds rows `gl` and `gl + 8` of its
 //! warp's, in the m16n8k16 register layouts:
@@ -23,7 +24,14 @@
 //!   by the quad's summed denominators at the end, written as `[b, s, heads·d]`.
 //!
 //! Cubes take their blocks longest first (a block's key count grows with its last token), and a
-//! warp skips the tiles past its own last token.
+//! warp skips the tiles past its own last token. The products walk their reduction step
+//! outermost, so consecutive `mma`s are independent.
+//!
+//! Measured on the H100 (ncu, pp512, session 16): 57 µs a layer at the 8B shape where the f32
+//! SIMT kernel takes 224. What bounds it is issue latency: Burn's CUDA compiler gives the
+//! kernel 234–255 registers (it sets no register limit CubeCL exposes), so an SM holds 8 warps,
+//! each stalled ~8 cycles per instruction, a third of them on the f32 → f16 conversion of the
+//! staged tiles (the caches are f32).
 //!
 //! Precision: queries (after `scale`), keys, probabilities and values are rounded to f16
 //! (relative error ≤ 2⁻¹¹ each; llama.cpp keeps its KV cache in f16 too); the sums, the softmax
@@ -37,23 +45,40 @@ use half::f16;
 
 use super::matvec_mma::f16_bits;
 
-/// Warps per cube.
-pub const WARPS: u32 = 4;
-/// Query rows per cube (16 a warp).
-pub const ROWS: u32 = 16 * WARPS;
+/// Warps per cube by default (each owns 16 query rows), where [`supports`] allows; else 4.
+/// `BURN_QUANT_ATTN_WARPS` picks 2, 4 or 8 for comparisons. On the H100 at `d` = 128, 8 warps
+/// took the 8B prompt's attention (pp512) from 69 to 57 µs a layer against 4: the staging of a
+/// tile is shared by twice the rows (BENCHMARKS.md, session 16).
+pub const WARPS: u32 = 8;
 /// Keys per staged tile.
 pub const KEYS: u32 = 64;
 
-/// Bytes of shared memory for heads of `d` values: the key tile and the transposed value tile.
+/// Query rows per cube of `warps` warps.
+pub const fn rows(warps: u32) -> u32 {
+    16 * warps
+}
+
+/// Bytes of shared memory for heads of `d` values: a tile's keys and its values (transposed).
 pub const fn shared_bytes(d: u32) -> u32 {
     4 * (KEYS * (d / 2 + 4) + d * (KEYS / 2 + 4))
 }
 
-/// Whether the kernel takes heads of `d` values within `shared` bytes of shared memory: `d` a
-/// multiple of 16 (the fragments' reduction) and at most 128 (its output accumulators are
-/// `d / 2` registers a lane).
-pub fn supports(d: usize, shared: usize) -> bool {
-    d.is_multiple_of(16) && (16..=128).contains(&d) && shared_bytes(d as u32) as usize <= shared
+/// Whether the kernel takes heads of `d` values with `warps` warps within `shared` bytes of
+/// shared memory: `d` a multiple of 16 (the fragments' reduction) and at most 128 (its output
+/// accumulators are `d / 2` registers a lane), and a tile's staging an even share a thread.
+pub fn supports(d: usize, warps: u32, shared: usize) -> bool {
+    d.is_multiple_of(16)
+        && (16..=128).contains(&d)
+        && matches!(warps, 2 | 4 | 8)
+        && (KEYS as usize * d / 8).is_multiple_of(32 * warps as usize)
+        && shared_bytes(d as u32) as usize <= shared
+}
+
+/// The warps per cube for heads of `d` values within `shared` bytes: `BURN_QUANT_ATTN_WARPS`,
+/// else [`WARPS`] where [`supports`] allows, else 4.
+pub fn warps(d: usize, shared: usize) -> u32 {
+    let forced = std::env::var("BURN_QUANT_ATTN_WARPS").ok().and_then(|v| v.parse().ok());
+    forced.unwrap_or(if supports(d, WARPS, shared) { WARPS } else { 4 })
 }
 
 /// Two f32 values as an f16 pair (`a` in the low half).
@@ -66,8 +91,8 @@ fn pair(a: f32, b: f32) -> u32 {
 /// g·kv_heads, d]` (rotated queries), the caches `k`/`v` `[b, kv_heads, cap, d]` holding
 /// positions `0..start + s` (read as 4-float vectors, `N4` = 4); token `t` attends positions
 /// `0..=start + t` of its KV head with scores `scale · q·k`; `out [b, s, g·kv_heads, d]`. Cube
-/// `(b·kv_heads + kv head)·blocks + i` takes block `blocks − 1 − i` of [`ROWS`] rows, `blocks =
-/// ⌈g·s / ROWS⌉`; the cube is 32 × [`WARPS`] units. See the module docs.
+/// `(b·kv_heads + kv head)·blocks + i` takes block `blocks − 1 − i` of [`rows`]`(warps)` rows,
+/// `blocks = ⌈g·s / rows⌉`; the cube is 32 × `warps` units. See the module docs.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments, clippy::manual_div_ceil, clippy::assign_op_pattern)]
 pub fn attention_prompt_mma<N4: Size>(
@@ -82,6 +107,7 @@ pub fn attention_prompt_mma<N4: Size>(
     start: u32,
     scale: f32,
     #[comptime] d: u32,
+    #[comptime] warps: u32,
 ) {
     let lane = UNIT_POS_X;
     let warp = UNIT_POS_Y;
@@ -91,32 +117,30 @@ pub fn attention_prompt_mma<N4: Size>(
     let dv = comptime!(d / 4);
     let kstr = comptime!(d / 2 + 4);
     let vstr = comptime!(KEYS / 2 + 4);
-    let threads = comptime!(32 * WARPS);
+    let threads = comptime!(32 * warps);
+    let rows = comptime!(16 * warps);
 
     let n_rows = g * s;
-    let blocks = (n_rows + ROWS - 1) / ROWS;
+    let blocks = (n_rows + rows - 1) / rows;
     let cube = CUBE_POS as u32;
     let head_kv = cube / blocks;
-    let row0 = (blocks - 1 - cube % blocks) * ROWS;
+    let row0 = (blocks - 1 - cube % blocks) * rows;
     let bi = head_kv / kv_heads;
     let kh = head_kv % kv_heads;
     let heads = g * kv_heads;
     let kb = head_kv * cap;
 
-    // The lane's rows `gl` (a) and `gl + 8` (b) of its warp, clamped for the reads (rows past
-    // the last are computed, never written), their first value in `q`/`out`, and the last
-    // position each sees.
+    // The lane's rows `gl` (a) and `gl + 8` (b) of its warp, their first value in `out` and the
+    // last position each sees (rows past the last are computed from the last, never written).
     let ra = row0 + 16 * warp + gl;
     let rb = ra + 8;
     let ca = u32::min(ra, n_rows - 1);
     let cb = u32::min(rb, n_rows - 1);
-    let qa = ((bi * s + ca / g) * heads + kh * g + ca % g) * d;
-    let qb = ((bi * s + cb / g) * heads + kh * g + cb % g) * d;
     let lim_a = start + ca / g;
     let lim_b = start + cb / g;
     // The warp's last position, and the block's (whose tiles are staged).
     let warp_last = start + u32::min(row0 + 16 * warp + 15, n_rows - 1) / g;
-    let n_keys = start + (u32::min(row0 + ROWS, n_rows) - 1) / g + 1;
+    let n_keys = start + (u32::min(row0 + rows, n_rows) - 1) / g + 1;
     let tiles = (n_keys + KEYS - 1) / KEYS;
 
     let def = MmaDefinition::<f16, f16, f32>::new(16usize, 8usize, 16usize);
@@ -124,28 +148,33 @@ pub fn attention_prompt_mma<N4: Size>(
     let size!(NB) = def.vector_size(cubecl::cmma::MatrixIdent::B);
     let size!(NC) = def.vector_size(cubecl::cmma::MatrixIdent::Accumulator);
 
-    // Query fragments: for reduction step `j` (values 16j..16j + 16), registers 4j + 0..4 are
-    // (row a, values 2t, 2t + 1), (row b, same), (row a, 2t + 8, 2t + 9), (row b, same).
+    // Query fragments, kept in registers: for reduction step `j` (values 16j..16j + 16),
+    // registers 4j + 0..4 are (row a, values 2t, 2t + 1), (row b, same), (row a, 2t + 8, 2t + 9),
+    // (row b, same), scaled and rounded to f16.
+    let qa = ((bi * s + ca / g) * heads + kh * g + ca % g) * d + 2 * t;
+    let qb = ((bi * s + cb / g) * heads + kh * g + cb % g) * d + 2 * t;
     let mut qf = Array::<Vector<f16, NA>>::new(comptime!(4 * (d / 16)) as usize);
     #[unroll]
     for j in 0..comptime!(d / 16) {
-        let c = 16 * j + 2 * t;
+        let c = 16 * j;
         qf[(4 * j) as usize] = Vector::reinterpret(pair(q[(qa + c) as usize] * scale, q[(qa + c + 1) as usize] * scale));
         qf[(4 * j + 1) as usize] = Vector::reinterpret(pair(q[(qb + c) as usize] * scale, q[(qb + c + 1) as usize] * scale));
         qf[(4 * j + 2) as usize] = Vector::reinterpret(pair(q[(qa + c + 8) as usize] * scale, q[(qa + c + 9) as usize] * scale));
         qf[(4 * j + 3) as usize] = Vector::reinterpret(pair(q[(qb + c + 8) as usize] * scale, q[(qb + c + 9) as usize] * scale));
     }
 
+    // A tile's keys `[key][d / 2]` and values `[d][KEYS / 2]`, as f16 pairs.
     let mut ks = Shared::<[u32]>::new_slice(comptime!(KEYS * (d / 2 + 4)) as usize);
     let mut vt = Shared::<[u32]>::new_slice(comptime!(d * (KEYS / 2 + 4)) as usize);
 
-    // Output accumulators: 8-column tile `n` is registers 2n (row a) and 2n + 1 (row b).
+    // Score accumulators: 8-key tile `n` is registers 2n (row a) and 2n + 1 (row b); the output's
+    // 8-column tile `n` likewise.
+    let mut sc = Array::<Vector<f32, NC>>::new(comptime!(2 * (KEYS / 8)) as usize);
     let mut o = Array::<Vector<f32, NC>>::new(comptime!(2 * (d / 8)) as usize);
     #[unroll]
     for i in 0..comptime!(2 * (d / 8)) {
         o[i as usize] = Vector::cast_from(0.0f32);
     }
-    let mut sc = Array::<Vector<f32, NC>>::new(comptime!(2 * (KEYS / 8)) as usize);
     let mut pf = Array::<Vector<f16, NA>>::new(comptime!(4 * (KEYS / 16)) as usize);
     let mut af = Array::<Vector<f16, NA>>::new(4usize);
     let mut bf = Array::<Vector<f16, NB>>::new(2usize);
@@ -157,11 +186,13 @@ pub fn attention_prompt_mma<N4: Size>(
 
     for tile in 0..tiles {
         let kt0 = tile * KEYS;
+        // The last tile has been read.
         sync_cube();
-        // Keys: a 4-float vector a thread per step, as two f16 pairs; positions past the
-        // block's last read that last one (finite, and masked).
+        // Keys: a 4-float vector a thread per step, as two f16 pairs; values transposed, a pair
+        // of keys × 4 columns a thread per step. Positions past the block's last read that last
+        // one (finite, and masked).
         #[unroll]
-        for i in 0..comptime!(KEYS * (d / 4) / (32 * WARPS)) {
+        for i in 0..comptime!(KEYS * (d / 4) / (32 * warps)) {
             let idx = i * threads + tid;
             let key = idx / dv;
             let c4 = idx % dv;
@@ -170,9 +201,8 @@ pub fn attention_prompt_mma<N4: Size>(
             ks[(key * kstr + 2 * c4) as usize] = pair(x.extract(0usize), x.extract(1usize));
             ks[(key * kstr + 2 * c4 + 1) as usize] = pair(x.extract(2usize), x.extract(3usize));
         }
-        // Values, transposed: a pair of keys × 4 columns a thread per step.
         #[unroll]
-        for i in 0..comptime!((KEYS / 2) * (d / 4) / (32 * WARPS)) {
+        for i in 0..comptime!((KEYS / 2) * (d / 4) / (32 * warps)) {
             let idx = i * threads + tid;
             let kp = idx % comptime!(KEYS / 2);
             let c4 = idx / comptime!(KEYS / 2);
@@ -187,24 +217,29 @@ pub fn attention_prompt_mma<N4: Size>(
         }
         sync_cube();
         if kt0 <= warp_last {
-            // S = (scale·Q)·Kᵀ over the tile's 8-key tiles.
+            // S = (scale·Q)·Kᵀ: reduction step outermost, so the 8-key tiles' products are
+            // independent of each other.
             #[unroll]
-            for nt in 0..comptime!(KEYS / 8) {
-                c[0] = Vector::cast_from(0.0f32);
-                c[1] = Vector::cast_from(0.0f32);
+            for i in 0..comptime!(2 * (KEYS / 8)) {
+                sc[i as usize] = Vector::cast_from(0.0f32);
+            }
+            #[unroll]
+            for j in 0..comptime!(d / 16) {
                 #[unroll]
-                for j in 0..comptime!(d / 16) {
+                for r in 0..4u32 {
+                    af[r as usize] = qf[(4 * j + r) as usize];
+                }
+                #[unroll]
+                for nt in 0..comptime!(KEYS / 8) {
                     let base = (nt * 8 + gl) * kstr + 8 * j + t;
                     bf[0] = Vector::reinterpret(ks[base as usize]);
                     bf[1] = Vector::reinterpret(ks[(base + 4) as usize]);
-                    #[unroll]
-                    for r in 0..4u32 {
-                        af[r as usize] = qf[(4 * j + r) as usize];
-                    }
+                    c[0] = sc[(2 * nt) as usize];
+                    c[1] = sc[(2 * nt + 1) as usize];
                     def.execute_inplace(&af, &bf, &mut c);
+                    sc[(2 * nt) as usize] = c[0];
+                    sc[(2 * nt + 1) as usize] = c[1];
                 }
-                sc[(2 * nt) as usize] = c[0];
-                sc[(2 * nt + 1) as usize] = c[1];
             }
             // The rows' maxima over their unmasked keys, across the quad.
             let mut mx_a = m_a;
@@ -249,24 +284,29 @@ pub fn attention_prompt_mma<N4: Size>(
             l_b = l_b * alpha_b + sum_b;
             let sa = Vector::<f32, NC>::cast_from(alpha_a);
             let sb = Vector::<f32, NC>::cast_from(alpha_b);
-            // O = O·α + P·V over the output's 8-column tiles.
             #[unroll]
             for n in 0..comptime!(d / 8) {
-                c[0] = o[(2 * n) as usize] * sa;
-                c[1] = o[(2 * n + 1) as usize] * sb;
+                o[(2 * n) as usize] = o[(2 * n) as usize] * sa;
+                o[(2 * n + 1) as usize] = o[(2 * n + 1) as usize] * sb;
+            }
+            // O += P·V, reduction step outermost.
+            #[unroll]
+            for j in 0..comptime!(KEYS / 16) {
                 #[unroll]
-                for j in 0..comptime!(KEYS / 16) {
+                for r in 0..4u32 {
+                    af[r as usize] = pf[(4 * j + r) as usize];
+                }
+                #[unroll]
+                for n in 0..comptime!(d / 8) {
                     let base = (n * 8 + gl) * vstr + 8 * j + t;
                     bf[0] = Vector::reinterpret(vt[base as usize]);
                     bf[1] = Vector::reinterpret(vt[(base + 4) as usize]);
-                    #[unroll]
-                    for r in 0..4u32 {
-                        af[r as usize] = pf[(4 * j + r) as usize];
-                    }
+                    c[0] = o[(2 * n) as usize];
+                    c[1] = o[(2 * n + 1) as usize];
                     def.execute_inplace(&af, &bf, &mut c);
+                    o[(2 * n) as usize] = c[0];
+                    o[(2 * n + 1) as usize] = c[1];
                 }
-                o[(2 * n) as usize] = c[0];
-                o[(2 * n + 1) as usize] = c[1];
             }
         }
     }
@@ -282,12 +322,11 @@ pub fn attention_prompt_mma<N4: Size>(
     for n in 0..comptime!(d / 8) {
         #[unroll]
         for e in 0..2u32 {
-            let col = n * 8 + 2 * t + e;
             if ra < n_rows {
-                out[(qa + col) as usize] = o[(2 * n) as usize].extract(e as usize) * inv_a;
+                out[(qa + n * 8 + e) as usize] = o[(2 * n) as usize].extract(e as usize) * inv_a;
             }
             if rb < n_rows {
-                out[(qb + col) as usize] = o[(2 * n + 1) as usize].extract(e as usize) * inv_b;
+                out[(qb + n * 8 + e) as usize] = o[(2 * n + 1) as usize].extract(e as usize) * inv_b;
             }
         }
     }

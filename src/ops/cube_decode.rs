@@ -234,8 +234,9 @@ impl DecodeOpsBackend for CubeBackend {
             )
         };
         let g = heads / kv_heads;
-        if prompt_mma_on() && has_manual_mma(&qkv) && planes_are_32(&qkv) && attention_mma::supports(d, shared) {
-            let blocks = (g * s).div_ceil(attention_mma::ROWS as usize);
+        let warps = attention_mma::warps(d, shared);
+        if prompt_mma_on() && has_manual_mma(&qkv) && planes_are_32(&qkv) && attention_mma::supports(d, warps, shared) {
+            let blocks = (g * s).div_ceil(attention_mma::rows(warps) as usize);
             // SAFETY: as below, with `q`/`out` read and written as floats: cube `(b·kv_heads +
             // kv head)·blocks + i` reads query rows below `g·s` (clamped) and cache positions
             // below `start + s ≤ cap` (clamped to its block's last), writes its own rows of
@@ -244,7 +245,7 @@ impl DecodeOpsBackend for CubeBackend {
                 attention_mma::attention_prompt_mma::launch_unchecked(
                     &qkv.client,
                     grid_1d(b * kv_heads * blocks),
-                    CubeDim::new_2d(32, attention_mma::WARPS),
+                    CubeDim::new_2d(32, warps),
                     4,
                     buffer(&q, b * s * heads * d),
                     buffer(&k_cache, cache / 4),
@@ -257,6 +258,7 @@ impl DecodeOpsBackend for CubeBackend {
                     start as u32,
                     scale,
                     d as u32,
+                    warps,
                 )
             };
             return (out, k_cache, v_cache);
