@@ -139,7 +139,7 @@ fn gguf_blocks(device: &Device, rep: &mut Report) -> Result<()> {
                 let e = forward_err(&layer, &x[..m * k], &w, k, device)?;
                 rep.check(format!("{} {rows}×{k} m={m} (widest decode launches), f32", kind.name()), e <= 1e-5, format!("rel. error {e:.2e}"));
             }
-            check_input_ops(device, rep, &layer, &w, k, &[1, 5])?;
+            check_input_ops(device, rep, &layer, &w, k, &[1, 5, 40])?;
         }
     }
     // The prefill path at a size with partial tiles on both sides (300 weight rows, 200 tokens)
@@ -196,14 +196,14 @@ fn gguf_blocks(device: &Device, rep: &mut Report) -> Result<()> {
         let w = burn_quant::format::dequantize(GgmlType::Q6_K, &bytes, rows, k)?;
         let x: Vec<f32> = (0..8 * k).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
         check_q6kx4(device, rep, &bytes, &w, rows, k, &x, &[1, 5, 8])?;
-        check_input_ops(device, rep, &QuantLinear::from_gguf_bytes(GgmlType::Q6_K, &bytes, rows, k, device)?, &w, k, &[1, 5])?;
+        check_input_ops(device, rep, &QuantLinear::from_gguf_bytes(GgmlType::Q6_K, &bytes, rows, k, device)?, &w, k, &[1, 5, 40])?;
         // A Q4_K part then this Q6_K one as one projection (q/k and v of a Q4_K_M file): one
         // launch for both parts at one token row.
         let qk = burn_quant::format::quantize::quantize(GgmlType::Q4_K, &src[..3_000 * k])?;
         let mut wf = burn_quant::format::dequantize(GgmlType::Q4_K, &qk, 3_000, k)?;
         wf.extend_from_slice(&w);
         let fused = QuantLinear::from_gguf_fused(&[(GgmlType::Q4_K, &qk, 3_000), (GgmlType::Q6_K, &bytes, rows)], k, device)?;
-        check_input_ops(device, rep, &fused, &wf, k, &[1, 5])?;
+        check_input_ops(device, rep, &fused, &wf, k, &[1, 5, 40])?;
     }
     // Leading dims, and the input gradient under Autodiff (g · W against the f64 product with
     // ggml's dequantized weight).
@@ -244,7 +244,9 @@ fn f64_product(x: &[f32], w: &[f32], k: usize) -> Vec<f32> {
 
 /// `forward_norm` and `forward_swiglu_add` of `layer` (decoded weight `w`, rows of `k`) at `ms`
 /// token rows against float64 (the RMSNorm / SwiGLU done by the one-pass decode kernels as they
-/// read the input, or composed where the tensor-core kernel runs): 1e-5.
+/// read the input, or composed where the tensor-core kernel runs): 1e-5; 2e-3 for a prefill on
+/// CUDA (more than 16 rows), whose input the norm or SwiGLU kernel writes as f16 and whose
+/// split slices are summed with the residual in one launch.
 fn check_input_ops(device: &Device, rep: &mut Report, layer: &QuantLinear, w: &[f32], k: usize, ms: &[usize]) -> Result<()> {
     let name = format!("{} {}×{k}", layer.layout().parts[0].kind, layer.out_features());
     let rows = layer.out_features();
@@ -268,7 +270,8 @@ fn check_input_ops(device: &Device, rep: &mut Report, layer: &QuantLinear, w: &[
         let want: Vec<f32> = product(&xn, m).into_iter().map(|v| v as f32).collect();
         let y = host(layer.forward_norm(Tensor::<2>::from_data(TensorData::new(x, [m, k]), device), &norm))?;
         let e = rel_err(&y, &want);
-        rep.check(format!("{name} RMSNorm in the product, m={m}, f32"), e <= 1e-5, format!("rel. error {e:.2e}"));
+        let (bound, label) = if m > 16 && backend_is_cuda(device) { (2e-3, "≤ 2e-3") } else { (1e-5, "f32") };
+        rep.check(format!("{name} RMSNorm in the product, m={m}, {label}"), e <= bound, format!("rel. error {e:.2e}"));
         let gu: Vec<f32> = (0..m * 2 * k).map(|i| 3.0 * val(i, 104_729)).collect();
         let res: Vec<f32> = (0..m * rows).map(|i| val(i, 15_485_863)).collect();
         let act: Vec<f64> = gu
@@ -279,7 +282,7 @@ fn check_input_ops(device: &Device, rep: &mut Report, layer: &QuantLinear, w: &[
         let gt = Tensor::<2>::from_data(TensorData::new(gu, [m, 2 * k]), device);
         let y = host(layer.forward_swiglu_add(gt, Tensor::<2>::from_data(TensorData::new(res, [m, rows]), device)))?;
         let e = rel_err(&y, &want);
-        rep.check(format!("{name} SwiGLU in the product + residual, m={m}, f32"), e <= 1e-5, format!("rel. error {e:.2e}"));
+        rep.check(format!("{name} SwiGLU in the product + residual, m={m}, {label}"), e <= bound, format!("rel. error {e:.2e}"));
     }
     Ok(())
 }

@@ -12,6 +12,8 @@
 
 use cubecl::prelude::*;
 
+use super::prefill_mma::f16_quad;
+
 /// The input as it is.
 pub const PLAIN: u32 = 0;
 /// `silu(gate) ⊙ up` of an input twice as wide, `[m, 2k]` with `gate` in the first `k` columns of
@@ -47,12 +49,19 @@ pub fn input<N: Size>(x: &[Vector<f32, N>], gamma: &[Vector<f32, N>], t: u32, c:
 }
 
 /// [`SWIGLU`] as a launch of its own, where the product's kernels do not do it: `out [m, k]` from
-/// `gu [m, 2k]`, a thread per 4-float vector of `out` (`k4 = k / 4` per row, `n4` in all).
+/// `gu [m, 2k]`, a thread per 4-float vector of `out` (`k4 = k / 4` per row, `n4` in all); with
+/// `half` written to `out16` as f16 instead (`N2` = 2, [`f16_quad`], the input of a tensor-core
+/// prefill).
 #[cube(launch_unchecked)]
-pub fn swiglu<N: Size>(gu: &[Vector<f32, N>], out: &mut [Vector<f32, N>], k4: u32, n4: u32) {
+pub fn swiglu<N: Size, N2: Size>(gu: &[Vector<f32, N>], out: &mut [Vector<f32, N>], out16: &mut [Vector<u32, N2>], k4: u32, n4: u32, #[comptime] half: bool) {
     let i = ABSOLUTE_POS as u32;
     if i < n4 {
         let mut unused = Array::<f32>::new(1usize);
-        out[i as usize] = input(gu, gu, i / k4, i % k4, k4, &mut unused, SWIGLU);
+        let v = input(gu, gu, i / k4, i % k4, k4, &mut unused, SWIGLU);
+        if comptime!(half) {
+            out16[i as usize] = f16_quad::<N, N2>(v);
+        } else {
+            out[i as usize] = v;
+        }
     }
 }

@@ -4,6 +4,8 @@
 
 use cubecl::prelude::*;
 
+use super::prefill_mma::f16_quad;
+
 /// Threads per cube of the kernels of this module.
 pub const THREADS: u32 = 128;
 
@@ -100,19 +102,23 @@ fn sum_planes(v: f32, #[comptime] threads: u32) -> f32 {
 /// `threads` (a power of two, ≥ 32) loads vectors `t + s · threads` for `s < steps` (≤
 /// [`HELD_STEPS`]) all at once and keeps them in registers, the cube sums their squares
 /// ([`sum_planes`] with `plane32`, the device's planes being 32 lanes; else [`cube_reduce`]),
-/// and the thread writes its vectors scaled. On the H100 a 4,096-value row took 5.5–6.0 µs
+/// and the thread writes its vectors scaled: to `y`, or with `half` to `y16` as f16 (`N2` = 2,
+/// [`f16_quad`], the input of a tensor-core prefill; `y` is then not written). On the H100 a 4,096-value row took 5.5–6.0 µs
 /// through [`rms_norm`] (two passes over the row, each a loop of dependent steps, and a
 /// barrier per level of the sum).
 #[cube(launch_unchecked)]
-pub fn rms_norm_held<N: Size>(
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm_held<N: Size, N2: Size>(
     x: &[Vector<f32, N>],
     gamma: &[Vector<f32, N>],
     y: &mut [Vector<f32, N>],
+    y16: &mut [Vector<u32, N2>],
     n4: u32,
     eps: f32,
     #[comptime] threads: u32,
     #[comptime] steps: u32,
     #[comptime] plane32: bool,
+    #[comptime] half: bool,
 ) {
     let tid = UNIT_POS;
     let base = CUBE_POS as u32 * n4;
@@ -133,7 +139,12 @@ pub fn rms_norm_held<N: Size>(
     for t in 0..steps {
         let i = tid + t * threads;
         if i < n4 {
-            y[(base + i) as usize] = held[t as usize] * inv * gamma[i as usize];
+            let v = held[t as usize] * inv * gamma[i as usize];
+            if comptime!(half) {
+                y16[(base + i) as usize] = f16_quad::<N, N2>(v);
+            } else {
+                y[(base + i) as usize] = v;
+            }
         }
     }
 }

@@ -99,11 +99,39 @@ pub fn prefill_input_f16<N4: Size, N2: Size>(x: &[Vector<f32, N4>], out: &mut [V
     if u >= units {
         terminate!();
     }
-    let v = x[u as usize];
+    out[u as usize] = f16_quad::<N4, N2>(x[u as usize]);
+}
+
+/// A 4-float vector as the two words (f16 pairs, low half first) of the token tile
+/// [`prefill_mma`] reads: the input's rounding, wherever it is done ([`prefill_input_f16`], or
+/// the RMSNorm and SwiGLU kernels writing straight for a prefill).
+#[cube]
+pub fn f16_quad<N4: Size, N2: Size>(v: Vector<f32, N4>) -> Vector<u32, N2> {
     let mut o = Vector::<u32, N2>::empty();
     o.insert(0usize, f16_bits(v.extract(0usize)) | (f16_bits(v.extract(1usize)) << 16));
     o.insert(1usize, f16_bits(v.extract(2usize)) | (f16_bits(v.extract(3usize)) << 16));
-    out[u as usize] = o;
+    o
+}
+
+/// The end of a split prefill: `out = Σ_z y[z] (+ r)`, one thread per 4-float vector of the
+/// `len4` of each of the `splits` slices of `y`; `r` (the residual of
+/// [`quant_matmul_add`](crate::ops::QuantMatmulBackend::quant_matmul_add)) is read only with
+/// `residual`. One launch where summing the slices and adding the residual were two of Burn's.
+#[cube(launch_unchecked)]
+pub fn slices_sum<N: Size>(y: &[Vector<f32, N>], r: &[Vector<f32, N>], out: &mut [Vector<f32, N>], len4: u32, #[comptime] splits: u32, #[comptime] residual: bool) {
+    let i = ABSOLUTE_POS as u32;
+    if i >= len4 {
+        terminate!();
+    }
+    let mut acc = y[i as usize];
+    #[unroll]
+    for z in 1..splits {
+        acc = acc + y[(z * len4 + i) as usize];
+    }
+    if comptime!(residual) {
+        acc = acc + r[i as usize];
+    }
+    out[i as usize] = acc;
 }
 
 /// `word` shifted so that bit `from` lands on bit `to`.

@@ -775,9 +775,8 @@ fn fused_prefill_kinds(layout: &QuantLayout) -> Option<Vec<(u32, u32, usize)>> {
 /// The tensor-core prefill with the weight decoded in registers ([`prefill_mma`]): the input
 /// rounded to f16, then one launch per part, split along the reduction until about the knob's
 /// number of cubes run.
-fn matmul_prefill_fused(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, kinds: &[(u32, u32, usize)], m: usize) -> CubeTensor {
-    let (k, n) = (layout.in_features, layout.out_features());
-    let (planes, ntiles, target, mtiles) = knobs().prefill_tile;
+fn matmul_prefill_fused(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, kinds: &[(u32, u32, usize)], m: usize, r: Option<CubeTensor>) -> CubeTensor {
+    let k = layout.in_features;
     let client = x.client.clone();
     let x16 = CubeTensor::new_contiguous(client.clone(), x.device.clone(), Shape::new([m, k]), client.empty(m * k * 2), DType::F16);
     let units = m * k / 4;
@@ -791,13 +790,23 @@ fn matmul_prefill_fused(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, kin
             buffer(&x, units), buffer(&x16, units), units as u32,
         )
     };
+    prefill_fused_f16(&x, x16, w, layout, kinds, m, r)
+}
+
+/// [`matmul_prefill_fused`] from its input already rounded to f16 (`x16 [m, k]`, made by
+/// [`prefill_mma::prefill_input_f16`] or [`pre_f16`]); `like` is any f32 tensor on the device
+/// (the output's allocation follows it).
+fn prefill_fused_f16(like: &CubeTensor, x16: CubeTensor, w: &CubeTensor, layout: &QuantLayout, kinds: &[(u32, u32, usize)], m: usize, r: Option<CubeTensor>) -> CubeTensor {
+    let (k, n) = (layout.in_features, layout.out_features());
+    let (planes, ntiles, target, mtiles) = knobs().prefill_tile;
+    let client = like.client.clone();
     let (bm, bn) = (8 * ntiles as usize, 16 * (planes * mtiles) as usize);
     let tiles = layout.parts.iter().map(|p| p.rows.div_ceil(bn)).sum::<usize>() * m.div_ceil(bm);
     let blocks = k / 256;
     let splits = target.div_ceil(tiles).clamp(1, (blocks / 4).max(1));
     let kslice = blocks.div_ceil(splits) * 256;
     let splits = k.div_ceil(kslice);
-    let y = empty_f32(&x, vec![splits, m, n]);
+    let y = empty_f32(like, vec![splits, m, n]);
     let mut col0 = 0;
     for (part, &(kind, group, unit)) in layout.parts.iter().zip(kinds) {
         let count = CubeCount::Static(part.rows.div_ceil(bn) as u32, m.div_ceil(bm) as u32, splits as u32);
@@ -833,7 +842,44 @@ fn matmul_prefill_fused(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, kin
         };
         col0 += part.rows;
     }
-    sum_slices(y, splits, m, n)
+    finish_slices(y, splits, m, n, r)
+}
+
+/// `Σ` of the `splits` slices of `y` `[splits, m, n]`, plus `r` `[m, n]` where given: one
+/// [`prefill_mma::slices_sum`] launch where `m · n` is a multiple of 4, else Burn's sum and add.
+fn finish_slices(y: CubeTensor, splits: usize, m: usize, n: usize, r: Option<CubeTensor>) -> CubeTensor {
+    let len = m * n;
+    if (splits == 1 && r.is_none()) || !len.is_multiple_of(4) || u32::try_from(splits * len).is_err() {
+        let y = sum_slices(y, splits, m, n);
+        return match r {
+            Some(r) => CubeBackend::float_add(y, r),
+            None => y,
+        };
+    }
+    let client = y.client.clone();
+    let out = empty_f32(&y, vec![m, n]);
+    let len4 = len / 4;
+    let dim = CubeDim::new_1d(256);
+    let residual = r.is_some();
+    let r = r.unwrap_or_else(|| y.clone());
+    // SAFETY: `y` is `[splits, m, n]` f32 and `r`, `out` `[m, n]` (contiguous, `m · n` a
+    // multiple of 4), read and written in 16-byte vectors; threads past `len4` return, and `r`
+    // is read only with `residual`.
+    unsafe {
+        prefill_mma::slices_sum::launch_unchecked(
+            &client,
+            calculate_cube_count_elemwise(&client, len4, dim),
+            dim,
+            4,
+            buffer(&y, splits * len4),
+            buffer(&r, len4),
+            buffer(&out, len4),
+            len4 as u32,
+            splits as u32,
+            residual,
+        )
+    };
+    out
 }
 
 /// The prefill path on matrix units: f16 tiles decoded into shared memory, f32 accumulation
@@ -969,20 +1015,24 @@ fn prefill_route(x: &CubeTensor) -> PrefillRoute {
     }
 }
 
-fn matmul_prefill(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) -> CubeTensor {
-    match prefill_route(&x) {
-        PrefillRoute::Mma => return matmul_prefill_mma(x, w, layout, m),
-        PrefillRoute::Auto if has_manual_mma(&x) => {
-            if let Some(kinds) = fused_prefill_kinds(layout) {
-                return matmul_prefill_fused(x, w, layout, &kinds, m);
-            }
-            return matmul_prefill_dequant(x, w, layout);
+fn matmul_prefill(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, r: Option<CubeTensor>) -> CubeTensor {
+    let y = match prefill_route(&x) {
+        PrefillRoute::Mma => matmul_prefill_mma(x, w, layout, m),
+        PrefillRoute::Auto if has_manual_mma(&x) => match fused_prefill_kinds(layout) {
+            // The residual goes into the launch that sums the split slices.
+            Some(kinds) => return matmul_prefill_fused(x, w, layout, &kinds, m, r),
+            None => matmul_prefill_dequant(x, w, layout),
+        },
+        PrefillRoute::Dequant | PrefillRoute::Auto => matmul_prefill_dequant(x, w, layout),
+        PrefillRoute::F32 => {
+            let tile = (tiled::B as usize, tiled::B as usize, tiled::BK as usize);
+            split_k_prefill!(tiled::matmul_tiled::launch_unchecked, x, w, layout, m, tile, CubeDim::new_2d(tiled::T, tiled::T))
         }
-        PrefillRoute::Dequant | PrefillRoute::Auto => return matmul_prefill_dequant(x, w, layout),
-        PrefillRoute::F32 => {}
+    };
+    match r {
+        Some(r) => CubeBackend::float_add(y, r),
+        None => y,
     }
-    let tile = (tiled::B as usize, tiled::B as usize, tiled::BK as usize);
-    split_k_prefill!(tiled::matmul_tiled::launch_unchecked, x, w, layout, m, tile, CubeDim::new_2d(tiled::T, tiled::T))
 }
 
 fn matmul_transposed_tiled(g: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize) -> CubeTensor {
@@ -1023,23 +1073,54 @@ fn matmul_transposed_tiled(g: CubeTensor, w: &CubeTensor, layout: &QuantLayout, 
 /// `silu(gate) ⊙ up` of `gu [m, 2k]` (contiguous f32) in one launch ([`input::swiglu`]).
 fn swiglu(gu: &CubeTensor, m: usize, k: usize) -> CubeTensor {
     let out = empty_f32(gu, vec![m, k]);
+    launch_swiglu(gu, &out, m, k, false);
+    out
+}
+
+/// [`input::swiglu`] of `gu [m, 2k]` into `out [m, k]` (f32, or with `half` f16 for a
+/// tensor-core prefill); `k` a multiple of 4.
+fn launch_swiglu(gu: &CubeTensor, out: &CubeTensor, m: usize, k: usize, half: bool) {
     let n4 = m * k / 4;
     let dim = CubeDim::new_1d(256);
-    // SAFETY: `gu` holds `m · 2k` values and `out` `m · k` (`k` a multiple of 4, checked by the
-    // caller); threads past `n4` do nothing.
+    // SAFETY: `gu` holds `m · 2k` values and `out` `m · k` (f32, or f16 two to a word with
+    // `half`; `k` a multiple of 4, checked by the caller); threads past `n4` do nothing. The
+    // output not written (`out16` without `half`, `out` with it) is bound to `gu`.
     unsafe {
         input::swiglu::launch_unchecked(
             &gu.client,
             calculate_cube_count_elemwise(&gu.client, n4, dim),
             dim,
             4,
+            2,
             buffer(gu, 2 * n4),
-            buffer(&out, n4),
+            buffer(if half { gu } else { out }, n4),
+            buffer(if half { out } else { gu }, n4),
             (k / 4) as u32,
             n4 as u32,
+            half,
         )
     };
-    out
+}
+
+/// The input of a tensor-core prefill ([`prefill_fused_f16`]) made by `pre`'s own kernel
+/// writing f16 (one launch, where `pre` and then [`prefill_mma::prefill_input_f16`] were two):
+/// RMSNorm where [`norm::rms_norm_held`] takes the rows, SwiGLU where `k` is a multiple of 4;
+/// `None` for anything else.
+fn pre_f16(x: &CubeTensor, pre: &Pre, m: usize, k: usize) -> Option<CubeTensor> {
+    let client = x.client.clone();
+    let x16 = || CubeTensor::new_contiguous(client.clone(), x.device.clone(), Shape::new([m, k]), client.empty(m * k * 2), DType::F16);
+    match pre {
+        Pre::Norm(gamma, eps) if k.is_multiple_of(4) => {
+            let out = x16();
+            super::cube_decode::launch_norm_held(x, gamma, &out, *eps, true).then_some(out)
+        }
+        Pre::SwiGlu if k.is_multiple_of(4) => {
+            let out = x16();
+            launch_swiglu(x, &out, m, k, true);
+            Some(out)
+        }
+        _ => None,
+    }
 }
 
 /// `pre(x) · Wᵀ (+ r)`: decode launches add `r` in their epilogue and, where every part's kernel
@@ -1064,6 +1145,19 @@ fn quant_matmul_res(x: CubeTensor, weight: CubeTensor, layout: QuantLayout, r: O
     let on = mma_on(&x, m, k);
     let fused = matches!(pre, Pre::Plain)
         || (folds && m <= matvec::MAX_M as usize && layout.merged_parts().iter().all(|p| DecodeKernel::of(p, on).takes_pre()));
+    // A prefill on the tensor cores takes its input as f16 from `pre`'s own launch.
+    if !fused && !decode_takes(&x, &layout, m) && prefill_route(&x) == PrefillRoute::Auto && has_manual_mma(&x) {
+        if let Some(kinds) = fused_prefill_kinds(&layout) {
+            if let Some(x16) = pre_f16(&x, &pre, m, k) {
+                let y = prefill_fused_f16(&x, x16, &weight, &layout, &kinds, m, r);
+                let mut out = shape.iter().copied().collect::<Vec<usize>>();
+                if let Some(l) = out.last_mut() {
+                    *l = n;
+                }
+                return restore_dtype(CubeBackend::float_reshape(y, Shape::from(out)), dtype);
+            }
+        }
+    }
     let (x2, pre) = if fused {
         (x, pre)
     } else {
@@ -1078,11 +1172,7 @@ fn quant_matmul_res(x: CubeTensor, weight: CubeTensor, layout: QuantLayout, r: O
     let y = if decode_takes(&x2, &layout, m) {
         matmul_decode(x2, &weight, &layout, m, r, pre, on)
     } else {
-        let y = matmul_prefill(x2, &weight, &layout, m);
-        match r {
-            Some(r) => CubeBackend::float_add(y, r),
-            None => y,
-        }
+        matmul_prefill(x2, &weight, &layout, m, r)
     };
     let mut out = shape.iter().copied().collect::<Vec<usize>>();
     if let Some(l) = out.last_mut() {

@@ -34,32 +34,7 @@ impl DecodeOpsBackend for CubeBackend {
         let n = shape.last().copied().unwrap_or(1);
         let rows = x.meta.shape().num_elements() / n.max(1);
         let y = empty_f32(&x, shape);
-        // Rows of whole 4-float vectors, short enough to sit in registers: read once.
-        let n4 = n / 4;
-        let hw = &x.client.properties().hardware;
-        // A power of two no larger than the device's cube (WebGPU guarantees only 256 units).
-        let cap = 1usize << (hw.max_units_per_cube.min(hw.max_cube_dim.0).min(1024).max(32).ilog2());
-        let threads = n4.div_ceil(norm::HELD_STEPS as usize).next_power_of_two().clamp(32, cap);
-        let steps = n4.div_ceil(threads);
-        if held_norm_on() && n.is_multiple_of(4) && n4 > 0 && steps <= norm::HELD_STEPS as usize {
-            // SAFETY: as below, in 4-float vectors (`n4` per row; reads past a row's end are
-            // clamped to its last vector, writes dropped); `threads` is a power of two ≥ 32.
-            unsafe {
-                norm::rms_norm_held::launch_unchecked(
-                    &x.client,
-                    grid_1d(rows),
-                    CubeDim::new_1d(threads as u32),
-                    4,
-                    buffer(&x, rows * n4),
-                    buffer(&gamma, n4),
-                    buffer(&y, rows * n4),
-                    n4 as u32,
-                    eps,
-                    threads as u32,
-                    steps as u32,
-                    planes_are_32(&x),
-                )
-            };
+        if launch_norm_held(&x, &gamma, &y, eps, false) {
             return y;
         }
         // SAFETY: `x` and `y` are contiguous `[rows, n]`, `gamma` holds `n`; each cube reads and
@@ -291,6 +266,49 @@ impl DecodeOpsBackend for CubeBackend {
         };
         (out, k_cache, v_cache)
     }
+}
+
+/// [`norm::rms_norm_held`] over the rows of `x` (contiguous f32 `[rows, n]`, `gamma [n]`) into
+/// `y` (`[rows, n]`: f32, or with `half` f16 for a tensor-core prefill), where its rows fit the
+/// registers (`n` a multiple of 4, at most `HELD_STEPS` vectors a thread) and
+/// `BURN_QUANT_NORM_HELD` is not `0`; false (nothing launched) otherwise.
+pub(super) fn launch_norm_held(x: &CubeTensor, gamma: &CubeTensor, y: &CubeTensor, eps: f32, half: bool) -> bool {
+    let n = x.meta.shape().last().copied().unwrap_or(1);
+    let rows = x.meta.shape().num_elements() / n.max(1);
+    // Rows of whole 4-float vectors, short enough to sit in registers: read once.
+    let n4 = n / 4;
+    let hw = &x.client.properties().hardware;
+    // A power of two no larger than the device's cube (WebGPU guarantees only 256 units).
+    let cap = 1usize << (hw.max_units_per_cube.min(hw.max_cube_dim.0).min(1024).max(32).ilog2());
+    let threads = n4.div_ceil(norm::HELD_STEPS as usize).next_power_of_two().clamp(32, cap);
+    let steps = n4.div_ceil(threads);
+    if !held_norm_on() || !n.is_multiple_of(4) || n4 == 0 || steps > norm::HELD_STEPS as usize {
+        return false;
+    }
+    // SAFETY: `x` and `y` are contiguous `[rows, n]` (f32, or f16 two to a word with `half`),
+    // `gamma` holds `n`, all in 4-value vectors (`n4` per row; reads past a row's end are
+    // clamped to its last vector, writes dropped); `threads` is a power of two ≥ 32. The output
+    // not written (`y16` without `half`, `y` with it) is bound to `gamma`, never written.
+    unsafe {
+        norm::rms_norm_held::launch_unchecked(
+            &x.client,
+            grid_1d(rows),
+            CubeDim::new_1d(threads as u32),
+            4,
+            2,
+            buffer(x, rows * n4),
+            buffer(gamma, n4),
+            buffer(if half { gamma } else { y }, if half { n4 } else { rows * n4 }),
+            buffer(if half { y } else { gamma }, if half { rows * n4 } else { n4 }),
+            n4 as u32,
+            eps,
+            threads as u32,
+            steps as u32,
+            planes_are_32(x),
+            half,
+        )
+    };
+    true
 }
 
 /// Whether [`DecodeOpsBackend::rms_norm`] may take [`norm::rms_norm_held`]: yes unless the
