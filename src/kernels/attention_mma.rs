@@ -87,6 +87,46 @@ fn pair(a: f32, b: f32) -> u32 {
     f16_bits(a) | (f16_bits(b) << 16)
 }
 
+/// `acc += A·B` for one warp: `steps` reduction steps of 16, step `j`'s A fragment registers
+/// `a[4j..4j + 4]`, its B fragment for 8-column tile `n` the f16 pairs at `(8n + gl)·stride + 8j
+/// + t` and `+ 4` of `b` (rows of 16-bit pairs along the reduction), the tile's accumulators
+/// `acc[2n]`, `acc[2n + 1]`. The step is outermost, so consecutive `mma`s are independent.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn product<NA: Size, NB: Size, NC: Size>(
+    def: &MmaDefinition<f16, f16, f32>,
+    a: &Array<Vector<f16, NA>>,
+    b: &[u32],
+    stride: u32,
+    acc: &mut Array<Vector<f32, NC>>,
+    gl: u32,
+    t: u32,
+    #[comptime] steps: u32,
+    #[comptime] tiles: u32,
+) {
+    let mut af = Array::<Vector<f16, NA>>::new(4usize);
+    let mut bf = Array::<Vector<f16, NB>>::new(2usize);
+    let mut c = Array::<Vector<f32, NC>>::new(2usize);
+    #[unroll]
+    for j in 0..steps {
+        #[unroll]
+        for r in 0..4u32 {
+            af[r as usize] = a[(4 * j + r) as usize];
+        }
+        #[unroll]
+        for n in 0..tiles {
+            let base = (n * 8 + gl) * stride + 8 * j + t;
+            bf[0] = Vector::reinterpret(b[base as usize]);
+            bf[1] = Vector::reinterpret(b[(base + 4) as usize]);
+            c[0] = acc[(2 * n) as usize];
+            c[1] = acc[(2 * n + 1) as usize];
+            def.execute_inplace(&af, &bf, &mut c);
+            acc[(2 * n) as usize] = c[0];
+            acc[(2 * n + 1) as usize] = c[1];
+        }
+    }
+}
+
 /// Causal attention of a prompt's `s` tokens at positions `start..start + s`: `q [b, s,
 /// g·kv_heads, d]` (rotated queries), the caches `k`/`v` `[b, kv_heads, cap, d]` holding
 /// positions `0..start + s` (read as 4-float vectors, `N4` = 4); token `t` attends positions
@@ -176,9 +216,6 @@ pub fn attention_prompt_mma<N4: Size>(
         o[i as usize] = Vector::cast_from(0.0f32);
     }
     let mut pf = Array::<Vector<f16, NA>>::new(comptime!(4 * (KEYS / 16)) as usize);
-    let mut af = Array::<Vector<f16, NA>>::new(4usize);
-    let mut bf = Array::<Vector<f16, NB>>::new(2usize);
-    let mut c = Array::<Vector<f32, NC>>::new(2usize);
     let mut m_a = f32::new(-3.0e38);
     let mut m_b = f32::new(-3.0e38);
     let mut l_a = 0.0f32;
@@ -223,24 +260,7 @@ pub fn attention_prompt_mma<N4: Size>(
             for i in 0..comptime!(2 * (KEYS / 8)) {
                 sc[i as usize] = Vector::cast_from(0.0f32);
             }
-            #[unroll]
-            for j in 0..comptime!(d / 16) {
-                #[unroll]
-                for r in 0..4u32 {
-                    af[r as usize] = qf[(4 * j + r) as usize];
-                }
-                #[unroll]
-                for nt in 0..comptime!(KEYS / 8) {
-                    let base = (nt * 8 + gl) * kstr + 8 * j + t;
-                    bf[0] = Vector::reinterpret(ks[base as usize]);
-                    bf[1] = Vector::reinterpret(ks[(base + 4) as usize]);
-                    c[0] = sc[(2 * nt) as usize];
-                    c[1] = sc[(2 * nt + 1) as usize];
-                    def.execute_inplace(&af, &bf, &mut c);
-                    sc[(2 * nt) as usize] = c[0];
-                    sc[(2 * nt + 1) as usize] = c[1];
-                }
-            }
+            product::<NA, NB, NC>(&def, &qf, &ks, kstr, &mut sc, gl, t, comptime!(d / 16), comptime!(KEYS / 8));
             // The rows' maxima over their unmasked keys, across the quad.
             let mut mx_a = m_a;
             let mut mx_b = m_b;
@@ -290,24 +310,7 @@ pub fn attention_prompt_mma<N4: Size>(
                 o[(2 * n + 1) as usize] = o[(2 * n + 1) as usize] * sb;
             }
             // O += P·V, reduction step outermost.
-            #[unroll]
-            for j in 0..comptime!(KEYS / 16) {
-                #[unroll]
-                for r in 0..4u32 {
-                    af[r as usize] = pf[(4 * j + r) as usize];
-                }
-                #[unroll]
-                for n in 0..comptime!(d / 8) {
-                    let base = (n * 8 + gl) * vstr + 8 * j + t;
-                    bf[0] = Vector::reinterpret(vt[base as usize]);
-                    bf[1] = Vector::reinterpret(vt[(base + 4) as usize]);
-                    c[0] = o[(2 * n) as usize];
-                    c[1] = o[(2 * n + 1) as usize];
-                    def.execute_inplace(&af, &bf, &mut c);
-                    o[(2 * n) as usize] = c[0];
-                    o[(2 * n + 1) as usize] = c[1];
-                }
-            }
+            product::<NA, NB, NC>(&def, &pf, &vt, vstr, &mut o, gl, t, comptime!(KEYS / 16), comptime!(d / 8));
         }
     }
 
