@@ -118,6 +118,8 @@ pub fn f16_quad<N4: Size, N2: Size>(v: Vector<f32, N4>) -> Vector<u32, N2> {
 /// [`quant_matmul_add`](crate::ops::QuantMatmulBackend::quant_matmul_add)) is read only with
 /// `residual`. One launch where summing the slices and adding the residual were two of Burn's.
 #[cube(launch_unchecked)]
+// `x = x + a`, as in the other kernels that run on lavapipe (see `attention_prompt`).
+#[allow(clippy::assign_op_pattern)]
 pub fn slices_sum<N: Size>(y: &[Vector<f32, N>], r: &[Vector<f32, N>], out: &mut [Vector<f32, N>], len4: u32, #[comptime] splits: u32, #[comptime] residual: bool) {
     let i = ABSOLUTE_POS as u32;
     if i >= len4 {

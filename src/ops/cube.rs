@@ -1146,17 +1146,20 @@ fn quant_matmul_res(x: CubeTensor, weight: CubeTensor, layout: QuantLayout, r: O
     let fused = matches!(pre, Pre::Plain)
         || (folds && m <= matvec::MAX_M as usize && layout.merged_parts().iter().all(|p| DecodeKernel::of(p, on).takes_pre()));
     // A prefill on the tensor cores takes its input as f16 from `pre`'s own launch.
-    if !fused && !decode_takes(&x, &layout, m) && prefill_route(&x) == PrefillRoute::Auto && has_manual_mma(&x) {
-        if let Some(kinds) = fused_prefill_kinds(&layout) {
-            if let Some(x16) = pre_f16(&x, &pre, m, k) {
-                let y = prefill_fused_f16(&x, x16, &weight, &layout, &kinds, m, r);
-                let mut out = shape.iter().copied().collect::<Vec<usize>>();
-                if let Some(l) = out.last_mut() {
-                    *l = n;
-                }
-                return restore_dtype(CubeBackend::float_reshape(y, Shape::from(out)), dtype);
-            }
-        }
+    let mut out = shape.iter().copied().collect::<Vec<usize>>();
+    if let Some(l) = out.last_mut() {
+        *l = n;
+    }
+    let out = Shape::from(out);
+    if !fused
+        && !decode_takes(&x, &layout, m)
+        && prefill_route(&x) == PrefillRoute::Auto
+        && has_manual_mma(&x)
+        && let Some(kinds) = fused_prefill_kinds(&layout)
+        && let Some(x16) = pre_f16(&x, &pre, m, k)
+    {
+        let y = prefill_fused_f16(&x, x16, &weight, &layout, &kinds, m, r);
+        return restore_dtype(CubeBackend::float_reshape(y, out), dtype);
     }
     let (x2, pre) = if fused {
         (x, pre)
@@ -1174,11 +1177,7 @@ fn quant_matmul_res(x: CubeTensor, weight: CubeTensor, layout: QuantLayout, r: O
     } else {
         matmul_prefill(x2, &weight, &layout, m, r)
     };
-    let mut out = shape.iter().copied().collect::<Vec<usize>>();
-    if let Some(l) = out.last_mut() {
-        *l = n;
-    }
-    restore_dtype(CubeBackend::float_reshape(y, Shape::from(out)), dtype)
+    restore_dtype(CubeBackend::float_reshape(y, out), dtype)
 }
 
 impl QuantMatmulBackend for CubeBackend {

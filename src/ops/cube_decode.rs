@@ -279,7 +279,7 @@ pub(super) fn launch_norm_held(x: &CubeTensor, gamma: &CubeTensor, y: &CubeTenso
     let n4 = n / 4;
     let hw = &x.client.properties().hardware;
     // A power of two no larger than the device's cube (WebGPU guarantees only 256 units).
-    let cap = 1usize << (hw.max_units_per_cube.min(hw.max_cube_dim.0).min(1024).max(32).ilog2());
+    let cap = 1usize << (hw.max_units_per_cube.min(hw.max_cube_dim.0).clamp(32, 1024).ilog2());
     let threads = n4.div_ceil(norm::HELD_STEPS as usize).next_power_of_two().clamp(32, cap);
     let steps = n4.div_ceil(threads);
     if !held_norm_on() || !n.is_multiple_of(4) || n4 == 0 || steps > norm::HELD_STEPS as usize {
