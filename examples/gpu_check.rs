@@ -387,12 +387,12 @@ fn rms_norm(device: &Device, rep: &mut Report) -> Result<()> {
 
 /// A prompt's attention op (`ops::attention_prompt`) at the model shapes' head size (128)
 /// against float64: the 0.6B's groups (16 query heads over 8) with 300 tokens after 5 positions
-/// held (19 row blocks of 32, the last partial; 10 key tiles), and the 8B's (32 over 8) with 77
-/// tokens from position 0. Both attention kernels: the tensor-core one (the default where the
-/// device has the f16 `mma`; f16 operands, held to the issues' f16 bound 2e-3) and the f32 SIMT
-/// one (`BURN_QUANT_ATTN_MMA=0`, 1e-5).
+/// held (19 row blocks of 32, the last partial; 10 key tiles), the 8B's (32 over 8) with 77
+/// tokens from position 0, and a batch of two sequences (20 tokens after 3). Both attention
+/// kernels: the tensor-core one (the default where the device has the f16 `mma`; f16 operands,
+/// held to the issues' f16 bound 2e-3) and the f32 SIMT one (`BURN_QUANT_ATTN_MMA=0`, 1e-5).
 fn attention_prompt(device: &Device, rep: &mut Report) -> Result<()> {
-    for (mma, label, bound) in [(true, "f16 mma", 2e-3), (false, "f32", 1e-5)] {
+    for (mma, label, bound) in [(true, "default: f16 mma on CUDA", 2e-3), (false, "f32 SIMT", 1e-5)] {
         // SAFETY: the checks run on this one thread; the op reads the variable at each call.
         unsafe { std::env::set_var("BURN_QUANT_ATTN_MMA", if mma { "1" } else { "0" }) };
         attention_prompt_at(device, rep, label, bound)?;
@@ -405,20 +405,22 @@ fn attention_prompt(device: &Device, rep: &mut Report) -> Result<()> {
 /// [`attention_prompt`]'s checks with the kernel the environment selects, held to `bound`.
 fn attention_prompt_at(device: &Device, rep: &mut Report, label: &str, bound: f64) -> Result<()> {
     let (d, cap, eps) = (128usize, 512usize, 1e-6f64);
-    for (h, kvh, start, s) in [(16usize, 8usize, 5usize, 300usize), (32, 8, 0, 77)] {
+    // (batch, query heads, KV heads, positions held, tokens); the batch of two has 40 query rows
+    // per KV head and sequence, so its blocks are partial.
+    for (b, h, kvh, start, s) in [(1usize, 16usize, 8usize, 5usize, 300usize), (1, 32, 8, 0, 77), (2, 16, 8, 3, 20)] {
         let width = (h + 2 * kvh) * d;
         let val = |i: usize, m: usize| ((i * m + 7) % 37) as f32 * 0.05 - 0.9;
-        let qkv: Vec<f32> = (0..s * width).map(|i| val(i, 29)).collect();
+        let qkv: Vec<f32> = (0..b * s * width).map(|i| val(i, 29)).collect();
         let gq: Vec<f32> = (0..d).map(|j| 0.5 + j as f32 * 0.01).collect();
         let gk: Vec<f32> = (0..d).map(|j| 1.5 - j as f32 * 0.005).collect();
-        let mut kc: Vec<f32> = (0..kvh * cap * d).map(|i| if (i / d) % cap < start { val(i, 13) } else { 50.0 }).collect();
-        let mut vc: Vec<f32> = (0..kvh * cap * d).map(|i| if (i / d) % cap < start { val(i, 17) } else { 50.0 }).collect();
-        let cache = |x: &[f32]| Tensor::<4>::from_data(TensorData::new(x.to_vec(), [1, kvh, cap, d]), device);
+        let mut kc: Vec<f32> = (0..b * kvh * cap * d).map(|i| if (i / d) % cap < start { val(i, 13) } else { 50.0 }).collect();
+        let mut vc: Vec<f32> = (0..b * kvh * cap * d).map(|i| if (i / d) % cap < start { val(i, 17) } else { 50.0 }).collect();
+        let cache = |x: &[f32]| Tensor::<4>::from_data(TensorData::new(x.to_vec(), [b, kvh, cap, d]), device);
         let caches = (cache(&kc), cache(&vc));
         let (cos, sin) = attention_ref::rope_tables(start, s, d);
-        let want = attention_ref::prompt_attention(&qkv, [&gq, &gk], [&mut kc, &mut vc], [1, s, h, kvh, d, cap], start, eps);
+        let want = attention_ref::prompt_attention(&qkv, [&gq, &gk], [&mut kc, &mut vc], [b, s, h, kvh, d, cap], start, eps);
         let (out, k, _) = burn_quant::ops::attention_prompt(
-            Tensor::<3>::from_data(TensorData::new(qkv, [1, s, width]), device),
+            Tensor::<3>::from_data(TensorData::new(qkv, [b, s, width]), device),
             Tensor::<1>::from_data(TensorData::new(gq, [d]), device),
             Tensor::<1>::from_data(TensorData::new(gk, [d]), device),
             Tensor::<2>::from_data(TensorData::new(cos, [s, d / 2]), device),
@@ -430,7 +432,7 @@ fn attention_prompt_at(device: &Device, rep: &mut Report, label: &str, bound: f6
             1.0 / (d as f32).sqrt(),
         );
         let (e, ek) = (rel_err(&host(out)?, &want), rel_err(&host(k)?, &kc));
-        rep.check(format!("attention_prompt {h}/{kvh} heads, {s} tokens after {start}, {label}"), e <= bound && ek <= 1e-5, format!("rel. error {e:.2e}, key cache {ek:.2e}"));
+        rep.check(format!("attention_prompt {b}×{h}/{kvh} heads, {s} tokens after {start}, {label}"), e <= bound && ek <= 1e-5, format!("rel. error {e:.2e}, key cache {ek:.2e}"));
     }
     Ok(())
 }
