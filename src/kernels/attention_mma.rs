@@ -4,9 +4,8 @@
 //! [`attention_prompt`](fn@crate::kernels::attention_prompt::attention_prompt) elsewhere).
 //!
 //! A cube of `warps` warps ([`WARPS`] by default) takes `16·warps` query rows of one KV head
-//! (row `i` = token `i / g`,
-//! query head `i % g` of the KV head's group, as in the SIMT kernel); warp `w` owns rows
-//! `16w..16w + 16`. Lane `(gl, t) = (lane / 4, lane % 4)` holds rows `gl` and `gl + 8` of its
+//! (row `i` = token `i / g`, query head `i % g` of the KV head's group, as in the SIMT kernel);
+//! warp `w` owns rows `16w..16w + 16`. Lane `(gl, t) = (lane / 4, lane % 4)` holds rows `gl` and `gl + 8` of its
 //! warp's, in the m16n8k16 register layouts:
 //!
 //! - **Queries** are the A fragments of `S = Q·Kᵀ`, read once (scaled by `scale`, rounded to f16)
@@ -36,8 +35,8 @@
 //! Precision: queries (after `scale`), keys, probabilities and values are rounded to f16
 //! (relative error ≤ 2⁻¹¹ each; llama.cpp keeps its KV cache in f16 too); the sums, the softmax
 //! and the output are f32. A key or value beyond f16's range (65504) would overflow: Qwen3's
-//! keys are RMS-normalised, and its values are far from it. The check holds this path to the
-//! issues' f16 bound, 2e-3.
+//! keys are RMS-normalised, and for its values this is the assumption llama.cpp's default f16
+//! KV cache makes too. The check holds this path to the issues' f16 bound, 2e-3.
 
 use cubecl::cmma::MmaDefinition;
 use cubecl::prelude::*;
