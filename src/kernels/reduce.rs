@@ -23,7 +23,7 @@ pub fn group_row0(cube: u32, grp: u32, #[comptime] r: u32, #[comptime] split: u3
 /// of each row group and writes `y[t, col0 + row]` (plus `res` at the same index with `add`, the
 /// residual of [`quant_matmul_add`](crate::ops::QuantMatmulBackend::quant_matmul_add)) for rows
 /// below `rows`. With `norm` each token row's sum is first scaled by `1 / √(Σ x² / k + eps)`,
-/// `Σ x²` being `ssq[t]` summed the same way (the RMSNorm of [`input`](super::input)). With `plane32` (the
+/// `Σ x²` being `ssq[t]` summed the same way (the RMSNorm of [`input`](mod@crate::kernels::input)). With `plane32` (the
 /// device's planes are exactly `LANES` wide) the lanes are summed with `plane_sum`; otherwise
 /// everything goes through shared memory, with no assumption on the plane width.
 #[cube]
