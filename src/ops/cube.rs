@@ -42,6 +42,12 @@ pub(super) fn empty_f32(like: &CubeTensor, shape: Vec<usize>) -> CubeTensor {
     CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), Shape::from(shape), handle, DType::F32)
 }
 
+/// An uninitialised contiguous f16 `[m, k]` tensor on `like`'s device (two values a word).
+fn empty_f16(like: &CubeTensor, m: usize, k: usize) -> CubeTensor {
+    let handle = like.client.empty((m * k).max(1) * 2);
+    CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), Shape::new([m, k]), handle, DType::F16)
+}
+
 fn kind_code(p: &QuantPart) -> u32 {
     p.kind.id()
 }
@@ -764,7 +770,7 @@ fn fused_prefill_kind(kind: crate::GgmlType) -> Option<(u32, u32, usize)> {
 
 /// Each part's [`fused_prefill_kind`] where every part of `layout` is of a type [`prefill_mma`]
 /// reads (Q4_K, Q6_Kx4, int4 groups of 64 or 128) and starts on a boundary of its load unit,
-/// and `k` is a multiple of 256: the weights of [`matmul_prefill_fused`].
+/// and `k` is a multiple of 256: the weights of [`prefill_fused_f16`].
 fn fused_prefill_kinds(layout: &QuantLayout) -> Option<Vec<(u32, u32, usize)>> {
     if !layout.in_features.is_multiple_of(256) {
         return None;
@@ -772,30 +778,11 @@ fn fused_prefill_kinds(layout: &QuantLayout) -> Option<Vec<(u32, u32, usize)>> {
     layout.parts.iter().map(|p| fused_prefill_kind(p.kind).filter(|&(_, _, unit)| p.byte_offset.is_multiple_of(unit))).collect()
 }
 
-/// The tensor-core prefill with the weight decoded in registers ([`prefill_mma`]): the input
-/// rounded to f16, then one launch per part, split along the reduction until about the knob's
-/// number of cubes run.
-fn matmul_prefill_fused(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, kinds: &[(u32, u32, usize)], m: usize, r: Option<CubeTensor>) -> CubeTensor {
-    let k = layout.in_features;
-    let client = x.client.clone();
-    let x16 = CubeTensor::new_contiguous(client.clone(), x.device.clone(), Shape::new([m, k]), client.empty(m * k * 2), DType::F16);
-    let units = m * k / 4;
-    let dim = CubeDim::new_1d(256);
-    // SAFETY: one thread per 4 values, threads past `units` return; `x` is `[m, k]` f32 with
-    // `k` a multiple of 256, read in 16-byte vectors; `x16` has `m · k` halves, written 8 bytes
-    // per thread.
-    unsafe {
-        prefill_mma::prefill_input_f16::launch_unchecked(
-            &client, calculate_cube_count_elemwise(&client, units, dim), dim, 4, 2,
-            buffer(&x, units), buffer(&x16, units), units as u32,
-        )
-    };
-    prefill_fused_f16(&x, x16, w, layout, kinds, m, r)
-}
-
-/// [`matmul_prefill_fused`] from its input already rounded to f16 (`x16 [m, k]`, made by
-/// [`prefill_mma::prefill_input_f16`] or [`pre_f16`]); `like` is any f32 tensor on the device
-/// (the output's allocation follows it).
+/// The tensor-core prefill with the weight decoded in registers ([`prefill_mma`]), from the
+/// input already rounded to f16 (`x16 [m, k]`, [`input_f16`]): one launch per part, split along
+/// the reduction until about the knob's number of cubes run, the slices summed with `r`
+/// ([`finish_slices`]); `like` is any f32 tensor on the device (the output's allocation follows
+/// it).
 fn prefill_fused_f16(like: &CubeTensor, x16: CubeTensor, w: &CubeTensor, layout: &QuantLayout, kinds: &[(u32, u32, usize)], m: usize, r: Option<CubeTensor>) -> CubeTensor {
     let (k, n) = (layout.in_features, layout.out_features());
     let (planes, ntiles, target, mtiles) = knobs().prefill_tile;
@@ -991,7 +978,7 @@ enum PrefillRoute {
     Mma,
     /// [`matmul_prefill_dequant`]: transient f16 weight + Burn's matmul.
     Dequant,
-    /// The default on f16 matrix units: [`matmul_prefill_fused`] where every part is Q4_K,
+    /// The default on f16 matrix units: [`prefill_fused_f16`] where every part is Q4_K,
     /// Q6_Kx4 or int4 groups of 64 or 128 and the runtime has manual mma, else
     /// [`matmul_prefill_dequant`].
     Auto,
@@ -1015,14 +1002,22 @@ fn prefill_route(x: &CubeTensor) -> PrefillRoute {
     }
 }
 
-fn matmul_prefill(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, r: Option<CubeTensor>) -> CubeTensor {
-    let y = match prefill_route(&x) {
+/// `pre(x) · Wᵀ (+ r)` for many token rows (`x` contiguous f32 `[m, k]`, `[m, 2k]` for SwiGLU).
+/// The tensor-core route takes `pre(x)` as f16 from one launch ([`input_f16`]) and adds `r` in
+/// the launch that sums its split slices; the others do `pre` first and add `r` after.
+fn matmul_prefill(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, r: Option<CubeTensor>, pre: Pre) -> CubeTensor {
+    let k = layout.in_features;
+    let route = prefill_route(&x);
+    if route == PrefillRoute::Auto
+        && has_manual_mma(&x)
+        && let Some(kinds) = fused_prefill_kinds(layout)
+    {
+        let like = x.clone();
+        return prefill_fused_f16(&like, input_f16(x, pre, m, k), w, layout, &kinds, m, r);
+    }
+    let x = apply_pre(x, pre, m, k);
+    let y = match route {
         PrefillRoute::Mma => matmul_prefill_mma(x, w, layout, m),
-        PrefillRoute::Auto if has_manual_mma(&x) => match fused_prefill_kinds(layout) {
-            // The residual goes into the launch that sums the split slices.
-            Some(kinds) => return matmul_prefill_fused(x, w, layout, &kinds, m, r),
-            None => matmul_prefill_dequant(x, w, layout),
-        },
         PrefillRoute::Dequant | PrefillRoute::Auto => matmul_prefill_dequant(x, w, layout),
         PrefillRoute::F32 => {
             let tile = (tiled::B as usize, tiled::B as usize, tiled::BK as usize);
@@ -1102,30 +1097,48 @@ fn launch_swiglu(gu: &CubeTensor, out: &CubeTensor, m: usize, k: usize, half: bo
     };
 }
 
-/// The input of a tensor-core prefill ([`prefill_fused_f16`]) made by `pre`'s own kernel
-/// writing f16 (one launch, where `pre` and then [`prefill_mma::prefill_input_f16`] were two):
-/// RMSNorm where [`norm::rms_norm_held`] takes the rows, SwiGLU where `k` is a multiple of 4;
-/// `None` for anything else.
-fn pre_f16(x: &CubeTensor, pre: &Pre, m: usize, k: usize) -> Option<CubeTensor> {
-    let client = x.client.clone();
-    let x16 = || CubeTensor::new_contiguous(client.clone(), x.device.clone(), Shape::new([m, k]), client.empty(m * k * 2), DType::F16);
+/// The input of a tensor-core prefill ([`prefill_fused_f16`]), `pre(x)` rounded to f16 `[m, k]`
+/// (`x` contiguous f32, `k` a multiple of 4), in one launch: [`prefill_mma::prefill_input_f16`]
+/// for the input as it is, and for RMSNorm and SwiGLU their own kernels writing f16 (where `pre`
+/// and then the rounding were two launches). An RMSNorm whose rows [`norm::rms_norm_held`] does
+/// not take runs first on its own ([`apply_pre`]).
+fn input_f16(x: CubeTensor, pre: Pre, m: usize, k: usize) -> CubeTensor {
+    let out = empty_f16(&x, m, k);
     match pre {
-        Pre::Norm(gamma, eps) if k.is_multiple_of(4) => {
-            let out = x16();
-            super::cube_decode::launch_norm_held(x, gamma, &out, *eps, true).then_some(out)
+        Pre::SwiGlu => launch_swiglu(&x, &out, m, k, true),
+        // The held norm launches where it takes the rows (else nothing is launched, and the
+        // last arm norms and rounds in two launches).
+        Pre::Norm(ref gamma, eps) if super::cube_decode::launch_norm_held(&x, gamma, &out, eps, true) => {}
+        pre => {
+            let x = apply_pre(x, pre, m, k);
+            let (client, units, dim) = (x.client.clone(), m * k / 4, CubeDim::new_1d(256));
+            // SAFETY: one thread per 4 values, threads past `units` return; `x` is `[m, k]` f32
+            // with `k` a multiple of 4, read in 16-byte vectors; `out` has `m · k` halves,
+            // written 8 bytes per thread.
+            unsafe {
+                prefill_mma::prefill_input_f16::launch_unchecked(
+                    &client, calculate_cube_count_elemwise(&client, units, dim), dim, 4, 2,
+                    buffer(&x, units), buffer(&out, units), units as u32,
+                )
+            };
         }
-        Pre::SwiGlu if k.is_multiple_of(4) => {
-            let out = x16();
-            launch_swiglu(x, &out, m, k, true);
-            Some(out)
-        }
-        _ => None,
+    }
+    out
+}
+
+/// `pre(x)` as a launch of its own (`x` contiguous f32 `[m, k]`, or `[m, 2k]` for SwiGLU).
+fn apply_pre(x: CubeTensor, pre: Pre, m: usize, k: usize) -> CubeTensor {
+    match pre {
+        Pre::SwiGlu if k.is_multiple_of(4) => swiglu(&x, m, k),
+        Pre::SwiGlu => super::decode::swiglu_composed::<CubeBackend>(x),
+        Pre::Norm(gamma, eps) => <CubeBackend as super::DecodeOpsBackend>::rms_norm(x, gamma, eps),
+        Pre::Plain => x,
     }
 }
 
 /// `pre(x) · Wᵀ (+ r)`: decode launches add `r` in their epilogue and, where every part's kernel
-/// [takes it](DecodeKernel::takes_pre), do `pre` as they read `x`; otherwise `pre` is a launch of
-/// its own first and the prefill path adds `r` after.
+/// [takes it](DecodeKernel::takes_pre), do `pre` as they read `x`, otherwise `pre` is a launch of
+/// its own first; the prefill path decides per route ([`matmul_prefill`]).
 fn quant_matmul_res(x: CubeTensor, weight: CubeTensor, layout: QuantLayout, r: Option<CubeTensor>, pre: Pre) -> CubeTensor {
     let dtype = x.dtype;
     let shape = x.meta.shape().clone();
@@ -1145,38 +1158,17 @@ fn quant_matmul_res(x: CubeTensor, weight: CubeTensor, layout: QuantLayout, r: O
     let on = mma_on(&x, m, k);
     let fused = matches!(pre, Pre::Plain)
         || (folds && m <= matvec::MAX_M as usize && layout.merged_parts().iter().all(|p| DecodeKernel::of(p, on).takes_pre()));
-    // A prefill on the tensor cores takes its input as f16 from `pre`'s own launch.
+    let y = if decode_takes(&x, &layout, m) {
+        let (x, pre) = if fused { (x, pre) } else { (apply_pre(x, pre, m, k), Pre::Plain) };
+        matmul_decode(x, &weight, &layout, m, r, pre, on)
+    } else {
+        matmul_prefill(x, &weight, &layout, m, r, pre)
+    };
     let mut out = shape.iter().copied().collect::<Vec<usize>>();
     if let Some(l) = out.last_mut() {
         *l = n;
     }
     let out = Shape::from(out);
-    if !fused
-        && !decode_takes(&x, &layout, m)
-        && prefill_route(&x) == PrefillRoute::Auto
-        && has_manual_mma(&x)
-        && let Some(kinds) = fused_prefill_kinds(&layout)
-        && let Some(x16) = pre_f16(&x, &pre, m, k)
-    {
-        let y = prefill_fused_f16(&x, x16, &weight, &layout, &kinds, m, r);
-        return restore_dtype(CubeBackend::float_reshape(y, out), dtype);
-    }
-    let (x2, pre) = if fused {
-        (x, pre)
-    } else {
-        let x = match pre {
-            Pre::SwiGlu if k.is_multiple_of(4) => swiglu(&x, m, k),
-            Pre::SwiGlu => super::decode::swiglu_composed::<CubeBackend>(x),
-            Pre::Norm(gamma, eps) => <CubeBackend as super::DecodeOpsBackend>::rms_norm(x, gamma, eps),
-            Pre::Plain => x,
-        };
-        (x, Pre::Plain)
-    };
-    let y = if decode_takes(&x2, &layout, m) {
-        matmul_decode(x2, &weight, &layout, m, r, pre, on)
-    } else {
-        matmul_prefill(x2, &weight, &layout, m, r)
-    };
     restore_dtype(CubeBackend::float_reshape(y, out), dtype)
 }
 

@@ -169,8 +169,8 @@ impl DecodeOpsBackend for CubeBackend {
         let dims = PromptDims::of(&shape(&qkv), [&shape(&k_cache), &shape(&v_cache)], [&q_gamma, &k_gamma, &cos, &sin].map(n), start, [heads, kv_heads])
             .filter(|p| attention_prompt::prologue_supports(p.d) && u32::try_from(n(&k_cache)).is_ok() && u32::try_from(n(&qkv)).is_ok());
         // Static shared memory: at most 48 KiB on CUDA whatever the device reports.
-        let tile = dims.and_then(|p| attention_prompt::pick_tile(p.d, hw.max_shared_memory_size.min(48 * 1024), hw.max_units_per_cube as usize));
         let shared = hw.max_shared_memory_size.min(48 * 1024);
+        let tile = dims.and_then(|p| attention_prompt::pick_tile(p.d, shared, hw.max_units_per_cube as usize));
         let (Some(PromptDims { batch: b, seq: s, d, cap, .. }), Some(tile)) = (dims, tile.filter(|_| writable(&k_cache) && writable(&v_cache))) else {
             return super::decode::attention_prompt_composed::<Self>(qkv, [q_gamma, k_gamma], [cos, sin], [k_cache, v_cache], start, [heads, kv_heads], eps, scale);
         };
