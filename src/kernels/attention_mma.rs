@@ -42,7 +42,7 @@ use cubecl::cmma::MmaDefinition;
 use cubecl::prelude::*;
 use half::f16;
 
-use super::matvec_mma::f16_bits;
+use super::matvec_mma::f16_pair_bits;
 
 /// Warps per cube by default (each owns 16 query rows), where [`supports`] allows; else 4.
 /// `BURN_QUANT_ATTN_WARPS` picks 2, 4 or 8 for comparisons. On the H100 at `d` = 128, 8 warps
@@ -78,12 +78,6 @@ pub fn supports(d: usize, warps: u32, shared: usize) -> bool {
 pub fn warps(d: usize, shared: usize) -> u32 {
     let forced = std::env::var("BURN_QUANT_ATTN_WARPS").ok().and_then(|v| v.parse().ok());
     forced.unwrap_or(if supports(d, WARPS, shared) { WARPS } else { 4 })
-}
-
-/// Two f32 values as an f16 pair (`a` in the low half).
-#[cube]
-fn pair(a: f32, b: f32) -> u32 {
-    f16_bits(a) | (f16_bits(b) << 16)
 }
 
 /// `acc += A·B` for one warp: `steps` reduction steps of 16, step `j`'s A fragment registers
@@ -196,10 +190,10 @@ pub fn attention_prompt_mma<N4: Size>(
     #[unroll]
     for j in 0..comptime!(d / 16) {
         let c = 16 * j;
-        qf[(4 * j) as usize] = Vector::reinterpret(pair(q[(qa + c) as usize] * scale, q[(qa + c + 1) as usize] * scale));
-        qf[(4 * j + 1) as usize] = Vector::reinterpret(pair(q[(qb + c) as usize] * scale, q[(qb + c + 1) as usize] * scale));
-        qf[(4 * j + 2) as usize] = Vector::reinterpret(pair(q[(qa + c + 8) as usize] * scale, q[(qa + c + 9) as usize] * scale));
-        qf[(4 * j + 3) as usize] = Vector::reinterpret(pair(q[(qb + c + 8) as usize] * scale, q[(qb + c + 9) as usize] * scale));
+        qf[(4 * j) as usize] = Vector::reinterpret(f16_pair_bits(q[(qa + c) as usize] * scale, q[(qa + c + 1) as usize] * scale));
+        qf[(4 * j + 1) as usize] = Vector::reinterpret(f16_pair_bits(q[(qb + c) as usize] * scale, q[(qb + c + 1) as usize] * scale));
+        qf[(4 * j + 2) as usize] = Vector::reinterpret(f16_pair_bits(q[(qa + c + 8) as usize] * scale, q[(qa + c + 9) as usize] * scale));
+        qf[(4 * j + 3) as usize] = Vector::reinterpret(f16_pair_bits(q[(qb + c + 8) as usize] * scale, q[(qb + c + 9) as usize] * scale));
     }
 
     // A tile's keys `[key][d / 2]` and values `[d][KEYS / 2]`, as f16 pairs.
@@ -234,8 +228,8 @@ pub fn attention_prompt_mma<N4: Size>(
             let c4 = idx % dv;
             let p = u32::min(kt0 + key, n_keys - 1);
             let x = k[((kb + p) * dv + c4) as usize];
-            ks[(key * kstr + 2 * c4) as usize] = pair(x.extract(0usize), x.extract(1usize));
-            ks[(key * kstr + 2 * c4 + 1) as usize] = pair(x.extract(2usize), x.extract(3usize));
+            ks[(key * kstr + 2 * c4) as usize] = f16_pair_bits(x.extract(0usize), x.extract(1usize));
+            ks[(key * kstr + 2 * c4 + 1) as usize] = f16_pair_bits(x.extract(2usize), x.extract(3usize));
         }
         #[unroll]
         for i in 0..comptime!((KEYS / 2) * (d / 4) / (32 * warps)) {
@@ -248,7 +242,7 @@ pub fn attention_prompt_mma<N4: Size>(
             let x1 = v[((kb + p1) * dv + c4) as usize];
             #[unroll]
             for e in 0..4u32 {
-                vt[((4 * c4 + e) * vstr + kp) as usize] = pair(x0.extract(e as usize), x1.extract(e as usize));
+                vt[((4 * c4 + e) * vstr + kp) as usize] = f16_pair_bits(x0.extract(e as usize), x1.extract(e as usize));
             }
         }
         sync_cube();
@@ -296,8 +290,8 @@ pub fn attention_prompt_mma<N4: Size>(
                 sum_a += a0 + a1;
                 sum_b += b0 + b1;
                 let r = comptime!(4 * (nt / 2) + 2 * (nt % 2));
-                pf[r as usize] = Vector::reinterpret(pair(a0, a1));
-                pf[(r + 1) as usize] = Vector::reinterpret(pair(b0, b1));
+                pf[r as usize] = Vector::reinterpret(f16_pair_bits(a0, a1));
+                pf[(r + 1) as usize] = Vector::reinterpret(f16_pair_bits(b0, b1));
             }
             l_a = l_a * alpha_a + sum_a;
             l_b = l_b * alpha_b + sum_b;

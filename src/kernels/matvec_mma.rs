@@ -39,6 +39,12 @@ pub fn f16_bits(v: f32) -> u32 {
     u32::cast_from(u16::reinterpret(f16::cast_from(v)))
 }
 
+/// Two f32 values as an f16 pair in one word (`a` in the low half, round to nearest).
+#[cube]
+pub fn f16_pair_bits(a: f32, b: f32) -> u32 {
+    f16_bits(a) | (f16_bits(b) << 16)
+}
+
 /// One thread per quad `qd` (4 values) of `x` (`k / 4` of them): writes the quad's scaled input
 /// split into `hi` / `lo` f16 halves as B-fragment words — for quad `q` of sub-block `sb` and part
 /// `p` (0 = hi, 1 = lo), `xq[((8·sb + q)·2 + p)·2 + 0]` packs values `4q, 4q+2` and `… + 1`

@@ -103,9 +103,9 @@ fn sum_planes(v: f32, #[comptime] threads: u32) -> f32 {
 /// [`HELD_STEPS`]) all at once and keeps them in registers, the cube sums their squares
 /// ([`sum_planes`] with `plane32`, the device's planes being 32 lanes; else [`cube_reduce`]),
 /// and the thread writes its vectors scaled: to `y`, or with `half` to `y16` as f16 (`N2` = 2,
-/// [`f16_quad`], the input of a tensor-core prefill; `y` is then not written). On the H100 a 4,096-value row took 5.5–6.0 µs
-/// through [`rms_norm`] (two passes over the row, each a loop of dependent steps, and a
-/// barrier per level of the sum).
+/// [`f16_quad`], the input of a tensor-core prefill; `y` is then not written). On the H100 a
+/// 4,096-value row took 5.5–6.0 µs through [`rms_norm`] (two passes over the row, each a loop of
+/// dependent steps, and a barrier per level of the sum).
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn rms_norm_held<N: Size, N2: Size>(

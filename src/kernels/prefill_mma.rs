@@ -53,7 +53,7 @@ use cubecl::prelude::*;
 use half::f16;
 
 use super::decode::f16_pair;
-use super::matvec_mma::f16_bits;
+use super::matvec_mma::f16_pair_bits;
 use super::matvec_q4k::scales_mins;
 use super::matvec_q6k::{codes6, scale};
 
@@ -108,8 +108,8 @@ pub fn prefill_input_f16<N4: Size, N2: Size>(x: &[Vector<f32, N4>], out: &mut [V
 #[cube]
 pub fn f16_quad<N4: Size, N2: Size>(v: Vector<f32, N4>) -> Vector<u32, N2> {
     let mut o = Vector::<u32, N2>::empty();
-    o.insert(0usize, f16_bits(v.extract(0usize)) | (f16_bits(v.extract(1usize)) << 16));
-    o.insert(1usize, f16_bits(v.extract(2usize)) | (f16_bits(v.extract(3usize)) << 16));
+    o.insert(0usize, f16_pair_bits(v.extract(0usize), v.extract(1usize)));
+    o.insert(1usize, f16_pair_bits(v.extract(2usize), v.extract(3usize)));
     o
 }
 
