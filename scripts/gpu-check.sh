@@ -23,6 +23,7 @@ build)
     strip -o .gpu/gpu_check target/release/examples/gpu_check
     gzip -f -9 .gpu/gpu_check
     ls -la .gpu
+    mkdir -p .git/info
     for p in "${BIG[@]}"; do
         git rm -r -q --cached "$p"
         grep -qxF "/$p/" .git/info/exclude || echo "/$p/" >> .git/info/exclude

@@ -202,6 +202,38 @@ fn tall_weight_one_token(device: Device) {
     assert!(e <= 1e-5, "relative error {e:e}");
 }
 
+/// Q8_0 blocks (34 bytes) start on a 4-byte boundary or 2 bytes past one, and the decode kernels
+/// read them differently: rows of an odd number of blocks (so consecutive rows alternate), alone
+/// and as a fused part that starts 2 bytes past a word (after one row of Q4_0), at one and three
+/// token rows, against a float64 product with the CPU reference decode.
+fn q8_0_blocks_at_either_word_parity(device: Device) {
+    let mut rnd = noise(0x0808_3434);
+    for (rows, k) in [(37usize, 544usize), (5, 96)] {
+        let src: Vec<f32> = (0..rows * k).map(|_| rnd()).collect();
+        let bytes = burn_quant::format::quantize::quantize(GgmlType::Q8_0, &src).unwrap();
+        let w = burn_quant::format::dequantize(GgmlType::Q8_0, &bytes, rows, k).unwrap();
+        let head_src: Vec<f32> = (0..k).map(|_| rnd()).collect();
+        let head = burn_quant::format::quantize::quantize(GgmlType::Q4_0, &head_src).unwrap();
+        let hw = burn_quant::format::dequantize(GgmlType::Q4_0, &head, 1, k).unwrap();
+        assert_eq!(head.len() % 4, 2, "the fused Q8_0 part starts 2 bytes past a word");
+        let alone = QuantLinear::from_gguf_bytes(GgmlType::Q8_0, &bytes, rows, k, &device).unwrap();
+        let fused = QuantLinear::from_gguf_fused(&[(GgmlType::Q4_0, &head, 1), (GgmlType::Q8_0, &bytes, rows)], k, &device).unwrap();
+        for m in [1usize, 3] {
+            let x: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
+            let product = |w: &[f32], n: usize| -> Vec<f32> {
+                x.chunks_exact(k).flat_map(|xr| w.chunks_exact(k).take(n).map(|wr| wr.iter().zip(xr).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() as f32).collect::<Vec<_>>()).collect()
+            };
+            let want = product(&w, rows);
+            let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [m, k]), &device);
+            let e = rel_err(&values(alone.forward(xt.clone())), &want);
+            assert!(e <= 1e-5, "{rows}×{k} m={m}: relative error {e:e}");
+            let both: Vec<f32> = hw.iter().chain(&w).copied().collect();
+            let e = rel_err(&values(fused.forward(xt)), &product(&both, rows + 1));
+            assert!(e <= 1e-5, "fused {rows}×{k} m={m}: relative error {e:e}");
+        }
+    }
+}
+
 /// A xorshift stream of values in [-1, 1) (deterministic test data).
 fn noise(seed: u64) -> impl FnMut() -> f32 {
     let mut state = seed;
@@ -346,6 +378,7 @@ backend_tests!(
     int8_input_matches_rounded_input,
     input_ops_fuse_into_the_product,
     tall_weight_one_token,
+    q8_0_blocks_at_either_word_parity,
     record_round_trip_inside_a_derived_module,
     fused_parts_keep_their_types,
     bias_is_added,

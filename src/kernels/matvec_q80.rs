@@ -1,13 +1,19 @@
-//! The decode path for Q8_0 (34-byte blocks: `d` f16, 32 × i8). Blocks are only 2-byte aligned,
-//! so the codes are read as 32-bit words that may straddle two (as in the Q6_K kernel). Lane unit:
-//! 8 codes (two words) of a block — 4 lanes per block, 8 blocks (256 weights) per plane step. Each
-//! thread handles `r` weight rows with the same input columns and all `m ≤ 8` token rows; `split`
-//! planes share a row group. Codes become floats through their bits (`(q ^ 0x80) = q + 128` in the
-//! mantissa of 2²³), with no conversion instruction.
+//! The decode path for Q8_0 (34-byte blocks: `d` f16, 32 × i8). Blocks are only 2-byte aligned:
+//! where a block starts on a 4-byte boundary its codes do not ([`lane_words`] funnels them out of
+//! aligned words), where it starts 2 bytes past one they do. Lane unit: 8 codes (two words) of a
+//! block — 4 lanes per block, 8 blocks (256 weights) per plane step. Each thread handles `r`
+//! weight rows with the same input columns and all `m ≤ 8` token rows; `split` planes share a
+//! row group. Codes become floats through their bits, with no conversion instruction: the sign
+//! bit flipped and the byte or-ed into the mantissa of 2²³ in one logic instruction.
+//!
+//! With one token row the weights are never stored: each code is masked in place (bytes 0 and 1
+//! of a word, then of the word shifted by 16) against inputs prescaled by the power of two of its
+//! bit position, and `d` multiplies the row's sum once ([`dot_word8`]): per code one logic
+//! instruction, one subtraction and one FMA.
 
 use cubecl::prelude::*;
 
-use super::decode::{f16_to_f32, half_bits, word_at};
+use super::decode::f16_pair;
 use super::matvec_q4k::dot4;
 use super::input::{RMS_NORM, input};
 use super::reduce::{group_row0, reduce_groups};
@@ -28,9 +34,51 @@ fn decode_word8(word: u32, d: f32, out: &mut Array<f32>, o: usize) {
     out[o + 3] = d * code8(f, 3u32);
 }
 
+/// The two code words (codes `8u .. 8u + 8`) and the scale of lane `u` of the block at even byte
+/// `blk`: three aligned words from the codes' first, funnelled by 16 bits where the block starts
+/// on a 4-byte boundary (its codes then start 2 bytes into a word); where it starts 2 bytes past
+/// one, the codes are aligned and the third word is not needed (the second is read again, so
+/// nothing past the block is read). `d` is the low half of the block's first word, or the high
+/// half of the word before its codes.
+#[cube]
+pub fn lane_words(w: &[u32], blk: u32, u: u32, #[comptime] f16hw: bool) -> (u32, u32, f32) {
+    let q = (blk + 2 + 8 * u) / 4;
+    let shifted = blk % 4 == 0;
+    let w0 = w[q as usize];
+    let w1 = w[(q + 1) as usize];
+    let w2 = w[select(shifted, q + 2, q + 1) as usize];
+    let c0 = select(shifted, (w0 >> 16) | (w1 << 16), w0);
+    let c1 = select(shifted, (w1 >> 16) | (w2 << 16), w1);
+    let (lo, hi) = f16_pair(w[(blk / 4) as usize], f16hw);
+    (c0, c1, select(shifted, lo, hi))
+}
+
+/// `Σ q·x` of the 4 codes of `c` against `xs[o .. o + 4]` (written by [`prescale8`]): bytes 0 and
+/// 1 of `c`, then of `c >> 16`, masked in place with the sign bit flipped into the bits of
+/// `2²³ + (q + 128)·2^s` (`k0` = `2²³`'s bits | `0x80`, `k1` = | `0x8000`: one logic instruction
+/// each), less `2²³ + 128·2^s`, exactly `q·2^s`.
+#[cube]
+pub fn dot_word8(c: u32, xs: &Array<f32>, o: usize, k0: u32, k1: u32) -> f32 {
+    let h = c >> 16;
+    (f32::reinterpret((c & 0xFF) ^ k0) - 8388736.0) * xs[o]
+        + (f32::reinterpret((c & 0xFF00) ^ k1) - 8421376.0) * xs[o + 1]
+        + (f32::reinterpret((h & 0xFF) ^ k0) - 8388736.0) * xs[o + 2]
+        + (f32::reinterpret((h & 0xFF00) ^ k1) - 8421376.0) * xs[o + 3]
+}
+
+/// The 4 inputs of `xv` for [`dot_word8`]: those against byte 1 of a word scaled by `2⁻⁸`
+/// (exact: a power of two).
+#[cube]
+pub fn prescale8<N: Size>(xv: Vector<f32, N>, xs: &mut Array<f32>, o: usize) {
+    xs[o] = xv.extract(0usize);
+    xs[o + 1] = xv.extract(1usize) * 0.00390625;
+    xs[o + 2] = xv.extract(2usize);
+    xs[o + 3] = xv.extract(3usize) * 0.00390625;
+}
+
 /// See the module docs. `x` is read in 16-byte vectors (`N` = 4); `off` is the part's byte
-/// offset and `row_bytes` its row length; `y` is `[m, ny]`, this launch writing columns
-/// `col0..col0 + rows`.
+/// offset (even) and `row_bytes` its row length; `y` is `[m, ny]`, this launch writing columns
+/// `col0..col0 + rows`; `magic` is [`FLOAT_MAGIC`](crate::kernels::matvec_q4k::FLOAT_MAGIC).
 #[cube(launch_unchecked)]
 pub fn matvec_q80<N: Size>(
     w: &[u32],
@@ -44,6 +92,8 @@ pub fn matvec_q80<N: Size>(
     row_bytes: u32,
     ny: u32,
     col0: u32,
+    magic: u32,
+    #[comptime] f16hw: bool,
     eps: f32,
     #[comptime] m: u32,
     #[comptime] r: u32,
@@ -70,27 +120,51 @@ pub fn matvec_q80<N: Size>(
         acc[o as usize] = 0.0;
     }
     let mut wt = Array::<f32>::new((r * 8) as usize);
+    // Run-time constants, so that each `(c & mask) ^ k` is one logic instruction.
+    let k0 = magic | 0x80;
+    let k1 = magic | 0x8000;
     let mut g = part;
     while g * 8 < blocks {
         let b = g * 8 + lane / 4;
         if b < blocks && row0 < rows {
-            #[unroll]
-            for i in 0..r {
-                // Rows past the end re-read the last row; their sums are never written.
-                let row = select(row0 + i < rows, row0 + i, rows - 1);
-                let blk = off + row * row_bytes + b * 34;
-                let d = f16_to_f32(half_bits(w, blk));
-                decode_word8(word_at(w, blk + 2 + 8 * u), d, &mut wt, (i * 8) as usize);
-                decode_word8(word_at(w, blk + 6 + 8 * u), d, &mut wt, (i * 8 + 4) as usize);
-            }
-            #[unroll]
-            for t in 0..m {
-                let xb = (b * 32 + 8 * u) / 4;
-                let x0 = input(x, gamma, t, xb, k4, &mut ssq, pre);
-                let x1 = input(x, gamma, t, xb + 1, k4, &mut ssq, pre);
+            let xb = (b * 32 + 8 * u) / 4;
+            if comptime!(m == 1) {
+                // Every row's words first (all loads in flight together), then the lane's 8
+                // inputs, prescaled, shared by the `r` rows.
+                let mut cw = Array::<u32>::new((r * 2) as usize);
+                let mut dv = Array::<f32>::new(r as usize);
                 #[unroll]
                 for i in 0..r {
-                    acc[(i * m + t) as usize] += dot4(&wt, (i * 8) as usize, x0) + dot4(&wt, (i * 8 + 4) as usize, x1);
+                    // Rows past the end re-read the last row; their sums are never written.
+                    let row = select(row0 + i < rows, row0 + i, rows - 1);
+                    let (c0, c1, d) = lane_words(w, off + row * row_bytes + b * 34, u, f16hw);
+                    cw[(2 * i) as usize] = c0;
+                    cw[(2 * i + 1) as usize] = c1;
+                    dv[i as usize] = d;
+                }
+                let mut xs = Array::<f32>::new(8usize);
+                prescale8(input(x, gamma, 0, xb, k4, &mut ssq, pre), &mut xs, 0usize);
+                prescale8(input(x, gamma, 0, xb + 1, k4, &mut ssq, pre), &mut xs, 4usize);
+                #[unroll]
+                for i in 0..r {
+                    acc[i as usize] += dv[i as usize] * (dot_word8(cw[(2 * i) as usize], &xs, 0usize, k0, k1) + dot_word8(cw[(2 * i + 1) as usize], &xs, 4usize, k0, k1));
+                }
+            } else {
+                #[unroll]
+                for i in 0..r {
+                    let row = select(row0 + i < rows, row0 + i, rows - 1);
+                    let (c0, c1, d) = lane_words(w, off + row * row_bytes + b * 34, u, f16hw);
+                    decode_word8(c0, d, &mut wt, (i * 8) as usize);
+                    decode_word8(c1, d, &mut wt, (i * 8 + 4) as usize);
+                }
+                #[unroll]
+                for t in 0..m {
+                    let x0 = input(x, gamma, t, xb, k4, &mut ssq, pre);
+                    let x1 = input(x, gamma, t, xb + 1, k4, &mut ssq, pre);
+                    #[unroll]
+                    for i in 0..r {
+                        acc[(i * m + t) as usize] += dot4(&wt, (i * 8) as usize, x0) + dot4(&wt, (i * 8 + 4) as usize, x1);
+                    }
                 }
             }
         }

@@ -453,7 +453,7 @@ impl DecodeKernel {
             (Some(g), _) => Self::Mma(g),
             (None, T::Q4_K) if at % 16 == 0 => Self::Q4K,
             (None, kind) if kind.int4_group().is_some() && at % 4 == 0 => Self::I4,
-            (None, T::Q8_0) => Self::Q80,
+            (None, T::Q8_0) if at % 2 == 0 => Self::Q80,
             (None, T::Q6_Kx4) if at % 8 == 0 => Self::Q6Kx4,
             (None, T::Q6_K) => Self::Q6K,
             _ => Self::Generic,
@@ -622,13 +622,13 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
             };
             true
         } else if kernel == DecodeKernel::Q80 {
-            // SAFETY: every word read is inside a block of a row below `rows` (rows past it are
-            // clamped in the kernel; a straddling read's second half is the same block's); `y`
-            // is `[m, n]` and the part writes columns `col0..col0 + rows`.
+            // SAFETY: every word read holds bytes of a block of a row below `rows` (rows past it
+            // are clamped in the kernel; `lane_words` reads no word past its block's last code);
+            // `y` is `[m, n]` and the part writes columns `col0..col0 + rows`.
             unsafe {
                 launch_decode!(matvec_q80::matvec_q80::launch_unchecked, client, part, q80_launch(m, k),
                     w, words, x, y, res, pre, (m, k, n), plane32;
-                    at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32)
+                    at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw)
             };
             true
         } else if kernel == DecodeKernel::Q6Kx4 {
