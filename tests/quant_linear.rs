@@ -202,34 +202,45 @@ fn tall_weight_one_token(device: Device) {
     assert!(e <= 1e-5, "relative error {e:e}");
 }
 
-/// Q8_0 blocks (34 bytes) start on a 4-byte boundary or 2 bytes past one, and the decode kernels
-/// read them differently: rows of an odd number of blocks (so consecutive rows alternate), alone
-/// and as a fused part that starts 2 bytes past a word (after one row of Q4_0), at one and three
-/// token rows, against a float64 product with the CPU reference decode.
-fn q8_0_blocks_at_either_word_parity(device: Device) {
+/// Q8_0 (34-byte) and Q5_0 (22-byte) blocks start on a 4-byte boundary or 2 bytes past one, and
+/// their decode kernels read them differently: rows of an odd number of blocks (so consecutive
+/// rows alternate), alone and as a fused part that starts 2 bytes past a word (after one row of
+/// Q4_0), at one and three token rows, against a float64 product with the CPU reference decode.
+/// Q8_0 blocks come from the quantizer, Q5_0 blocks are random bytes under a sane scale.
+fn two_byte_aligned_blocks_at_either_word_parity(device: Device) {
     let mut rnd = noise(0x0808_3434);
-    for (rows, k) in [(37usize, 544usize), (5, 96)] {
-        let src: Vec<f32> = (0..rows * k).map(|_| rnd()).collect();
-        let bytes = burn_quant::format::quantize::quantize(GgmlType::Q8_0, &src).unwrap();
-        let w = burn_quant::format::dequantize(GgmlType::Q8_0, &bytes, rows, k).unwrap();
-        let head_src: Vec<f32> = (0..k).map(|_| rnd()).collect();
-        let head = burn_quant::format::quantize::quantize(GgmlType::Q4_0, &head_src).unwrap();
-        let hw = burn_quant::format::dequantize(GgmlType::Q4_0, &head, 1, k).unwrap();
-        assert_eq!(head.len() % 4, 2, "the fused Q8_0 part starts 2 bytes past a word");
-        let alone = QuantLinear::from_gguf_bytes(GgmlType::Q8_0, &bytes, rows, k, &device).unwrap();
-        let fused = QuantLinear::from_gguf_fused(&[(GgmlType::Q4_0, &head, 1), (GgmlType::Q8_0, &bytes, rows)], k, &device).unwrap();
-        for m in [1usize, 3] {
-            let x: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
-            let product = |w: &[f32], n: usize| -> Vec<f32> {
-                x.chunks_exact(k).flat_map(|xr| w.chunks_exact(k).take(n).map(|wr| wr.iter().zip(xr).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() as f32).collect::<Vec<_>>()).collect()
+    for kind in [GgmlType::Q8_0, GgmlType::Q5_0] {
+        for (rows, k) in [(37usize, 544usize), (5, 96)] {
+            let bytes = if kind == GgmlType::Q8_0 {
+                let src: Vec<f32> = (0..rows * k).map(|_| rnd()).collect();
+                burn_quant::format::quantize::quantize(kind, &src).unwrap()
+            } else {
+                let mut v: Vec<u8> = (0..rows * k / 32 * 22).map(|_| ((rnd() + 1.0) * 128.0) as u8).collect();
+                for blk in v.chunks_exact_mut(22) {
+                    blk[..2].copy_from_slice(&half::f16::from_f32(0.02 + 0.01 * rnd()).to_le_bytes());
+                }
+                v
             };
-            let want = product(&w, rows);
-            let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [m, k]), &device);
-            let e = rel_err(&values(alone.forward(xt.clone())), &want);
-            assert!(e <= 1e-5, "{rows}×{k} m={m}: relative error {e:e}");
-            let both: Vec<f32> = hw.iter().chain(&w).copied().collect();
-            let e = rel_err(&values(fused.forward(xt)), &product(&both, rows + 1));
-            assert!(e <= 1e-5, "fused {rows}×{k} m={m}: relative error {e:e}");
+            let w = burn_quant::format::dequantize(kind, &bytes, rows, k).unwrap();
+            let head_src: Vec<f32> = (0..k).map(|_| rnd()).collect();
+            let head = burn_quant::format::quantize::quantize(GgmlType::Q4_0, &head_src).unwrap();
+            let hw = burn_quant::format::dequantize(GgmlType::Q4_0, &head, 1, k).unwrap();
+            assert_eq!(head.len() % 4, 2, "the fused part starts 2 bytes past a word");
+            let alone = QuantLinear::from_gguf_bytes(kind, &bytes, rows, k, &device).unwrap();
+            let fused = QuantLinear::from_gguf_fused(&[(GgmlType::Q4_0, &head, 1), (kind, &bytes, rows)], k, &device).unwrap();
+            for m in [1usize, 3] {
+                let x: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
+                let product = |w: &[f32], n: usize| -> Vec<f32> {
+                    x.chunks_exact(k).flat_map(|xr| w.chunks_exact(k).take(n).map(|wr| wr.iter().zip(xr).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() as f32).collect::<Vec<_>>()).collect()
+                };
+                let name = kind.name();
+                let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [m, k]), &device);
+                let e = rel_err(&values(alone.forward(xt.clone())), &product(&w, rows));
+                assert!(e <= 1e-5, "{name} {rows}×{k} m={m}: relative error {e:e}");
+                let both: Vec<f32> = hw.iter().chain(&w).copied().collect();
+                let e = rel_err(&values(fused.forward(xt)), &product(&both, rows + 1));
+                assert!(e <= 1e-5, "{name} fused {rows}×{k} m={m}: relative error {e:e}");
+            }
         }
     }
 }
@@ -378,7 +389,7 @@ backend_tests!(
     int8_input_matches_rounded_input,
     input_ops_fuse_into_the_product,
     tall_weight_one_token,
-    q8_0_blocks_at_either_word_parity,
+    two_byte_aligned_blocks_at_either_word_parity,
     record_round_trip_inside_a_derived_module,
     fused_parts_keep_their_types,
     bias_is_added,

@@ -8,7 +8,8 @@
 //!   rows at once; [`matvec_q4k`] and [`matvec_q6kx4`] are the vectorised kernels of the two types
 //!   every Q4_K_M file is made of, launched through [`matvec_pair`] (one part, or a Q4_K and a
 //!   Q6_Kx4 part in one launch) (Q6_K as regrouped at load; [`matvec_q6k`] reads the plain
-//!   blocks), [`matvec_q80`] Q8_0's, [`matvec_i4`] that of the GPTQ/AWQ int4 groups; [`reduce`]
+//!   blocks), [`matvec_q80`] Q8_0's, [`matvec_q50`] Q5_0's, [`matvec_i4`] that of the GPTQ/AWQ
+//!   int4 groups; [`reduce`]
 //!   ends them, and [`input`] is what they do to their input as they read it (SwiGLU, RMSNorm).
 //!   [`matvec_mma`] is the tensor-core Q4_K / int4 kernel for 2..16 token rows.
 //! - [`tiled`]: the prefill path and the input gradient, weight tiles decoded into shared memory.
@@ -34,6 +35,7 @@ pub mod matvec_i4;
 pub mod matvec_mma;
 pub mod matvec_pair;
 pub mod matvec_q4k;
+pub mod matvec_q50;
 pub mod matvec_q6k;
 pub mod matvec_q6kx4;
 pub mod matvec_q80;

@@ -16,7 +16,7 @@ use cubecl::prelude::*;
 
 use super::{QuantLayout, QuantMatmulBackend, QuantPart};
 use crate::kernels::decode::{block_bytes, block_elems};
-use crate::kernels::{dequant, input, matvec, matvec_i4, matvec_mma, matvec_pair, matvec_q4k, matvec_q6k, matvec_q80, prefill_mma, reduce, tiled, tiled_mma};
+use crate::kernels::{dequant, input, matvec, matvec_i4, matvec_mma, matvec_pair, matvec_q4k, matvec_q6k, matvec_q50, matvec_q80, prefill_mma, reduce, tiled, tiled_mma};
 
 /// Cubes the prefill path aims for (about 4 per SM of a large GPU).
 const SPLIT_K_TARGET: usize = 528;
@@ -435,6 +435,8 @@ enum DecodeKernel {
     I4,
     /// [`matvec_q80`].
     Q80,
+    /// [`matvec_q50`].
+    Q50,
     /// [`matvec_pair`] holding the Q6_Kx4 body.
     Q6Kx4,
     /// [`matvec_q6k`].
@@ -454,6 +456,7 @@ impl DecodeKernel {
             (None, T::Q4_K) if at % 16 == 0 => Self::Q4K,
             (None, kind) if kind.int4_group().is_some() && at % 4 == 0 => Self::I4,
             (None, T::Q8_0) if at % 2 == 0 => Self::Q80,
+            (None, T::Q5_0) if at % 2 == 0 => Self::Q50,
             (None, T::Q6_Kx4) if at % 8 == 0 => Self::Q6Kx4,
             (None, T::Q6_K) => Self::Q6K,
             _ => Self::Generic,
@@ -627,6 +630,17 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
             // `y` is `[m, n]` and the part writes columns `col0..col0 + rows`.
             unsafe {
                 launch_decode!(matvec_q80::matvec_q80::launch_unchecked, client, part, q80_launch(m, k),
+                    w, words, x, y, res, pre, (m, k, n), plane32;
+                    at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw)
+            };
+            true
+        } else if kernel == DecodeKernel::Q50 {
+            // SAFETY: every word read holds bytes of a block of a row below `rows` (rows past it
+            // are clamped in the kernel; `word_even` reads the word after only for bytes that
+            // straddle into it, and the buffer is whole words); `y` is `[m, n]` and the part
+            // writes columns `col0..col0 + rows`.
+            unsafe {
+                launch_decode!(matvec_q50::matvec_q50::launch_unchecked, client, part, (2, decode_split(k / 256, 4)),
                     w, words, x, y, res, pre, (m, k, n), plane32;
                     at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw)
             };
