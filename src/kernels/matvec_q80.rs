@@ -10,12 +10,16 @@
 //! of a word, then of the word shifted by 16) against inputs prescaled by the power of two of its
 //! bit position, and `d` multiplies the row's sum once ([`dot_word8`]): per code one logic
 //! instruction, one subtraction and one FMA.
+//!
+//! The kernel, [`matvec_q80_q50`], also runs Q5_0 (`five`): the same lanes over 22-byte blocks,
+//! with [`crate::kernels::matvec_q50`]'s code words (one byte a 5-bit code) in place of Q8_0's.
 
 use cubecl::prelude::*;
 
 use super::decode::f16_pair;
 use super::matvec_q4k::dot4;
 use super::input::{RMS_NORM, input};
+use super::matvec_q50::{decode_word5, dot_word5, lane_codes5};
 use super::reduce::{group_row0, reduce_groups};
 
 /// Byte `e` of `word` (an i8 code whose sign bit has been flipped) as the exact f32 code.
@@ -43,7 +47,7 @@ fn decode_word8(word: u32, d: f32, out: &mut Array<f32>, o: usize) {
 #[cube]
 pub fn lane_words(w: &[u32], blk: u32, u: u32, #[comptime] f16hw: bool) -> (u32, u32, f32) {
     let q = (blk + 2 + 8 * u) / 4;
-    let shifted = blk % 4 == 0;
+    let shifted = (blk & 3) == 0;
     let w0 = w[q as usize];
     let w1 = w[(q + 1) as usize];
     let w2 = w[select(shifted, q + 2, q + 1) as usize];
@@ -51,6 +55,13 @@ pub fn lane_words(w: &[u32], blk: u32, u: u32, #[comptime] f16hw: bool) -> (u32,
     let c1 = select(shifted, (w1 >> 16) | (w2 << 16), w1);
     let (lo, hi) = f16_pair(w[(blk / 4) as usize], f16hw);
     (c0, c1, select(shifted, lo, hi))
+}
+
+/// Lane `u`'s two code words and `d` of the block at even byte `blk`: Q8_0's ([`lane_words`]) or,
+/// where `five`, Q5_0's ([`lane_codes5`]).
+#[cube]
+fn lane_codes(w: &[u32], blk: u32, u: u32, #[comptime] f16hw: bool, #[comptime] five: bool) -> (u32, u32, f32) {
+    if comptime!(five) { lane_codes5(w, blk, u, f16hw) } else { lane_words(w, blk, u, f16hw) }
 }
 
 /// `Σ q·x` of the 4 codes of `c` against `xs[o .. o + 4]` (written by [`prescale8`]): bytes 0 and
@@ -76,11 +87,13 @@ pub fn prescale8<N: Size>(xv: Vector<f32, N>, xs: &mut Array<f32>, o: usize) {
     xs[o + 3] = xv.extract(3usize) * 0.00390625;
 }
 
-/// See the module docs. `x` is read in 16-byte vectors (`N` = 4); `off` is the part's byte
-/// offset (even) and `row_bytes` its row length; `y` is `[m, ny]`, this launch writing columns
-/// `col0..col0 + rows`; `magic` is [`FLOAT_MAGIC`](crate::kernels::matvec_q4k::FLOAT_MAGIC).
+/// See the module docs: Q8_0, or Q5_0 where `five`. `x` is read in 16-byte vectors (`N` = 4);
+/// `off` is the part's byte offset (even) and `row_bytes` its row length; `y` is `[m, ny]`, this
+/// launch writing columns `col0..col0 + rows`; `magic` is
+/// [`FLOAT_MAGIC`](crate::kernels::matvec_q4k::FLOAT_MAGIC).
 #[cube(launch_unchecked)]
-pub fn matvec_q80<N: Size>(
+#[allow(clippy::too_many_arguments)]
+pub fn matvec_q80_q50<N: Size>(
     w: &[u32],
     x: &[Vector<f32, N>],
     y: &mut [f32],
@@ -101,6 +114,7 @@ pub fn matvec_q80<N: Size>(
     #[comptime] plane32: bool,
     #[comptime] add: bool,
     #[comptime] pre: u32,
+    #[comptime] five: bool,
 ) {
     let lane = UNIT_POS_X;
     let slot = UNIT_POS_Y;
@@ -123,11 +137,14 @@ pub fn matvec_q80<N: Size>(
     // Run-time constants, so that each `(c & mask) ^ k` is one logic instruction.
     let k0 = magic | 0x80;
     let k1 = magic | 0x8000;
+    let bytes = comptime!(if five { 22u32 } else { 34u32 });
     let mut g = part;
     while g * 8 < blocks {
         let b = g * 8 + lane / 4;
         if b < blocks && row0 < rows {
-            let xb = (b * 32 + 8 * u) / 4;
+            // The input vectors of the lane's two code words: Q8_0's codes `8u .. 8u + 8`, Q5_0's
+            // `4u ..` and `16 + 4u ..`.
+            let (xa, xb) = if comptime!(five) { (b * 8 + u, b * 8 + u + 4) } else { (b * 8 + 2 * u, b * 8 + 2 * u + 1) };
             if comptime!(m == 1) {
                 // Every row's words first (all loads in flight together), then the lane's 8
                 // inputs, prescaled, shared by the `r` rows.
@@ -137,30 +154,41 @@ pub fn matvec_q80<N: Size>(
                 for i in 0..r {
                     // Rows past the end re-read the last row; their sums are never written.
                     let row = select(row0 + i < rows, row0 + i, rows - 1);
-                    let (c0, c1, d) = lane_words(w, off + row * row_bytes + b * 34, u, f16hw);
+                    let (c0, c1, d) = lane_codes(w, off + row * row_bytes + b * bytes, u, f16hw, five);
                     cw[(2 * i) as usize] = c0;
                     cw[(2 * i + 1) as usize] = c1;
                     dv[i as usize] = d;
                 }
                 let mut xs = Array::<f32>::new(8usize);
-                prescale8(input(x, gamma, 0, xb, k4, &mut ssq, pre), &mut xs, 0usize);
-                prescale8(input(x, gamma, 0, xb + 1, k4, &mut ssq, pre), &mut xs, 4usize);
+                prescale8(input(x, gamma, 0, xa, k4, &mut ssq, pre), &mut xs, 0usize);
+                prescale8(input(x, gamma, 0, xb, k4, &mut ssq, pre), &mut xs, 4usize);
                 #[unroll]
                 for i in 0..r {
-                    acc[i as usize] += dv[i as usize] * (dot_word8(cw[(2 * i) as usize], &xs, 0usize, k0, k1) + dot_word8(cw[(2 * i + 1) as usize], &xs, 4usize, k0, k1));
+                    let (c0, c1) = (cw[(2 * i) as usize], cw[(2 * i + 1) as usize]);
+                    let sum = if comptime!(five) {
+                        dot_word5(c0, &xs, 0usize, magic) + dot_word5(c1, &xs, 4usize, magic)
+                    } else {
+                        dot_word8(c0, &xs, 0usize, k0, k1) + dot_word8(c1, &xs, 4usize, k0, k1)
+                    };
+                    acc[i as usize] += dv[i as usize] * sum;
                 }
             } else {
                 #[unroll]
                 for i in 0..r {
                     let row = select(row0 + i < rows, row0 + i, rows - 1);
-                    let (c0, c1, d) = lane_words(w, off + row * row_bytes + b * 34, u, f16hw);
-                    decode_word8(c0, d, &mut wt, (i * 8) as usize);
-                    decode_word8(c1, d, &mut wt, (i * 8 + 4) as usize);
+                    let (c0, c1, d) = lane_codes(w, off + row * row_bytes + b * bytes, u, f16hw, five);
+                    if comptime!(five) {
+                        decode_word5(c0, d, &mut wt, (i * 8) as usize);
+                        decode_word5(c1, d, &mut wt, (i * 8 + 4) as usize);
+                    } else {
+                        decode_word8(c0, d, &mut wt, (i * 8) as usize);
+                        decode_word8(c1, d, &mut wt, (i * 8 + 4) as usize);
+                    }
                 }
                 #[unroll]
                 for t in 0..m {
-                    let x0 = input(x, gamma, t, xb, k4, &mut ssq, pre);
-                    let x1 = input(x, gamma, t, xb + 1, k4, &mut ssq, pre);
+                    let x0 = input(x, gamma, t, xa, k4, &mut ssq, pre);
+                    let x1 = input(x, gamma, t, xb, k4, &mut ssq, pre);
                     #[unroll]
                     for i in 0..r {
                         acc[(i * m + t) as usize] += dot4(&wt, (i * 8) as usize, x0) + dot4(&wt, (i * 8 + 4) as usize, x1);

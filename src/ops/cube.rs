@@ -16,7 +16,7 @@ use cubecl::prelude::*;
 
 use super::{QuantLayout, QuantMatmulBackend, QuantPart};
 use crate::kernels::decode::{block_bytes, block_elems};
-use crate::kernels::{dequant, input, matvec, matvec_i4, matvec_mma, matvec_pair, matvec_q4k, matvec_q6k, matvec_q50, matvec_q80, prefill_mma, reduce, tiled, tiled_mma};
+use crate::kernels::{dequant, input, matvec, matvec_i4, matvec_mma, matvec_pair, matvec_q4k, matvec_q6k, matvec_q80, prefill_mma, reduce, tiled, tiled_mma};
 
 /// Cubes the prefill path aims for (about 4 per SM of a large GPU).
 const SPLIT_K_TARGET: usize = 528;
@@ -227,11 +227,12 @@ pub(super) fn planes_are_32(t: &CubeTensor) -> bool {
 /// (`r` rows per thread, `split` planes per row group), the cube of `LANES × PLANES` threads,
 /// 16-byte input loads (vector size 4), the weight (as `w_words` words), the input, the output,
 /// the residual ([`Residual`]) and the norm's scale ([`Prologue`]), then the kernel's own
-/// arguments; the kernels take `eps, m, r, split, plane32, add, pre` last. (The Q4_K and Q6_Kx4
+/// arguments; the kernels take `eps, m, r, split, plane32, add, pre` last, then any arguments
+/// after a second `;` (the Q8_0 / Q5_0 kernel's `five`). (The Q4_K and Q6_Kx4
 /// kernels, which read their weights in wider vectors, launch through [`launch_q4k_q6kx4`].)
 macro_rules! launch_decode {
     ($kernel:path, $client:expr, $part:expr, $r_split:expr, $w:expr, $w_words:expr, $x:expr, $y:expr, $res:expr, $pre:expr,
-     ($m:expr, $k:expr, $n:expr), $plane32:expr; $($arg:expr),* $(,)?) => {{
+     ($m:expr, $k:expr, $n:expr), $plane32:expr; $($arg:expr),* $(; $($tail:expr),*)?) => {{
         let (r, split): (u32, u32) = $r_split;
         let groups = (reduce::PLANES / split) as usize * r as usize;
         $kernel(
@@ -252,6 +253,7 @@ macro_rules! launch_decode {
             $plane32,
             $res.add,
             $pre.code,
+            $($($tail,)*)?
         )
     }};
 }
@@ -433,9 +435,9 @@ enum DecodeKernel {
     Q4K,
     /// [`matvec_i4`].
     I4,
-    /// [`matvec_q80`].
+    /// [`matvec_q80`] on Q8_0.
     Q80,
-    /// [`matvec_q50`].
+    /// [`matvec_q80`] on Q5_0 (with [`matvec_q50`](crate::kernels::matvec_q50)'s code words).
     Q50,
     /// [`matvec_pair`] holding the Q6_Kx4 body.
     Q6Kx4,
@@ -455,8 +457,8 @@ impl DecodeKernel {
             (Some(g), _) => Self::Mma(g),
             (None, T::Q4_K) if at % 16 == 0 => Self::Q4K,
             (None, kind) if kind.int4_group().is_some() && at % 4 == 0 => Self::I4,
-            (None, T::Q8_0) if at % 2 == 0 => Self::Q80,
-            (None, T::Q5_0) if at % 2 == 0 => Self::Q50,
+            (None, T::Q8_0) if at.is_multiple_of(2) => Self::Q80,
+            (None, T::Q5_0) if at.is_multiple_of(2) => Self::Q50,
             (None, T::Q6_Kx4) if at % 8 == 0 => Self::Q6Kx4,
             (None, T::Q6_K) => Self::Q6K,
             _ => Self::Generic,
@@ -629,9 +631,10 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
             // are clamped in the kernel; `lane_words` reads no word past its block's last code);
             // `y` is `[m, n]` and the part writes columns `col0..col0 + rows`.
             unsafe {
-                launch_decode!(matvec_q80::matvec_q80::launch_unchecked, client, part, q80_launch(m, k),
+                launch_decode!(matvec_q80::matvec_q80_q50::launch_unchecked, client, part, q80_launch(m, k),
                     w, words, x, y, res, pre, (m, k, n), plane32;
-                    at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw)
+                    at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw;
+                    false)
             };
             true
         } else if kernel == DecodeKernel::Q50 {
@@ -640,9 +643,10 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
             // straddle into it, and the buffer is whole words); `y` is `[m, n]` and the part
             // writes columns `col0..col0 + rows`.
             unsafe {
-                launch_decode!(matvec_q50::matvec_q50::launch_unchecked, client, part, (2, decode_split(k / 256, 4)),
+                launch_decode!(matvec_q80::matvec_q80_q50::launch_unchecked, client, part, (2, decode_split(k / 256, 4)),
                     w, words, x, y, res, pre, (m, k, n), plane32;
-                    at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw)
+                    at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw;
+                    true)
             };
             true
         } else if kernel == DecodeKernel::Q6Kx4 {
