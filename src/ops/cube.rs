@@ -626,27 +626,18 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
                     (at / 4) as u32, rows, k as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, part.kind.block_elems() as u32, f16hw)
             };
             true
-        } else if kernel == DecodeKernel::Q80 {
+        } else if matches!(kernel, DecodeKernel::Q80 | DecodeKernel::Q50) {
+            let five = kernel == DecodeKernel::Q50;
+            let shape = if five { (2, decode_split(k / 256, 4)) } else { q80_launch(m, k) };
             // SAFETY: every word read holds bytes of a block of a row below `rows` (rows past it
-            // are clamped in the kernel; `lane_words` reads no word past its block's last code);
-            // `y` is `[m, n]` and the part writes columns `col0..col0 + rows`.
-            unsafe {
-                launch_decode!(matvec_q80::matvec_q80_q50::launch_unchecked, client, part, q80_launch(m, k),
-                    w, words, x, y, res, pre, (m, k, n), plane32;
-                    at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw;
-                    false)
-            };
-            true
-        } else if kernel == DecodeKernel::Q50 {
-            // SAFETY: every word read holds bytes of a block of a row below `rows` (rows past it
-            // are clamped in the kernel; `word_even` reads the word after only for bytes that
+            // are clamped in the kernel; a word is read past an aligned one only where the codes
             // straddle into it, and the buffer is whole words); `y` is `[m, n]` and the part
             // writes columns `col0..col0 + rows`.
             unsafe {
-                launch_decode!(matvec_q80::matvec_q80_q50::launch_unchecked, client, part, (2, decode_split(k / 256, 4)),
+                launch_decode!(matvec_q80::matvec_q80_q50::launch_unchecked, client, part, shape,
                     w, words, x, y, res, pre, (m, k, n), plane32;
                     at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw;
-                    true)
+                    five)
             };
             true
         } else if kernel == DecodeKernel::Q6Kx4 {
