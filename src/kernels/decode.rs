@@ -57,10 +57,16 @@ pub fn half_bits(w: &[u32], b: u32) -> u32 {
     (w[(b / 4) as usize] >> ((b % 4) * 8)) & 0xFFFF
 }
 
-/// The 32-bit little-endian value at even byte `b` (may straddle two words).
+/// The 32-bit little-endian value at even byte `b`: the aligned word, or where `b` is 2 bytes past
+/// a word boundary the two words around it funnelled by 16 bits (the second read only then, so
+/// nothing past the word holding byte `b + 3` is read).
 #[cube]
 pub fn word_at(w: &[u32], b: u32) -> u32 {
-    half_bits(w, b) | (half_bits(w, b + 2) << 16)
+    let q = b / 4;
+    let shifted = (b & 3) != 0;
+    let lo = w[q as usize];
+    let hi = w[select(shifted, q + 1, q) as usize];
+    select(shifted, (lo >> 16) | (hi << 16), lo)
 }
 
 /// IEEE half bits → f32 (exact, subnormals and infinities included), with integer ops only so

@@ -2,7 +2,7 @@
 //! u32, then 16 bytes `qs`; weight `j < 16` is `qs[j] & 15` with bit `j` of `qh` as its bit 4,
 //! weight `j + 16` is `qs[j] >> 4` with bit `j + 16`; the value is `d·(q − 16)`). Blocks are
 //! only 2-byte aligned, as Q8_0's: a block starts on a 4-byte boundary or 2 bytes past one, and
-//! [`word_even`] reads a word at either.
+//! [`word_at`] reads a word at either.
 //!
 //! Lane unit: the 4 bytes `qs[4u .. 4u + 4]` of a block (weights `4u ..` and `16 + 4u ..`) — 4
 //! lanes per block, 8 blocks (256 weights) per plane step. The lane's fifth bits are spread to
@@ -14,18 +14,7 @@
 
 use cubecl::prelude::*;
 
-use super::decode::f16_pair;
-
-/// The little-endian word at even byte `b`: the aligned word, or where `b` is 2 bytes past a
-/// word boundary the two words around it funnelled by 16 bits (the second read only then).
-#[cube]
-pub fn word_even(w: &[u32], b: u32) -> u32 {
-    let q = b / 4;
-    let shifted = (b & 3) != 0;
-    let lo = w[q as usize];
-    let hi = w[select(shifted, q + 1, q) as usize];
-    select(shifted, (lo >> 16) | (hi << 16), lo)
-}
+use super::decode::{f16_pair, word_at};
 
 /// Bits 0..4 of `x` moved to bit 4 of bytes 0..4 (bit `i` to bit `8i + 4`): one multiply puts
 /// bit `i` at `i + 7i` without carries (the four shifted copies do not overlap).
@@ -38,8 +27,8 @@ pub fn spread4(x: u32) -> u32 {
 /// nibbles', weights `4u ..`, then the high nibbles', weights `16 + 4u ..`) and its `d`.
 #[cube]
 pub fn lane_codes5(w: &[u32], blk: u32, u: u32, #[comptime] f16hw: bool) -> (u32, u32, f32) {
-    let qs = word_even(w, blk + 6 + 4 * u);
-    let qh = word_even(w, blk + 2);
+    let qs = word_at(w, blk + 6 + 4 * u);
+    let qh = word_at(w, blk + 2);
     let lo = (qs & 0x0F0F_0F0F) | spread4(qh >> (4 * u));
     let hi = ((qs >> 4) & 0x0F0F_0F0F) | spread4(qh >> (16 + 4 * u));
     let (d0, d1) = f16_pair(w[(blk / 4) as usize], f16hw);

@@ -43,7 +43,9 @@ fn decode_word8(word: u32, d: f32, out: &mut Array<f32>, o: usize) {
 /// on a 4-byte boundary (its codes then start 2 bytes into a word); where it starts 2 bytes past
 /// one, the codes are aligned and the third word is not needed (the second is read again, so
 /// nothing past the block is read). `d` is the low half of the block's first word, or the high
-/// half of the word before its codes.
+/// half of the word before its codes. This is [`word_at`](crate::kernels::decode::word_at)
+/// twice with the middle word read once: two `word_at` calls took 33.1 µs against 29.0 (H100,
+/// 4,096 × 14,336, one token row; 19.0 M instructions against 17.0 M).
 #[cube]
 pub fn lane_words(w: &[u32], blk: u32, u: u32, #[comptime] f16hw: bool) -> (u32, u32, f32) {
     let q = (blk + 2 + 8 * u) / 4;

@@ -121,7 +121,8 @@ fn q6kx4_launch(m: usize, k: usize) -> (u32, u32) {
     }
 }
 
-/// `(rows per thread, planes per row group)` of the Q8_0 decode kernel.
+/// `(rows per thread, planes per row group)` of the Q8_0 / Q5_0 decode kernel (same lanes, same
+/// blocks per plane step).
 fn q80_launch(m: usize, k: usize) -> (u32, u32) {
     match (m, knobs().q80) {
         (1, Some(o)) => o,
@@ -141,7 +142,7 @@ struct LaunchKnobs {
     q4k: Option<(u32, u32)>,
     /// `BURN_QUANT_Q6K_M1`: the Q6_K kernels ([`q6k_launch`], [`q6kx4_launch`]).
     q6k: Option<(u32, u32)>,
-    /// `BURN_QUANT_Q80_M1`: the Q8_0 kernel ([`q80_launch`]).
+    /// `BURN_QUANT_Q80_M1`: the Q8_0 / Q5_0 kernel ([`q80_launch`]).
     q80: Option<(u32, u32)>,
     /// `BURN_QUANT_MMA_PLANES` (4, 8 or 16): warps per cube of the tensor-core decode kernel
     /// (default [`matvec_mma::PLANES`]).
@@ -628,13 +629,12 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
             true
         } else if matches!(kernel, DecodeKernel::Q80 | DecodeKernel::Q50) {
             let five = kernel == DecodeKernel::Q50;
-            let shape = if five { (2, decode_split(k / 256, 4)) } else { q80_launch(m, k) };
             // SAFETY: every word read holds bytes of a block of a row below `rows` (rows past it
             // are clamped in the kernel; a word is read past an aligned one only where the codes
             // straddle into it, and the buffer is whole words); `y` is `[m, n]` and the part
             // writes columns `col0..col0 + rows`.
             unsafe {
-                launch_decode!(matvec_q80::matvec_q80_q50::launch_unchecked, client, part, shape,
+                launch_decode!(matvec_q80::matvec_q80_q50::launch_unchecked, client, part, q80_launch(m, k),
                     w, words, x, y, res, pre, (m, k, n), plane32;
                     at as u32, rows, k as u32, layout.row_bytes(part) as u32, n as u32, col0 as u32, matvec_q4k::FLOAT_MAGIC, f16hw;
                     five)
