@@ -149,7 +149,8 @@ struct LaunchKnobs {
     mma_planes: u32,
     /// Which of the RMSNorm and the SwiGLU before a product the decode kernels do ([`Pre`]):
     /// `BURN_QUANT_FOLD` = `all` for both, `norm` or `glu` for one of them, `0` for neither (each
-    /// then a launch of its own), for comparisons; unset, [`folds`] decides per device.
+    /// then a launch of its own), for comparisons, at every product size; unset, [`folds`]
+    /// decides per device, and only products of up to [`FOLD_MAX_WEIGHTS`] fold.
     fold: Option<(bool, bool)>,
     /// `BURN_QUANT_PREFILL_TILE=PLANES,NTILES,CUBES,MTILES`: warps per cube (4, 8 or 16), 8-token
     /// B tiles per warp (4, 8 or 16), the cubes split-K aims for and 16-row A tiles per warp (1 or
@@ -409,7 +410,9 @@ impl Prologue {
 /// folds paid where a decode step is launch-bound (the 0.6B shape, projections of 3–6 M weights:
 /// 502 → 558 t/s, against a three-launch SwiGLU) and cost where the products are bandwidth-bound
 /// (the 8B shape, 25–100 M: 4.41 → 6.17 ms per token, the SwiGLU's exponentials and divisions
-/// redone by every row group and the extra registers of the 8-row kernel).
+/// redone by every row group and the extra registers of the 8-row kernel). Re-measured
+/// 2026-11-24 with the folds forced at every size: 8B tg128 281 t/s by this rule, 229–232 with
+/// the norm folded, 187–190 with both.
 const FOLD_MAX_WEIGHTS: usize = 8 << 20;
 
 /// Whether the decode kernels do the (RMSNorm, SwiGLU) before a product on `x`'s device:
@@ -1158,7 +1161,8 @@ fn quant_matmul_res(x: CubeTensor, weight: CubeTensor, layout: QuantLayout, r: O
     let x = CubeBackend::float_reshape(f32_contiguous(x), Shape::new([m, width]));
     let weight = into_contiguous(weight);
     let r = r.map(|r| CubeBackend::float_reshape(f32_contiguous(r), Shape::new([m, n])));
-    let folds = n * k <= FOLD_MAX_WEIGHTS
+    // A fold asked for by `BURN_QUANT_FOLD` applies at every size (for comparisons).
+    let folds = (n * k <= FOLD_MAX_WEIGHTS || knobs().fold.is_some())
         && match pre {
             Pre::Plain => true,
             Pre::SwiGlu => folds(&x).1,
