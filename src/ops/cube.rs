@@ -410,9 +410,10 @@ impl Prologue {
 /// folds paid where a decode step is launch-bound (the 0.6B shape, projections of 3–6 M weights:
 /// 502 → 558 t/s, against a three-launch SwiGLU) and cost where the products are bandwidth-bound
 /// (the 8B shape, 25–100 M: 4.41 → 6.17 ms per token, the SwiGLU's exponentials and divisions
-/// redone by every row group and the extra registers of the 8-row kernel). Re-measured
-/// 2026-11-24 with the folds forced at every size: 8B tg128 281 t/s by this rule, 229–232 with
-/// the norm folded, 187–190 with both.
+/// redone by every row group). Re-measured 2026-11-24 with the folds forced at every size: 8B
+/// tg128 281 t/s by this rule, 229–232 with the norm folded, 187–190 with both; the folded 8-row
+/// Q4_K kernel is compiled to a schedule that waits on its loads 3.3 times as long (BENCHMARKS.md,
+/// session 18).
 const FOLD_MAX_WEIGHTS: usize = 8 << 20;
 
 /// Whether the decode kernels do the (RMSNorm, SwiGLU) before a product on `x`'s device:
