@@ -25,7 +25,8 @@ build)
     ls -la .gpu
     mkdir -p .git/info
     for p in "${BIG[@]}"; do
-        git rm -r -q --cached "$p"
+        # Already untracked after an earlier build: nothing to do.
+        git ls-files --error-unmatch "$p" >/dev/null 2>&1 && git rm -r -q --cached "$p"
         grep -qxF "/$p/" .git/info/exclude || echo "/$p/" >> .git/info/exclude
     done
     echo "travelling tree: $(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) bytes + .gpu $(du -cb .gpu | tail -1 | cut -f1)"
