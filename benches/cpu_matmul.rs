@@ -74,14 +74,21 @@ fn bench(c: &mut Criterion) {
         }
         g.finish();
     }
-    // The tiny Qwen3's prompt: a 128-token prefill through its 768×256 Q4_K gate projection.
+    // The tiny Qwen3's prompt: a 128-token prefill through its 768×256 gate projection (Q4_K,
+    // and Q6_K as some of its layers have), f32 and with the input rounded to int8
+    // (`with_int8_input`, llama.cpp's arithmetic).
     let (out, k, m) = (768usize, 256usize, 128usize);
     let mut g = c.benchmark_group(format!("prefill_{out}x{k}_m{m}"));
     g.sample_size(30);
+    g.throughput(Throughput::Elements((out * k * m) as u64));
     for (dev_name, device) in devices() {
-        let layer = QuantLinear::from_gguf_bytes(GgmlType::Q4_K, &weights_of(GgmlType::Q4_K, out, k), out, k, &device).expect("layer");
         let x = Tensor::<2>::from_data(TensorData::new((0..m * k).map(|i| (i % 13) as f32 / 13.0 - 0.5).collect::<Vec<f32>>(), [m, k]), &device);
-        g.bench_function(BenchmarkId::new(format!("{dev_name}/Q4_K"), m), |b| b.iter(|| layer.forward(x.clone()).into_data()));
+        for kind in [GgmlType::Q4_K, GgmlType::Q6_K] {
+            let layer = QuantLinear::from_gguf_bytes(kind, &weights_of(kind, out, k), out, k, &device).expect("layer");
+            g.bench_function(BenchmarkId::new(format!("{dev_name}/{kind}"), m), |b| b.iter(|| layer.forward(x.clone()).into_data()));
+            let layer = layer.with_int8_input(true);
+            g.bench_function(BenchmarkId::new(format!("{dev_name}/{kind}-int8"), m), |b| b.iter(|| layer.forward(x.clone()).into_data()));
+        }
     }
     g.finish();
     // The tiny Qwen3's tied LM head (151,936 × 256 Q6_K, 32 MB), one token row: what the CPU

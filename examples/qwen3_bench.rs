@@ -85,6 +85,8 @@ pub fn run() -> Result<()> {
     let backend = opt(&args, "--backend").unwrap_or("flex");
     let pp: usize = opt(&args, "--pp").unwrap_or("512").parse().map_err(|_| Error::Invalid("--pp".into()))?;
     let tg: usize = opt(&args, "--tg").unwrap_or("128").parse().map_err(|_| Error::Invalid("--tg".into()))?;
+    // Timed prompt forwards (the median is reported); more of them give a profiler samples.
+    let pp_runs: usize = opt(&args, "--pp-runs").unwrap_or("5").parse().map_err(|_| Error::Invalid("--pp-runs".into()))?;
     let device = device_by_name(backend)?;
     let c = config(shape)?;
     let (h, q, kv, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
@@ -139,14 +141,14 @@ pub fn run() -> Result<()> {
 
     let tokens: Vec<u32> = (0..pp as u32).map(|i| (i * 7919 + 13) % 150000).collect();
     // Warm-up with the same shapes (kernel compilation, and Burn's autotuning where it is on),
-    // as llama-bench warms up; then the median of five timed prompt forwards and `tg` timed
+    // as llama-bench warms up; then the median of `--pp-runs` (5) timed prompt forwards and `tg` timed
     // decode steps.
     let _ = logits_to_vec(model.forward_tokens(&tokens, &mut model.cache(), false)?)?;
     let _ = model.generate(&tokens[..tokens.len().min(4)], 4, &mut Sampler::new(Sampling::Greedy, 0), &[], |_| Ok(true))?;
     // Each run also times the host alone: until the forward returns its (lazy) logits, before
     // they are read back; where that is most of the run, the prompt is bound by the host.
     let mut runs = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..pp_runs.max(1) {
         let mut cache = model.cache();
         let t = Instant::now();
         let logits = model.forward_tokens(&tokens, &mut cache, false)?;
@@ -155,7 +157,7 @@ pub fn run() -> Result<()> {
         runs.push((t.elapsed().as_secs_f64(), host));
     }
     runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let (pp_s, host_s) = runs[2];
+    let (pp_s, host_s) = runs[runs.len() / 2];
     if args.iter().any(|a| a == "--host-profile") {
         host_profile(&model, &tokens)?;
     }

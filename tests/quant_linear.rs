@@ -347,16 +347,40 @@ fn input_ops_fuse_into_the_product(device: Device) {
     assert!(matches!(layers[0].1.try_forward_norm(Tensor::<2>::zeros([1, k], &device), &short), Err(Error::Shape(_))));
 }
 
-/// `with_int8_input` at one token row, for Q6_K and Q4_K: 61 rows of the fixture's
-/// ggml-quantized weight of each type (k = 512; 61 is not a multiple of the kernels' 4-row
-/// groups) and 13 rows quantized here at k = 2,048 (Q6_K stored as Q6_Kx4). Where the int8
-/// kernels run (the CPU backends on x86 with AVX2) the product equals, within 1e-5, the float64
-/// product of the weight with the int8-rounded input (`ActQ8K`), and is measurably not the f32
-/// product; everywhere else the flag changes nothing.
+/// `with_int8_input` at 1, 3 and 13 token rows (13: past the decode path's 8, and not a
+/// multiple of the prefill kernels' 4-row token tiles), for Q6_K and Q4_K: 61 rows of the
+/// fixture's ggml-quantized weight of each type (k = 512; 61 is not a multiple of the kernels'
+/// 4-row groups or 16-row tasks) and 13 rows quantized here at k = 2,048 (Q6_K stored as
+/// Q6_Kx4); and a fused Q4_K + Q6_K layer. Where the int8 kernels run (the CPU backends on x86
+/// with AVX2) each token row's product equals, within 1e-5, the float64 product of the weight
+/// with that row rounded to int8 (`ActQ8K`), and is measurably not the f32 product; everywhere
+/// else the flag changes nothing.
 fn int8_input_matches_rounded_input(device: Device) {
     use burn_quant::format::act_q8k::ActQ8K;
     let g = file();
     let int8_runs = common::int8_kernels_run(&device);
+    let check = |layer: QuantLinear, w: &[f32], rows: usize, k: usize, what: &str| {
+        for m in [1usize, 3, 13] {
+            let x: Vec<f32> = (0..m * k).map(|i| ((i * 53) % 97) as f32 * 0.021 - 1.0 + (i / k) as f32 * 0.37).collect();
+            let dot = |xs: &[f32]| -> Vec<f32> {
+                xs.chunks_exact(k)
+                    .flat_map(|xr| w.chunks_exact(k).map(move |r| r.iter().zip(xr).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() as f32))
+                    .collect()
+            };
+            let rounded: Vec<f32> = x.chunks_exact(k).flat_map(|r| ActQ8K::quantize(r).dequantize()).collect();
+            let (want_int8, want_f32) = (dot(&rounded), dot(&x));
+            let got = values(layer.forward(Tensor::<2>::from_data(TensorData::new(x.clone(), [m, k]), &device)));
+            assert_eq!(got.len(), m * rows, "{what} m = {m}");
+            let (e8, e32) = (rel_err(&got, &want_int8), rel_err(&got, &want_f32));
+            if int8_runs {
+                assert!(e8 <= 1e-5, "{what} m = {m}: {e8:e} from the int8-input product");
+                assert!(e32 > 1e-5, "{what} m = {m}: the f32 product ran ({e32:e} from it)");
+            } else {
+                assert!(e32 <= 1e-5, "{what} m = {m}: {e32:e} from the f32 product");
+            }
+        }
+    };
+    let mut parts = Vec::new();
     for (kind, name, block_bytes) in [(GgmlType::Q6_K, "w.q6_K", 210usize), (GgmlType::Q4_K, "w.q4_K", 144)] {
         let fixture_rows = &g.tensor_data(name).unwrap()[..61 * 2 * block_bytes];
         let mut next = noise(7);
@@ -364,25 +388,23 @@ fn int8_input_matches_rounded_input(device: Device) {
         let quantized = burn_quant::format::quantize::quantize(kind, &w2048).unwrap();
         for (bytes, rows, k) in [(fixture_rows, 61usize, 512usize), (&quantized[..], 13, 2048)] {
             let w = burn_quant::format::dequantize(kind, bytes, rows, k).unwrap();
-            let x: Vec<f32> = (0..k).map(|i| ((i * 53) % 97) as f32 * 0.021 - 1.0).collect();
-            let dot = |xs: &[f32]| -> Vec<f32> {
-                w.chunks_exact(k).map(|r| r.iter().zip(xs).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() as f32).collect()
-            };
-            let (want_int8, want_f32) = (dot(&ActQ8K::quantize(&x).dequantize()), dot(&x));
             let layer = QuantLinear::from_gguf_bytes(kind, bytes, rows, k, &device).unwrap().with_int8_input(true);
             assert!(layer.layout().int8_input);
             let stored = if kind == GgmlType::Q6_K && k % 1024 == 0 { GgmlType::Q6_Kx4 } else { kind };
             assert_eq!(layer.layout().parts[0].kind, stored);
-            let got = values(layer.forward(Tensor::<2>::from_data(TensorData::new(x.clone(), [1, k]), &device)));
-            let (e8, e32) = (rel_err(&got, &want_int8), rel_err(&got, &want_f32));
-            if int8_runs {
-                assert!(e8 <= 1e-5, "{kind} k = {k}: {e8:e} from the int8-input product");
-                assert!(e32 > 1e-5, "{kind} k = {k}: the f32 product ran ({e32:e} from it)");
-            } else {
-                assert!(e32 <= 1e-5, "{kind} k = {k}: {e32:e} from the f32 product");
-            }
+            check(layer, &w, rows, k, &format!("{kind} k = {k}"));
         }
+        parts.push((kind, fixture_rows, w_rows(kind, fixture_rows)));
     }
+    // The fused layer: the 61 Q6_K rows, then the 61 Q4_K rows.
+    let fused = QuantLinear::from_gguf_fused(&[(parts[0].0, parts[0].1, 61), (parts[1].0, parts[1].1, 61)], 512, &device).unwrap().with_int8_input(true);
+    let w: Vec<f32> = parts.iter().flat_map(|p| p.2.clone()).collect();
+    check(fused, &w, 122, 512, "fused Q6_K + Q4_K");
+}
+
+/// The dequantized 61 × 512 weight of `bytes`.
+fn w_rows(kind: GgmlType, bytes: &[u8]) -> Vec<f32> {
+    burn_quant::format::dequantize(kind, bytes, 61, 512).unwrap()
 }
 
 backend_tests!(

@@ -48,7 +48,67 @@ pub fn matmul(x: &[f32], m: usize, w: &[u8], layout: &QuantLayout) -> Result<Vec
     if m == 0 {
         return Ok(Vec::new());
     }
+    #[cfg(target_arch = "x86_64")]
+    if m > 1
+        && layout.int8_input
+        && let Some(y) = matmul_int8(x, m, w, layout)
+    {
+        return Ok(y);
+    }
     if m <= DECODE_MAX_M { matvec(x, m, w, layout) } else { matmul_panels(x, m, w, layout) }
+}
+
+/// Weight rows per task of [`matmul_int8`].
+#[cfg(target_arch = "x86_64")]
+const INT8_ROWS_PER_TASK: usize = 16;
+
+/// The opt-in int8 input mode ([`QuantLayout::int8_input`]) at more than one token row: the
+/// rows rounded to int8 once per call, then integer products tile by tile
+/// ([`super::x86_int8_tokens`]), where every part is Q4_K or Q6_K (Q6_Kx4) and the CPU has AVX2,
+/// FMA and F16C. `None` elsewhere, and the f32 paths run.
+#[cfg(target_arch = "x86_64")]
+fn matmul_int8(x: &[f32], m: usize, w: &[u8], layout: &QuantLayout) -> Option<Vec<f32>> {
+    use super::x86_int8_tokens::{TokenRows, q4k_tokens, q6k_tokens};
+    use crate::GgmlType::{Q4_K, Q6_K, Q6_Kx4};
+    use crate::format::{BlockQ4K, BlockQ6K, BlockQ6Kx4, act_q8k::QK8K};
+    let (k, out) = (layout.in_features, layout.out_features());
+    let kinds_ok = layout.parts.iter().all(|p| matches!(p.kind, Q4_K | Q6_K | Q6_Kx4));
+    if !super::x86_avx2::has_avx2() || k % QK8K != 0 || !kinds_ok {
+        return None;
+    }
+    let xs = TokenRows::quantize(x, k);
+    let mut y = vec![0f32; m * out];
+    let yp = SyncPtr(y.as_mut_ptr());
+    let mut row0 = 0;
+    for part in &layout.parts {
+        let rb = layout.row_bytes(part);
+        let bytes = &w[part.byte_offset..part.byte_offset + part.rows * rb];
+        let task = |p: usize| {
+            let r0 = p * INT8_ROWS_PER_TASK;
+            let rows = INT8_ROWS_PER_TASK.min(part.rows - r0);
+            let b = &bytes[r0 * rb..(r0 + rows) * rb];
+            // SAFETY: `has_avx2` was checked; every token row holds k / 256 blocks, which is
+            // `per_row` blocks of each kind; the task writes y[t · out + row0 + r0 + r] for
+            // r < rows, inside y and disjoint between tasks. The casts are between alignment-1
+            // Pod types and whole rows, so they cannot fail.
+            unsafe {
+                let yt = yp.get().add(row0 + r0);
+                match part.kind {
+                    Q4_K => q4k_tokens(bytemuck::cast_slice(b), rb / size_of::<BlockQ4K>(), rows, &xs, yt, out),
+                    Q6_K => q6k_tokens::<BlockQ6K>(bytemuck::cast_slice(b), rb / size_of::<BlockQ6K>(), rows, &xs, yt, out),
+                    _ => q6k_tokens::<BlockQ6Kx4>(bytemuck::cast_slice(b), rb / size_of::<BlockQ6Kx4>(), rows, &xs, yt, out),
+                }
+            }
+        };
+        let tasks = part.rows.div_ceil(INT8_ROWS_PER_TASK);
+        if m * part.rows * k < SERIAL_MACS {
+            (0..tasks).for_each(task);
+        } else {
+            (0..tasks).into_par_iter().for_each(task);
+        }
+        row0 += part.rows;
+    }
+    Some(y)
 }
 
 /// Raw pointer that may cross threads: every task writes a disjoint region.

@@ -8,6 +8,8 @@ pub mod kernel;
 mod x86;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2;
+#[cfg(target_arch = "x86_64")]
+mod x86_int8_tokens;
 
 #[allow(unused_imports)]
 use super::{QuantLayout, QuantMatmulBackend};

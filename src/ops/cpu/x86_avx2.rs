@@ -297,7 +297,7 @@ fn q4k_group_q8<const R: usize>(rows: [&[BlockQ4K]; R], xq: &ActQ8K) -> [f32; R]
 /// (high) of a half block over their lanes, from the half's 8 scales in both 128-bit lanes.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn scale_spread(t: i8) -> __m256i {
+pub(super) fn scale_spread(t: i8) -> __m256i {
     let (a, b) = (4 * t, 4 * t + 2);
     _mm256_setr_epi8(
         a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1,
@@ -357,7 +357,7 @@ fn q6k_group_q8<B: Q6KBlocks, const R: usize>(rows: [&[B]; R], xq: &ActQ8K) -> [
 /// The sum of the 8 lanes of `v`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn hsum(v: __m256) -> f32 {
+pub(super) fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
