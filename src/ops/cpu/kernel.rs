@@ -58,6 +58,14 @@ pub fn matmul(x: &[f32], m: usize, w: &[u8], layout: &QuantLayout) -> Result<Vec
     if m <= DECODE_MAX_M { matvec(x, m, w, layout) } else { matmul_panels(x, m, w, layout) }
 }
 
+/// Whether [`matmul_int8`] may take the AVX-512 VNNI Q4_K kernel where the CPU has it
+/// (`BURN_QUANT_CPU_VNNI=0` keeps the AVX2 one, for comparisons).
+#[cfg(target_arch = "x86_64")]
+fn vnni_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("BURN_QUANT_CPU_VNNI").map_or(true, |v| v != "0"))
+}
+
 /// Weight rows per task of [`matmul_int8`].
 #[cfg(target_arch = "x86_64")]
 const INT8_ROWS_PER_TASK: usize = 16;
@@ -94,6 +102,9 @@ fn matmul_int8(x: &[f32], m: usize, w: &[u8], layout: &QuantLayout) -> Option<Ve
             unsafe {
                 let yt = yp.get().add(row0 + r0);
                 match part.kind {
+                    Q4_K if super::x86_vnni_tokens::has_vnni() && vnni_on() => {
+                        super::x86_vnni_tokens::q4k_tokens(bytemuck::cast_slice(b), rb / size_of::<BlockQ4K>(), rows, &xs, yt, out)
+                    }
                     Q4_K => q4k_tokens(bytemuck::cast_slice(b), rb / size_of::<BlockQ4K>(), rows, &xs, yt, out),
                     Q6_K => q6k_tokens::<BlockQ6K>(bytemuck::cast_slice(b), rb / size_of::<BlockQ6K>(), rows, &xs, yt, out),
                     _ => q6k_tokens::<BlockQ6Kx4>(bytemuck::cast_slice(b), rb / size_of::<BlockQ6Kx4>(), rows, &xs, yt, out),

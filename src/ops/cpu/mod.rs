@@ -10,6 +10,8 @@ mod x86;
 mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
 mod x86_int8_tokens;
+#[cfg(target_arch = "x86_64")]
+mod x86_vnni_tokens;
 
 #[allow(unused_imports)]
 use super::{QuantLayout, QuantMatmulBackend};

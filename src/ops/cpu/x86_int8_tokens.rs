@@ -80,6 +80,28 @@ impl TokenRows {
         }
         out
     }
+
+    /// Token rows (before padding).
+    pub(super) fn len(&self) -> usize {
+        self.m
+    }
+
+    /// Blocks per row.
+    pub(super) fn blocks(&self) -> usize {
+        self.blocks
+    }
+
+    /// Token row `t`'s codes of block `b` (256 of them from the pointer; `t` may be a padding
+    /// row).
+    pub(super) fn codes(&self, t: usize, b: usize) -> *const i8 {
+        self.rows[t].q[QK8K * b..].as_ptr()
+    }
+
+    /// Tile `tile`'s `dx` of block `b`, and its `dx · Σ q` per sub-block (`[s][t]`).
+    pub(super) fn tile_sums(&self, tile: usize, b: usize) -> (&[f32; TOKENS], &[[f32; TOKENS]]) {
+        let tb = tile * self.blocks + b;
+        (&self.dx[tb], &self.sub32[tb * 8..tb * 8 + 8])
+    }
 }
 
 /// Writes `y[t · ldy + r] = Σ_k W[r, k] · xq_t[k]` for the `rows` Q4_K weight rows of `per_row`
@@ -266,4 +288,65 @@ fn lanes(v: __m256) -> [f32; 8] {
     // SAFETY: `out` holds 8 floats.
     unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::GgmlType;
+    use crate::format::{BlockQ6K, dequantize, quantize::quantize};
+
+    /// Every many-row int8 kernel this CPU can run, on 13 weight rows (not a multiple of the
+    /// VNNI kernel's 8-row groups) × 512 inputs and 11 token rows (a whole tile and a padded
+    /// one), against the float64 product of the dequantized weight with the int8-rounded rows.
+    /// The model tests reach only the kernel the CPU dispatches to; this one runs both Q4_K
+    /// kernels where AVX-512 VNNI is present.
+    #[test]
+    fn kernels_match_the_rounded_product() {
+        if !super::super::x86_avx2::has_avx2() {
+            return;
+        }
+        let (rows, k, m) = (13usize, 512usize, 11usize);
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rnd = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let w: Vec<f32> = (0..rows * k).map(|_| rnd()).collect();
+        let x: Vec<f32> = (0..m * k).map(|_| rnd() * 3.0).collect();
+        let xs = TokenRows::quantize(&x, k);
+        let rounded: Vec<f32> = x.chunks_exact(k).flat_map(|r| ActQ8K::quantize(r).dequantize()).collect();
+        for kind in [GgmlType::Q4_K, GgmlType::Q6_K] {
+            let bytes = quantize(kind, &w).unwrap();
+            let wd = dequantize(kind, &bytes, rows, k).unwrap();
+            let want: Vec<f64> = rounded
+                .chunks_exact(k)
+                .flat_map(|xr| wd.chunks_exact(k).map(move |wr| wr.iter().zip(xr).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>()))
+                .collect();
+            let scale = want.iter().fold(0f64, |a, v| a.max(v.abs()));
+            let mut runs: Vec<(&str, Vec<f32>)> = Vec::new();
+            let run = |f: &dyn Fn(*mut f32)| {
+                let mut y = vec![f32::NAN; m * rows];
+                f(y.as_mut_ptr());
+                y
+            };
+            // SAFETY (all): the features were checked; y holds m rows of `rows`.
+            if kind == GgmlType::Q4_K {
+                let blocks: &[BlockQ4K] = bytemuck::cast_slice(&bytes);
+                runs.push(("avx2", run(&|y| unsafe { q4k_tokens(blocks, k / 256, rows, &xs, y, rows) })));
+                if super::super::x86_vnni_tokens::has_vnni() {
+                    runs.push(("vnni", run(&|y| unsafe { super::super::x86_vnni_tokens::q4k_tokens(blocks, k / 256, rows, &xs, y, rows) })));
+                }
+            } else {
+                let blocks: &[BlockQ6K] = bytemuck::cast_slice(&bytes);
+                runs.push(("avx2", run(&|y| unsafe { q6k_tokens(blocks, k / 256, rows, &xs, y, rows) })));
+            }
+            for (name, got) in runs {
+                let worst = got.iter().zip(&want).fold(0f64, |a, (g, w)| a.max((*g as f64 - w).abs()));
+                assert!(worst <= 1e-5 * scale, "{kind} {name}: max error {worst:e} (scale {scale:e})");
+            }
+        }
+    }
 }
