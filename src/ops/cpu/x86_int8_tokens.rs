@@ -190,13 +190,13 @@ fn q4k_tile(row: &[BlockQ4K], xs: &TokenRows, tile: usize) -> [f32; TOKENS] {
             _mm256_storeu_ps(neg_mins.as_mut_ptr(), _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128::<8>(sm))), _mm256_set1_ps(-dmin)));
             let q8: [*const i8; TOKENS] = std::array::from_fn(|t| xs.rows[TOKENS * tile + t].q.as_ptr().add(QK8K * b));
             let mut isum = [_mm256_setzero_si256(); TOKENS];
-            for j in 0..4 {
+            for (j, pair) in sc.iter().enumerate() {
                 // Bytes 32j..32j + 32: low nibbles are elements 64j + 0..32 (sub-block 2j),
                 // high nibbles 64j + 32..64 (sub-block 2j + 1).
                 let q = _mm256_loadu_si256(blk.qs.as_ptr().add(32 * j).cast());
                 let lo = _mm256_and_si256(q, low4);
                 let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low4);
-                let pair = _mm256_set1_epi32(sc[j] as i32);
+                let pair = _mm256_set1_epi32(*pair as i32);
                 let (sl, sh) = (_mm256_shufflelo_epi16::<0>(pair), _mm256_shufflelo_epi16::<0b01_01_01_01>(pair));
                 let (sl, sh) = (_mm256_unpacklo_epi64(sl, sl), _mm256_unpacklo_epi64(sh, sh));
                 for t in 0..TOKENS {
@@ -247,7 +247,7 @@ fn q6k_tile<B: Q6KBlocks>(row: &[B], xs: &TokenRows, tile: usize) -> [f32; TOKEN
                 let qa = _mm256_loadu_si256(blk.ql.as_ptr().add(64 * n).cast());
                 let qb = _mm256_loadu_si256(blk.ql.as_ptr().add(64 * n + 32).cast());
                 let qh = _mm256_loadu_si256(blk.qh.as_ptr().add(32 * n).cast());
-                for s in 0..4 {
+                for (s, spread_s) in spread.iter().enumerate() {
                     // Elements 128n + 32s + l, unsigned 6-bit codes (as `q6k_rows_q8`).
                     let c = match s {
                         0 => _mm256_or_si256(_mm256_and_si256(qa, low4), _mm256_and_si256(_mm256_slli_epi16::<4>(qh), bits45)),
@@ -255,7 +255,7 @@ fn q6k_tile<B: Q6KBlocks>(row: &[B], xs: &TokenRows, tile: usize) -> [f32; TOKEN
                         2 => _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(qa), low4), _mm256_and_si256(qh, bits45)),
                         _ => _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(qb), low4), _mm256_and_si256(_mm256_srli_epi16::<2>(qh), bits45)),
                     };
-                    let scale = _mm256_shuffle_epi8(sc, spread[s]);
+                    let scale = _mm256_shuffle_epi8(sc, *spread_s);
                     for t in 0..TOKENS {
                         let x8 = _mm256_loadu_si256(q8[t].add(128 * n + 32 * s).cast());
                         isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(c, x8), scale));
