@@ -10,6 +10,11 @@
 //!   `PANEL_K` columns at a time into an L2-sized f32 tile, and multiplies all token rows by that
 //!   tile with the `gemm` crate. Each weight block is decoded exactly once per call.
 //!
+//! - **Opt-in int8 input** ([`QuantLayout::int8_input`], x86 with AVX2): one token row takes the
+//!   decode path's int8 kernels; more rows are rounded once per call and multiplied by the
+//!   integer kernels of `x86_int8_tokens` / `x86_vnni_tokens` (Q4_K, Q6_K), llama.cpp's
+//!   arithmetic.
+//!
 //! No f32 copy of the whole weight is ever made; all accumulation is f32.
 
 use rayon::prelude::*;
