@@ -95,6 +95,20 @@ pub(super) fn q4k_scales_mins(head: __m128i) -> __m128i {
     _mm_or_si128(low, top)
 }
 
+/// A Q4_K block's header: its [`q4k_scales_mins`] bytes (eight scales, then eight mins), `d` and
+/// `dmin`.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+pub(super) fn q4k_head(blk: &BlockQ4K) -> ([u8; 16], f32, f32) {
+    // SAFETY: the first 16 bytes of a block are d, dmin and the 12 scale bytes.
+    let head = unsafe { _mm_loadu_si128((blk as *const BlockQ4K).cast()) };
+    let mut sm = [0u8; 16];
+    // SAFETY: `sm` holds 16 bytes.
+    unsafe { _mm_storeu_si128(sm.as_mut_ptr().cast(), q4k_scales_mins(head)) };
+    let dd = _mm_cvtph_ps(head);
+    (sm, _mm_cvtss_f32(dd), _mm_cvtss_f32(_mm_movehdup_ps(dd)))
+}
+
 /// [`q4k_rows`] for `R` rows of equal length.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx2,f16c")]

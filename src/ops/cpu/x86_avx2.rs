@@ -18,7 +18,7 @@
 
 use std::arch::x86_64::*;
 
-use super::x86::{Q6KBlocks, by_groups, q4k_scales_mins};
+use super::x86::{Q6KBlocks, by_groups, q4k_head, q4k_scales_mins};
 use crate::format::act_q8k::ActQ8K;
 use crate::format::{BlockQ4K, BlockQ8_0, Q6KFields, f16_le};
 
@@ -266,11 +266,7 @@ fn q4k_group_q8<const R: usize>(rows: [&[BlockQ4K]; R], xq: &ActQ8K) -> [f32; R]
             // SAFETY: the first 16 bytes of a block are d, dmin and the 12 scale bytes; qs has
             // 128 bytes (32j + 32 ≤ 128); q8 + 64j + 64 ≤ 256.
             unsafe {
-                let head = _mm_loadu_si128((blk as *const BlockQ4K).cast());
-                let mut sm = [0u8; 16];
-                _mm_storeu_si128(sm.as_mut_ptr().cast(), q4k_scales_mins(head));
-                let dd = _mm_cvtph_ps(head);
-                let (d, dmin) = (_mm_cvtss_f32(dd), _mm_cvtss_f32(_mm_movehdup_ps(dd)));
+                let (sm, d, dmin) = q4k_head(blk);
                 let m: i32 = (0..8).map(|s| i32::from(sm[8 + s]) * sub[s]).sum();
                 mins[i] += dmin * dx * m as f32;
                 let mut isum = _mm256_setzero_si256();
@@ -309,7 +305,6 @@ pub(super) fn scale_spread(t: i8) -> __m256i {
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn q6k_group_q8<B: Q6KBlocks, const R: usize>(rows: [&[B]; R], xq: &ActQ8K) -> [f32; R] {
-    let (low4, bits45) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
     let spread = [scale_spread(0), scale_spread(1), scale_spread(2), scale_spread(3)];
     let mut acc = [_mm256_setzero_ps(); R];
     for b in 0..rows[0].len() * B::PER {
@@ -331,17 +326,7 @@ fn q6k_group_q8<B: Q6KBlocks, const R: usize>(rows: [&[B]; R], xq: &ActQ8K) -> [
                 let mut isum = _mm256_sub_epi32(_mm256_setzero_si256(), off);
                 for n in 0..2 {
                     let sc = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(if n == 0 { sc8 } else { _mm_unpackhi_epi64(sc8, sc8) }));
-                    let qa = _mm256_loadu_si256(blk.ql.as_ptr().add(64 * n).cast());
-                    let qb = _mm256_loadu_si256(blk.ql.as_ptr().add(64 * n + 32).cast());
-                    let qh = _mm256_loadu_si256(blk.qh.as_ptr().add(32 * n).cast());
-                    // Elements 128n + 32t + l, as in `q6k_codes` but unsigned.
-                    let codes = [
-                        _mm256_or_si256(_mm256_and_si256(qa, low4), _mm256_and_si256(_mm256_slli_epi16::<4>(qh), bits45)),
-                        _mm256_or_si256(_mm256_and_si256(qb, low4), _mm256_and_si256(_mm256_slli_epi16::<2>(qh), bits45)),
-                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(qa), low4), _mm256_and_si256(qh, bits45)),
-                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(qb), low4), _mm256_and_si256(_mm256_srli_epi16::<2>(qh), bits45)),
-                    ];
-                    for (t, c) in codes.into_iter().enumerate() {
+                    for (t, c) in q6k_codes_u8(blk, n).into_iter().enumerate() {
                         let x8 = _mm256_loadu_si256(q8.add(128 * n + 32 * t).cast());
                         let p = _mm256_maddubs_epi16(c, x8);
                         isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, _mm256_shuffle_epi8(sc, spread[t])));
@@ -352,6 +337,28 @@ fn q6k_group_q8<B: Q6KBlocks, const R: usize>(rows: [&[B]; R], xq: &ActQ8K) -> [
         }
     }
     std::array::from_fn(|i| hsum(acc[i]))
+}
+
+/// The unsigned 6-bit codes (0..63) of half `n` (0 or 1) of a Q6_K block, 32 per vector:
+/// vector `t` holds elements `128n + 32t ..+ 32` (as `q6k_codes`, without the offset of 32).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn q6k_codes_u8(blk: Q6KFields<'_>, n: usize) -> [__m256i; 4] {
+    let (low4, bits45) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
+    // SAFETY: ql has 128 bytes and qh 64; n ≤ 1, so 64n + 64 ≤ 128 and 32n + 32 ≤ 64.
+    let (qa, qb, qh) = unsafe {
+        (
+            _mm256_loadu_si256(blk.ql.as_ptr().add(64 * n).cast()),
+            _mm256_loadu_si256(blk.ql.as_ptr().add(64 * n + 32).cast()),
+            _mm256_loadu_si256(blk.qh.as_ptr().add(32 * n).cast()),
+        )
+    };
+    [
+        _mm256_or_si256(_mm256_and_si256(qa, low4), _mm256_and_si256(_mm256_slli_epi16::<4>(qh), bits45)),
+        _mm256_or_si256(_mm256_and_si256(qb, low4), _mm256_and_si256(_mm256_slli_epi16::<2>(qh), bits45)),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(qa), low4), _mm256_and_si256(qh, bits45)),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(qb), low4), _mm256_and_si256(_mm256_srli_epi16::<2>(qh), bits45)),
+    ]
 }
 
 /// The sum of the 8 lanes of `v`.

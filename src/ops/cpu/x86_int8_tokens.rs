@@ -20,8 +20,8 @@
 
 use std::arch::x86_64::*;
 
-use super::x86::{Q6KBlocks, q4k_scales_mins};
-use super::x86_avx2::scale_spread;
+use super::x86::{Q6KBlocks, q4k_head};
+use super::x86_avx2::{q6k_codes_u8, scale_spread};
 use crate::format::act_q8k::{ActQ8K, QK8K};
 use crate::format::{BlockQ4K, f16_le};
 use rayon::prelude::*;
@@ -174,31 +174,20 @@ fn q4k_tile(row: &[BlockQ4K], xs: &TokenRows, tile: usize) -> [f32; TOKENS] {
     let mut acc = _mm256_setzero_ps();
     let mut mins = [_mm256_setzero_ps(); 4];
     for (b, blk) in row.iter().enumerate() {
-        let tb = tile * xs.blocks + b;
-        // SAFETY: the first 16 bytes of a block are d, dmin and the 12 scale bytes; qs has 128
-        // bytes (32j + 32 ≤ 128); each token row holds this block's 256 codes at 256b (the
-        // callers check the blocks per row); `dx` and `sub32` hold the tile's entries.
+        let (sm, d, dmin) = q4k_head(blk);
+        let (dx, sub32) = xs.tile_sums(tile, b);
+        let q8: [*const i8; TOKENS] = std::array::from_fn(|t| xs.codes(TOKENS * tile + t, b));
+        let mut isum = [_mm256_setzero_si256(); TOKENS];
+        // SAFETY: qs has 128 bytes (32j + 32 ≤ 128); each token row holds this block's 256 codes
+        // (`codes`; the callers check the blocks per row); 64j + 64 ≤ 256.
         unsafe {
-            let head = _mm_loadu_si128((blk as *const BlockQ4K).cast());
-            let sm = q4k_scales_mins(head);
-            // The scales as i16 pairs (sub-blocks 2j, 2j + 1 in word j), and −dmin · m_s.
-            let mut sc = [0u32; 4];
-            _mm_storeu_si128(sc.as_mut_ptr().cast(), _mm_cvtepu8_epi16(sm));
-            let dd = _mm_cvtph_ps(head);
-            let (d, dmin) = (_mm_cvtss_f32(dd), _mm_cvtss_f32(_mm_movehdup_ps(dd)));
-            let mut neg_mins = [0f32; 8];
-            _mm256_storeu_ps(neg_mins.as_mut_ptr(), _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128::<8>(sm))), _mm256_set1_ps(-dmin)));
-            let q8: [*const i8; TOKENS] = std::array::from_fn(|t| xs.rows[TOKENS * tile + t].q.as_ptr().add(QK8K * b));
-            let mut isum = [_mm256_setzero_si256(); TOKENS];
-            for (j, pair) in sc.iter().enumerate() {
+            for j in 0..4 {
                 // Bytes 32j..32j + 32: low nibbles are elements 64j + 0..32 (sub-block 2j),
                 // high nibbles 64j + 32..64 (sub-block 2j + 1).
                 let q = _mm256_loadu_si256(blk.qs.as_ptr().add(32 * j).cast());
                 let lo = _mm256_and_si256(q, low4);
                 let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low4);
-                let pair = _mm256_set1_epi32(*pair as i32);
-                let (sl, sh) = (_mm256_shufflelo_epi16::<0>(pair), _mm256_shufflelo_epi16::<0b01_01_01_01>(pair));
-                let (sl, sh) = (_mm256_unpacklo_epi64(sl, sl), _mm256_unpacklo_epi64(sh, sh));
+                let (sl, sh) = (_mm256_set1_epi16(i16::from(sm[2 * j])), _mm256_set1_epi16(i16::from(sm[2 * j + 1])));
                 for t in 0..TOKENS {
                     let xl = _mm256_loadu_si256(q8[t].add(64 * j).cast());
                     let xh = _mm256_loadu_si256(q8[t].add(64 * j + 32).cast());
@@ -207,12 +196,14 @@ fn q4k_tile(row: &[BlockQ4K], xs: &TokenRows, tile: usize) -> [f32; TOKENS] {
                     isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(pl, ph));
                 }
             }
-            let dx = _mm256_loadu_ps(xs.dx[tb].as_ptr());
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums8(isum)), _mm256_mul_ps(_mm256_set1_ps(d), dx), acc);
-            // Four independent chains (one chain of eight dependent FMAs was the tile's latency).
-            for (s, nm) in neg_mins.iter().enumerate() {
-                mins[s % 4] = _mm256_fmadd_ps(_mm256_set1_ps(*nm), _mm256_loadu_ps(xs.sub32[tb * 8 + s].as_ptr()), mins[s % 4]);
-            }
+        }
+        // SAFETY: `dx` and each `sub32[s]` hold 8 floats.
+        let (dx, sub32s) = unsafe { (_mm256_loadu_ps(dx.as_ptr()), std::array::from_fn::<__m256, 8, _>(|s| _mm256_loadu_ps(sub32[s].as_ptr()))) };
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums8(isum)), _mm256_mul_ps(_mm256_set1_ps(d), dx), acc);
+        // −dmin · m_s against the tile's dx · Σ q, in four independent chains (one chain of
+        // eight dependent FMAs was the tile's latency).
+        for (s, x) in sub32s.into_iter().enumerate() {
+            mins[s % 4] = _mm256_fmadd_ps(_mm256_set1_ps(-dmin * f32::from(sm[8 + s])), x, mins[s % 4]);
         }
     }
     lanes(_mm256_add_ps(acc, _mm256_add_ps(_mm256_add_ps(mins[0], mins[1]), _mm256_add_ps(mins[2], mins[3]))))
@@ -224,37 +215,24 @@ fn q4k_tile(row: &[BlockQ4K], xs: &TokenRows, tile: usize) -> [f32; TOKENS] {
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn q6k_tile<B: Q6KBlocks>(row: &[B], xs: &TokenRows, tile: usize) -> [f32; TOKENS] {
-    let (low4, bits45) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
     let spread = [scale_spread(0), scale_spread(1), scale_spread(2), scale_spread(3)];
     let mut acc = _mm256_setzero_ps();
     for b in 0..row.len() * B::PER {
         let blk = row[b / B::PER].q6k(b % B::PER);
-        // SAFETY: scales has 16 bytes, ql 128, qh 64; each token row holds this block's 256
-        // codes at 256b and 16 sums at 16b (the callers check the blocks per row);
-        // 128n + 32s + 32 ≤ 256.
-        unsafe {
+        let q8: [*const i8; TOKENS] = std::array::from_fn(|t| xs.codes(TOKENS * tile + t, b));
+        // SAFETY: scales has 16 bytes; each token row holds this block's 256 codes (`codes`)
+        // and 16 sums at 16b (the callers check the blocks per row); 128n + 32s + 32 ≤ 256.
+        let isum = unsafe {
             let sc8 = _mm_loadu_si128(blk.scales.as_ptr().cast());
             let sc16 = _mm256_cvtepi8_epi16(sc8);
-            let rows: [&ActQ8K; TOKENS] = std::array::from_fn(|t| &xs.rows[TOKENS * tile + t]);
-            let q8: [*const i8; TOKENS] = std::array::from_fn(|t| rows[t].q.as_ptr().add(QK8K * b));
             // The codes' offset: −32 · Σ_s sc_s · Σ_{j∈s} q_j.
             let mut isum: [__m256i; TOKENS] = std::array::from_fn(|t| {
-                let sums = _mm256_loadu_si256(rows[t].sums16.as_ptr().add(16 * b).cast());
+                let sums = _mm256_loadu_si256(xs.rows[TOKENS * tile + t].sums16.as_ptr().add(16 * b).cast());
                 _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, sums)))
             });
             for n in 0..2 {
                 let sc = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(if n == 0 { sc8 } else { _mm_unpackhi_epi64(sc8, sc8) }));
-                let qa = _mm256_loadu_si256(blk.ql.as_ptr().add(64 * n).cast());
-                let qb = _mm256_loadu_si256(blk.ql.as_ptr().add(64 * n + 32).cast());
-                let qh = _mm256_loadu_si256(blk.qh.as_ptr().add(32 * n).cast());
-                for (s, spread_s) in spread.iter().enumerate() {
-                    // Elements 128n + 32s + l, unsigned 6-bit codes (as `q6k_rows_q8`).
-                    let c = match s {
-                        0 => _mm256_or_si256(_mm256_and_si256(qa, low4), _mm256_and_si256(_mm256_slli_epi16::<4>(qh), bits45)),
-                        1 => _mm256_or_si256(_mm256_and_si256(qb, low4), _mm256_and_si256(_mm256_slli_epi16::<2>(qh), bits45)),
-                        2 => _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(qa), low4), _mm256_and_si256(qh, bits45)),
-                        _ => _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(qb), low4), _mm256_and_si256(_mm256_srli_epi16::<2>(qh), bits45)),
-                    };
+                for (s, (c, spread_s)) in q6k_codes_u8(blk, n).into_iter().zip(&spread).enumerate() {
                     let scale = _mm256_shuffle_epi8(sc, *spread_s);
                     for t in 0..TOKENS {
                         let x8 = _mm256_loadu_si256(q8[t].add(128 * n + 32 * s).cast());
@@ -262,9 +240,11 @@ fn q6k_tile<B: Q6KBlocks>(row: &[B], xs: &TokenRows, tile: usize) -> [f32; TOKEN
                     }
                 }
             }
-            let dx = _mm256_loadu_ps(xs.dx[tile * xs.blocks + b].as_ptr());
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums8(isum)), _mm256_mul_ps(_mm256_set1_ps(f16_le(blk.d)), dx), acc);
-        }
+            isum
+        };
+        // SAFETY: `dx` holds 8 floats.
+        let dx = unsafe { _mm256_loadu_ps(xs.tile_sums(tile, b).0.as_ptr()) };
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums8(isum)), _mm256_mul_ps(_mm256_set1_ps(f16_le(blk.d)), dx), acc);
     }
     lanes(acc)
 }

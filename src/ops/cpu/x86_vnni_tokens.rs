@@ -15,7 +15,7 @@
 
 use std::arch::x86_64::*;
 
-use super::x86::q4k_scales_mins;
+use super::x86::q4k_head;
 use super::x86_int8_tokens::{TOKENS, TokenRows};
 use crate::format::BlockQ4K;
 
@@ -97,14 +97,7 @@ fn group8(w: &[BlockQ4K], per_row: usize) -> Group8 {
     for b in 0..per_row {
         let (mut sc, mut nm, mut d) = ([[0i32; 8]; 8], [[0f32; 8]; 8], [0f32; 8]);
         for r in 0..n {
-            let blk = &w[r * per_row + b];
-            // SAFETY: the first 16 bytes of a block are d, dmin and the 12 scale bytes.
-            let head = unsafe { _mm_loadu_si128((blk as *const BlockQ4K).cast()) };
-            let mut sm = [0u8; 16];
-            // SAFETY: `sm` holds 16 bytes.
-            unsafe { _mm_storeu_si128(sm.as_mut_ptr().cast(), q4k_scales_mins(head)) };
-            let dd = _mm_cvtph_ps(head);
-            let (dr, dmin) = (_mm_cvtss_f32(dd), _mm_cvtss_f32(_mm_movehdup_ps(dd)));
+            let (sm, dr, dmin) = q4k_head(&w[r * per_row + b]);
             d[r] = dr;
             for s in 0..8 {
                 sc[s][r] = i32::from(sm[s]);
