@@ -18,7 +18,8 @@ BIG=(tests/fixtures/qwen3-tiny)
 case "${1:-}" in
 build)
     [ -d /root/.local/share/tracel ] || bash ../shared/scripts/cuda-build-prereqs.sh
-    cargo build --release --features cuda --example gpu_check
+    # FEATURES=cuda-nvrtc for CubeCL's C++ / NVRTC code generation.
+    cargo build --release --features "${FEATURES:-cuda}" --example gpu_check
     mkdir -p .gpu
     strip -o .gpu/gpu_check target/release/examples/gpu_check
     gzip -f -9 .gpu/gpu_check
