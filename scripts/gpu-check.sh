@@ -18,8 +18,7 @@ BIG=(tests/fixtures/qwen3-tiny)
 case "${1:-}" in
 build)
     [ -d /root/.local/share/tracel ] || bash ../shared/scripts/cuda-build-prereqs.sh
-    # FEATURES=cuda-nvrtc for CubeCL's C++ / NVRTC code generation.
-    cargo build --release --features "${FEATURES:-cuda}" --example gpu_check
+    cargo build --release --features cuda --example gpu_check
     mkdir -p .gpu
     strip -o .gpu/gpu_check target/release/examples/gpu_check
     gzip -f -9 .gpu/gpu_check

@@ -11,8 +11,7 @@
 //!   blocks), [`matvec_q80`] Q8_0's, [`matvec_q50`] Q5_0's, [`matvec_i4`] that of the GPTQ/AWQ
 //!   int4 groups; [`reduce`]
 //!   ends them, and [`input`] is what they do to their input as they read it (SwiGLU, RMSNorm).
-//!   [`matvec_mma`] is the tensor-core Q4_K / int4 kernel for 2..16 token rows; [`matvec_stream`]
-//!   the CUDA one-row Q4_K kernel whose weight is staged through shared memory by async copies.
+//!   [`matvec_mma`] is the tensor-core Q4_K / int4 kernel for 2..16 token rows.
 //! - [`tiled`]: the prefill path and the input gradient, weight tiles decoded into shared memory.
 //! - [`tiled_mma`]: the prefill path on matrix units (f16 tiles, f32 accumulation).
 //! - [`prefill_mma`]: the CUDA prefill of Q4_K and Q6_Kx4 weights, decoded straight into the
@@ -40,7 +39,6 @@ pub mod matvec_q50;
 pub mod matvec_q6k;
 pub mod matvec_q6kx4;
 pub mod matvec_q80;
-pub mod matvec_stream;
 pub mod norm;
 pub mod prefill_mma;
 pub mod reduce;

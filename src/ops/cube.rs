@@ -16,7 +16,7 @@ use cubecl::prelude::*;
 
 use super::{QuantLayout, QuantMatmulBackend, QuantPart};
 use crate::kernels::decode::{block_bytes, block_elems};
-use crate::kernels::{dequant, input, matvec, matvec_i4, matvec_mma, matvec_pair, matvec_q4k, matvec_q6k, matvec_q80, matvec_stream, prefill_mma, reduce, tiled, tiled_mma};
+use crate::kernels::{dequant, input, matvec, matvec_i4, matvec_mma, matvec_pair, matvec_q4k, matvec_q6k, matvec_q80, prefill_mma, reduce, tiled, tiled_mma};
 
 /// Cubes the prefill path aims for (about 4 per SM of a large GPU).
 const SPLIT_K_TARGET: usize = 528;
@@ -553,50 +553,6 @@ fn launch_q4k_q6kx4(args: &DecodeArgs, a: Option<(&QuantPart, usize)>, b: Option
     };
 }
 
-/// Whether a one-row Q4_K product with a plain input runs [`matvec_stream`] (its weight staged
-/// through shared memory by async copies): on CUDA built with `cuda-nvrtc` (CubeCL's LLVM
-/// lowering has no `cp.async`, and says so: `features.copy_async` is false there) when
-/// `BURN_QUANT_STREAM` is `1` and the device has `cp.async` (sm_80 on; the f16 `mma.m16n8k16`
-/// stands for it).
-fn stream_on(x: &CubeTensor) -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let on = *ON.get_or_init(|| std::env::var("BURN_QUANT_STREAM").is_ok_and(|v| v == "1"));
-    on && cfg!(feature = "cuda-nvrtc") && matches!(x.device, burn_cubecl::CubeDevice::Cuda(_)) && has_manual_mma(x)
-}
-
-/// Launches [`matvec_stream::matvec_q4k_stream`] over a Q4_K part (`m` = 1, plain input) writing
-/// columns `col0..`: as many cubes as the row groups, up to six per SM (the ring takes 36 KB of
-/// shared memory a cube), each walking its row groups.
-fn launch_q4k_stream(args: &DecodeArgs, part: &QuantPart, col0: usize) {
-    let DecodeArgs { w, words, x, y, res, k, n, f16hw, .. } = *args;
-    let groups = part.rows.div_ceil(matvec_stream::ROWS as usize);
-    let sms = x.client.properties().hardware.num_streaming_multiprocessors.unwrap_or(132) as usize;
-    let cubes = groups.min(6 * sms).max(1);
-    // SAFETY: the part starts on a 16-byte boundary and its rows are whole 144-byte blocks;
-    // copies of rows or blocks past the part's end are skipped; `x` holds `k` values, `y` is
-    // `[1, n]` and the part writes columns `col0..col0 + rows`.
-    unsafe {
-        matvec_stream::matvec_q4k_stream::launch_unchecked(
-            &x.client,
-            grid_1d(cubes),
-            CubeDim::new_1d(matvec_stream::THREADS),
-            4,
-            buffer(w, words / 4),
-            buffer(x, k / 4),
-            buffer(y, n),
-            res.arg(),
-            (part.byte_offset / 16) as u32,
-            part.rows as u32,
-            k as u32,
-            col0 as u32,
-            cubes as u32,
-            matvec_q4k::FLOAT_MAGIC,
-            f16hw,
-            res.add,
-        )
-    };
-}
-
 /// Whether the tensor-core kernel is on for `m` token rows of `x` over `k` columns (for the
 /// parts it can take).
 fn mma_on(x: &CubeTensor, m: usize, k: usize) -> bool {
@@ -660,9 +616,6 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
                     res.add,
                 )
             };
-            true
-        } else if kernel == DecodeKernel::Q4K && m == 1 && pre.code == input::PLAIN && stream_on(&x) {
-            launch_q4k_stream(&args, part, col0);
             true
         } else if kernel == DecodeKernel::Q4K {
             launch_q4k_q6kx4(&args, Some((part, col0)), None);
