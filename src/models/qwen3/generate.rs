@@ -127,3 +127,97 @@ impl Qwen3 {
         Ok(out)
     }
 }
+
+/// What [`Qwen3::time_steps`] reads back after each decode step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepRead {
+    /// Nothing until the last step: the device's own pace.
+    Nothing,
+    /// The first logit (a read of one value, without the argmax).
+    FirstLogit,
+    /// The argmax id, fed back as the next step's token (greedy decoding).
+    ArgmaxFed,
+    /// The argmax id written into the next step's token on the device and the next step
+    /// enqueued; the ids read back 8 steps at a time (greedy decoding, pipelined).
+    Pipelined,
+}
+
+impl Qwen3 {
+    /// Times `steps` decode steps after `prompt` that feed the same token every step, reading
+    /// `read` back after each (recorded graph where the backend has one). Against
+    /// [`StepRead::Nothing`] (the device's own pace) the others show what the per-token round
+    /// trip of [`generate`](Self::generate) costs. Times the `steps` steps (the
+    /// recording step excluded).
+    pub fn time_steps(&self, prompt: &[u32], steps: usize, read: StepRead) -> Result<StepTimes> {
+        let mut cache = self.cache();
+        let _ = self.forward_tokens(prompt, &mut cache, false)?.into_data();
+        let mut token = prompt.last().copied().unwrap_or(0);
+        let mut graph = self.decode_graph(cache, prompt.len() + steps + 1)?;
+        // The first step records.
+        let _ = graph.step(token)?.into_data();
+        let mut times = StepTimes::default();
+        if read == StepRead::Pipelined {
+            // The ids are read back PIPELINE steps at a time.
+            const PIPELINE: usize = 8;
+            let start = Instant::now();
+            let mut id: Tensor<1, burn::tensor::Int> = graph.step(token)?.argmax(1).reshape([1]);
+            let mut held = vec![id.clone()];
+            for i in 1..steps {
+                let t = Instant::now();
+                let logits = graph.step_from_device(id.clone())?;
+                times.in_step += t.elapsed();
+                id = logits.argmax(1).reshape([1]);
+                held.push(id.clone());
+                if held.len() == PIPELINE || i + 1 == steps {
+                    let t = Instant::now();
+                    let ids = Tensor::cat(std::mem::take(&mut held), 0).into_data().convert::<i64>().try_into_vec::<i64>().map_err(|e| Error::Invalid(format!("reading the argmax: {e:?}")))?;
+                    if ids.is_empty() {
+                        return Err(Error::Invalid("no id read".into()));
+                    }
+                    times.in_read += t.elapsed();
+                }
+            }
+            times.total = start.elapsed();
+            return Ok(times);
+        }
+        let start = Instant::now();
+        let mut last = None;
+        for _ in 0..steps {
+            let t = Instant::now();
+            let logits = graph.step(token)?;
+            times.in_step += t.elapsed();
+            let t = Instant::now();
+            match read {
+                StepRead::Nothing | StepRead::Pipelined => last = Some(logits),
+                StepRead::ArgmaxFed => {
+                    let id = logits.argmax(1).into_data().convert::<i64>().try_into_vec::<i64>().map_err(|e| Error::Invalid(format!("reading the argmax: {e:?}")))?;
+                    token = id.first().copied().unwrap_or(0) as u32;
+                }
+                StepRead::FirstLogit => {
+                    // Converted, so the read really happens (the data is read back lazily).
+                    let v = logits.narrow(1, 0, 1).into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::Invalid(format!("reading a logit: {e:?}")))?;
+                    if v.is_empty() {
+                        return Err(Error::Invalid("no logit read".into()));
+                    }
+                }
+            }
+            times.in_read += t.elapsed();
+        }
+        if let Some(logits) = last {
+            let _ = logits.into_data().convert::<f32>();
+        }
+        times.total = start.elapsed();
+        Ok(times)
+    }
+}
+
+/// What [`Qwen3::time_steps`] measured over its steps.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StepTimes {
+    /// All the steps, up to their last result read back.
+    pub total: Duration,
+    /// Inside [`DecodeGraph::step`] (the inputs written, the replay enqueued).
+    pub in_step: Duration,
+    /// Reading back after each step.
+    pub in_read: Duration,
+}

@@ -148,6 +148,26 @@ impl DecodeGraph<'_> {
         Ok(logits)
     }
 
+    /// A step of a recorded graph whose token is read on the device from `token` (`[1]`, e.g. the
+    /// argmax of the step before): nothing waits on the host between steps.
+    pub fn step_from_device(&mut self, token: Tensor<1, Int>) -> Result<Tensor<2>> {
+        let pos = self.len();
+        if pos >= self.capacity {
+            return Err(Error::Invalid(format!("the decode graph's cache is full ({} positions)", self.capacity)));
+        }
+        let Mode::Recorded { graph, output } = &self.mode else {
+            return Err(Error::Invalid("step_from_device needs a recorded decode graph".into()));
+        };
+        let output = output.clone();
+        let device = &self.device;
+        let s = &mut self.state;
+        s.token.inplace(|b| b.slice_assign([0..1], token));
+        s.pos.inplace(|b| b.slice_assign([0..1], Tensor::<1, Int>::from_data(TensorData::new(vec![pos as i64], [1]), device)));
+        self.replay(graph)?;
+        self.state.cache.advance(1);
+        Ok(output)
+    }
+
     /// Replays `graph` (recorded by [`record`](Self::record)).
     fn replay(&self, graph: &DispatchGraph) -> Result<()> {
         // SAFETY (Burn's replay contract): every tensor the recorded step touched is alive: the

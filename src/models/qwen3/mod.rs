@@ -23,7 +23,7 @@ pub use attention::Qwen3Attention;
 pub use block::Qwen3Block;
 pub use cache::{KvCache, KvView};
 pub use config::Qwen3Config;
-pub use generate::{Generation, logits_to_vec};
+pub use generate::{Generation, StepRead, StepTimes, logits_to_vec};
 pub use graph::DecodeGraph;
 pub use mlp::Qwen3Mlp;
 pub use model::Qwen3;
