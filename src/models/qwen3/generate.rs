@@ -63,6 +63,12 @@ fn device_argmax_on() -> bool {
     *ON.get_or_init(|| std::env::var("BURN_QUANT_DEVICE_ARGMAX").map_or(true, |v| v != "0"))
 }
 
+/// Reads token ids (an argmax) back from the device. The read is forced: Burn reads data
+/// lazily, and an `into_data()` whose bytes are never converted does not wait for the device.
+fn read_ids<const D: usize>(ids: Tensor<D, burn::tensor::Int>) -> Result<Vec<i64>> {
+    ids.into_data().convert::<i64>().try_into_vec::<i64>().map_err(|e| Error::Invalid(format!("reading the argmax: {e:?}")))
+}
+
 impl Qwen3 {
     /// Runs `prompt` as one batch and then samples up to `max_new` tokens, one forward each,
     /// stopping early at any id in `stop`. `on_token` sees every new id as it is drawn and may
@@ -86,7 +92,7 @@ impl Qwen3 {
         let on_device = sampler.is_greedy() && device_argmax_on() && crate::device::compiles_kernels(&self.embed.weight.val().device());
         let mut next_of = |logits: Tensor<2>| -> Result<u32> {
             if on_device {
-                let id = logits.argmax(1).into_data().convert::<i64>().try_into_vec::<i64>().map_err(|e| Error::Invalid(format!("reading the argmax: {e:?}")))?;
+                let id = read_ids(logits.argmax(1))?;
                 return Ok(id.first().copied().unwrap_or(0) as u32);
             }
             Ok(sampler.sample(&logits_to_vec(logits)?))
@@ -170,7 +176,7 @@ impl Qwen3 {
                 held.push(id.clone());
                 if held.len() == PIPELINE || i + 1 == steps {
                     let t = Instant::now();
-                    let ids = Tensor::cat(std::mem::take(&mut held), 0).into_data().convert::<i64>().try_into_vec::<i64>().map_err(|e| Error::Invalid(format!("reading the argmax: {e:?}")))?;
+                    let ids = read_ids(Tensor::cat(std::mem::take(&mut held), 0))?;
                     if ids.is_empty() {
                         return Err(Error::Invalid("no id read".into()));
                     }
@@ -190,7 +196,7 @@ impl Qwen3 {
             match read {
                 StepRead::Nothing | StepRead::Pipelined => last = Some(logits),
                 StepRead::ArgmaxFed => {
-                    let id = logits.argmax(1).into_data().convert::<i64>().try_into_vec::<i64>().map_err(|e| Error::Invalid(format!("reading the argmax: {e:?}")))?;
+                    let id = read_ids(logits.argmax(1))?;
                     token = id.first().copied().unwrap_or(0) as u32;
                 }
                 StepRead::FirstLogit => {

@@ -131,10 +131,7 @@ impl DecodeGraph<'_> {
     /// Appends `token` and returns the logits `[1, vocab]` of its position.
     pub fn step(&mut self, token: u32) -> Result<Tensor<2>> {
         self.model.check_tokens(&[token])?;
-        let pos = self.len();
-        if pos >= self.capacity {
-            return Err(Error::Invalid(format!("the decode graph's cache is full ({} positions)", self.capacity)));
-        }
+        let pos = self.next_pos()?;
         self.write_inputs(token, pos);
         let logits = match &self.mode {
             Mode::Unrecorded => self.record()?,
@@ -151,18 +148,13 @@ impl DecodeGraph<'_> {
     /// A step of a recorded graph whose token is read on the device from `token` (`[1]`, e.g. the
     /// argmax of the step before): nothing waits on the host between steps.
     pub fn step_from_device(&mut self, token: Tensor<1, Int>) -> Result<Tensor<2>> {
-        let pos = self.len();
-        if pos >= self.capacity {
-            return Err(Error::Invalid(format!("the decode graph's cache is full ({} positions)", self.capacity)));
-        }
+        let pos = self.next_pos()?;
         let Mode::Recorded { graph, output } = &self.mode else {
             return Err(Error::Invalid("step_from_device needs a recorded decode graph".into()));
         };
         let output = output.clone();
-        let device = &self.device;
-        let s = &mut self.state;
-        s.token.inplace(|b| b.slice_assign([0..1], token));
-        s.pos.inplace(|b| b.slice_assign([0..1], Tensor::<1, Int>::from_data(TensorData::new(vec![pos as i64], [1]), device)));
+        assign(&mut self.state.token, token);
+        write_value(&mut self.state.pos, pos as i64, &self.device);
         self.replay(graph)?;
         self.state.cache.advance(1);
         Ok(output)
@@ -179,13 +171,19 @@ impl DecodeGraph<'_> {
             .map_err(|e| Error::Invalid(format!("decode graph replay: {e:?}")))
     }
 
+    /// The position the next step writes, if the reserved cache still has room for it.
+    fn next_pos(&self) -> Result<usize> {
+        let pos = self.len();
+        if pos >= self.capacity {
+            return Err(Error::Invalid(format!("the decode graph's cache is full ({} positions)", self.capacity)));
+        }
+        Ok(pos)
+    }
+
     /// Writes the token id and its position into their device buffers, in place.
     fn write_inputs(&mut self, token: u32, pos: usize) {
-        let s = &mut self.state;
-        let device = &self.device;
-        for (buf, value) in [(&mut s.token, i64::from(token)), (&mut s.pos, pos as i64)] {
-            buf.inplace(|b| b.slice_assign([0..1], Tensor::<1, Int>::from_data(TensorData::new(vec![value], [1]), device)));
-        }
+        write_value(&mut self.state.token, i64::from(token), &self.device);
+        write_value(&mut self.state.pos, pos as i64, &self.device);
     }
 
     /// The first step: warm-up runs, then the recorded one, then its replay. Falls back to eager
@@ -214,4 +212,14 @@ impl DecodeGraph<'_> {
         self.mode = Mode::Recorded { graph, output: output.clone() };
         Ok(output)
     }
+}
+
+/// Writes `value` into the one-element device buffer `buf`, in place.
+fn write_value(buf: &mut Tensor<1, Int>, value: i64, device: &Device) {
+    assign(buf, Tensor::<1, Int>::from_data(TensorData::new(vec![value], [1]), device));
+}
+
+/// Copies the one-element `src` into the device buffer `buf`, in place.
+fn assign(buf: &mut Tensor<1, Int>, src: Tensor<1, Int>) {
+    buf.inplace(|b| b.slice_assign([0..1], src));
 }
