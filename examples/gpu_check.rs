@@ -353,14 +353,18 @@ fn int4(device: &Device, rep: &mut Report, dir: &str) -> Result<()> {
     model.forward_tokens(head, &mut graphed, false)?;
     let mut graph = model.decode_graph(graphed, tokens.len())?;
     let mut worst = 0f64;
+    let mut fed_ok = true;
     for &t in tail {
         let want = logits_to_vec(model.forward_tokens(&[t], &mut eager, false)?)?;
-        worst = worst.max(rel_err(&logits_to_vec(graph.step(t)?)?, &want));
+        let got = logits_to_vec(graph.step(t)?)?;
+        worst = worst.max(rel_err(&got, &want));
+        // The argmax the step took on the device is the host's argmax of its logits.
+        fed_ok &= graph.fed_token()? as usize == burn_quant::models::qwen3::sampling::argmax(&got);
     }
     rep.check(
         format!("{dir}: Qwen3 decode graph vs eager steps"),
-        graph.is_recorded() && worst <= 1e-3,
-        format!("{} steps, recorded {}, max rel. error {worst:.2e}", tail.len(), graph.is_recorded()),
+        graph.is_recorded() && worst <= 1e-3 && fed_ok,
+        format!("{} steps, recorded {}, max rel. error {worst:.2e}, device argmax = host argmax {fed_ok}", tail.len(), graph.is_recorded()),
     );
     Ok(())
 }

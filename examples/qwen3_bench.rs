@@ -167,16 +167,17 @@ pub fn run() -> Result<()> {
     let (tg_s, steps) = (out.generation_time.as_secs_f64(), out.timed_steps.max(1) as f64);
     println!("{:<6} {:<8} pp{pp}: {:>9.1} t/s ({:.1} ms, host {:.1} ms)   tg{}: {:>8.1} t/s ({:.2} ms/token, {:.0} GB/s of weights; graph recorded in {:.0} ms)",
         shape, backend, pp as f64 / pp_s, pp_s * 1e3, host_s * 1e3, out.timed_steps, steps / tg_s, tg_s * 1e3 / steps, bytes as f64 * steps / tg_s / 1e9, out.record_time.as_secs_f64() * 1e3);
-    // `--unsynced`: the same number of steps reading back nothing until the last, one logit a
-    // step, the argmax fed back (as `generate`), or the argmax fed back on the device and read 8
-    // steps at a time (see `Qwen3::time_steps`); then `generate` again.
+    // `--unsynced`: the same number of steps enqueued back to back with nothing read until the
+    // last (the device's pace), synchronised after each, Burn's argmax read back and fed from the
+    // host, and the step's own argmax fed on the device (see `Qwen3::time_steps`); then
+    // `generate` again.
     if args.iter().any(|a| a == "--unsynced") && tg > 0 {
         use burn_quant::models::qwen3::StepRead;
-        for read in [StepRead::Nothing, StepRead::FirstLogit, StepRead::ArgmaxFed, StepRead::Pipelined] {
+        for read in [StepRead::Nothing, StepRead::Synced, StepRead::BurnArgmax, StepRead::Fed] {
             let times = model.time_steps(&tokens[..1], tg, read)?;
             let t = times.total.as_secs_f64();
             let per = |d: std::time::Duration| d.as_secs_f64() * 1e3 / tg as f64;
-            println!("{:<6} {:<8} tg{tg} read {read:?}: {:>8.1} t/s ({:.2} ms/token; in step {:.3} ms, in read {:.3} ms)", shape, backend, tg as f64 / t, t * 1e3 / tg as f64, per(times.in_step), per(times.in_read));
+            println!("{:<6} {:<8} tg{tg} read {read:?}: {:>8.1} t/s ({:.2} ms/token; in step {:.3} ms, in read {:.3} ms; last token {}, logits {:?})", shape, backend, tg as f64 / t, t * 1e3 / tg as f64, per(times.in_step), per(times.in_read), times.last_token, &times.head[..times.head.len().min(3)]);
         }
         let out = model.generate(&tokens[..1], tg + 2, &mut Sampler::new(Sampling::Greedy, 0), &[], |_| Ok(true))?;
         let t = out.generation_time.as_secs_f64() / out.timed_steps.max(1) as f64;

@@ -224,15 +224,23 @@ fn decode_graph_matches_eager_steps(device: Device) {
     let mut graphed = model.cache().with_static_shapes(true);
     model.forward_tokens(head, &mut eager, false).expect("prompt");
     model.forward_tokens(head, &mut graphed, false).expect("prompt");
-    let mut graph = model.decode_graph(graphed, tokens.len()).expect("graph");
-    assert!(graph.capacity() >= tokens.len());
-    for (i, &t) in tail.iter().enumerate() {
+    // The prompt's tail fed from the host, then greedy steps fed on the device.
+    const GREEDY: usize = 3;
+    let mut graph = model.decode_graph(graphed, tokens.len() + GREEDY).expect("graph");
+    assert!(graph.capacity() >= tokens.len() + GREEDY);
+    assert!(graph.fed_token().is_err(), "no step yet");
+    let mut next = 0;
+    for i in 0..tail.len() + GREEDY {
+        let t = if i < tail.len() { tail[i] } else { next };
         let want = logits_to_vec(model.forward_tokens(&[t], &mut eager, false).expect("eager step")).expect("logits");
         let got = logits_to_vec(graph.step(t).expect("graph step")).expect("logits");
         let err = common::rel_err(&got, &want);
         assert!(err <= 1e-5, "step {i} (position {}): graph vs eager rel. error {err}", head.len() + i);
+        // The argmax the step left on the device is the host's argmax of the eager logits.
+        next = graph.fed_token().expect("fed token");
+        assert_eq!(next as usize, argmax(&want), "step {i}: the device's argmax");
     }
-    assert_eq!(graph.len(), tokens.len());
+    assert_eq!(graph.len(), tokens.len() + GREEDY);
     assert_eq!(graph.is_recorded(), burn_quant::device::compiles_kernels(&device));
     assert!(matches!(graph.step(151_936), Err(Error::Invalid(_))));
     // A graph needs a prompt in a static-shape cache.
@@ -482,7 +490,48 @@ fn attention_decode_takes_one_tensor_as_keys_and_values(device: Device) {
     assert_eq!(to_vec(same), to_vec(copies));
 }
 
+/// `greedy_feed`: the argmax of a row of logits as the next token (the lowest index on ties,
+/// NaNs never chosen) and the position advanced by one, against the host's argmax: a tie of the
+/// maximum split across the kernel's cubes (1,024 values each), NaNs and infinities, a row of
+/// all -inf and one all NaN (index 0 both), a vocabulary-sized row and a short one.
+fn greedy_feed_matches_host_argmax(device: Device) {
+    use burn::tensor::{Int, Tensor, TensorData};
+    let noise = |n: usize, seed: u64| -> Vec<f32> {
+        let mut x = seed;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 40) as f32 / (1u64 << 24) as f32 * 8.0 - 4.0
+            })
+            .collect()
+    };
+    let mut tied = noise(3000, 1);
+    for i in [2999, 2500, 1500, 1025] {
+        tied[i] = 9.5;
+    }
+    let mut nans = noise(2100, 2);
+    nans[0] = f32::NAN;
+    nans[700] = f32::INFINITY;
+    nans[701] = f32::NAN;
+    nans[1800] = f32::INFINITY;
+    let rows = [tied, nans, vec![f32::NEG_INFINITY; 1500], vec![f32::NAN; 1030], noise(151_936, 3), vec![0.25; 7]];
+    for (r, row) in rows.iter().enumerate() {
+        let want = argmax(row);
+        let n = row.len();
+        let logits = Tensor::<2>::from_data(TensorData::new(row.clone(), [1, n]), &device);
+        let token = Tensor::<1, Int>::from_data(TensorData::new(vec![5i64], [1]), &device);
+        let pos = Tensor::<1, Int>::from_data(TensorData::new(vec![41i64], [1]), &device);
+        let (token, pos) = burn_quant::ops::greedy_feed(logits, token, pos);
+        let read = |t: Tensor<1, Int>| t.into_data().convert::<i64>().try_to_vec::<i64>().unwrap();
+        assert_eq!(read(token), vec![want as i64], "row {r}: argmax");
+        assert_eq!(read(pos), vec![42], "row {r}: position");
+    }
+}
+
 backend_tests!(
+    greedy_feed_matches_host_argmax,
     rms_norm_matches_reference,
     qk_norm_rope_matches_reference,
     attention_decode_takes_one_tensor_as_keys_and_values,

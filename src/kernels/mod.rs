@@ -20,10 +20,13 @@
 //!   token's attention over the KV cache); [`attention_prompt`]: a prompt's (q/k norm + RoPE
 //!   with the cache writes, then tiled causal attention), whose attention [`attention_mma`] does
 //!   on the tensor cores where the device has them.
+//! - [`argmax`]: greedy decoding's argmax of the logits, written into the next step's token
+//!   buffer with the position advanced (the end of a recorded decode step).
 
 // Cube functions assign defaults before comptime branches overwrite them.
 #![allow(unused_assignments)]
 
+pub mod argmax;
 pub mod attention;
 pub mod attention_mma;
 pub mod attention_prompt;

@@ -13,7 +13,7 @@ use cubecl::prelude::*;
 use super::DecodeOpsBackend;
 use super::decode::PromptDims;
 use super::cube::{buffer, empty_f32, f32_contiguous, grid_1d, has_manual_mma, planes_are_32};
-use crate::kernels::{attention, attention_mma, attention_prompt, norm};
+use crate::kernels::{argmax, attention, attention_mma, attention_prompt, norm};
 
 /// Positions as 4-byte words the kernels read as `u32`: an `I32` or `U32` tensor as it is (a
 /// position is never negative, so its bits are the same), any other dtype cast (one launch more
@@ -265,6 +265,47 @@ impl DecodeOpsBackend for CubeBackend {
             )
         };
         (out, k_cache, v_cache)
+    }
+
+    fn greedy_feed(logits: CubeTensor, token: CubeTensor, pos: CubeTensor) -> (CubeTensor, CubeTensor) {
+        let word = |t: &CubeTensor| matches!(t.dtype, DType::I32 | DType::U32) && t.is_contiguous() && t.meta.shape().num_elements() == 1;
+        let dims = logits.meta.shape().dims::<2>();
+        if logits.dtype != DType::F32 || dims[0] != 1 || dims[1] == 0 || dims[1] > u32::MAX as usize / 2 || !word(&token) || !word(&pos) {
+            return super::decode::greedy_feed_composed::<Self>(logits, token, pos);
+        }
+        let logits = into_contiguous(logits);
+        let n = dims[1];
+        let per_cube = (argmax::THREADS * argmax::PER_THREAD) as usize;
+        let parts = n.div_ceil(per_cube);
+        let part_v = empty_f32(&logits, vec![parts]);
+        let part_i = empty_f32(&logits, vec![parts]);
+        // SAFETY: `logits` is contiguous f32 holding `n` values; `part_v`/`part_i` hold `parts`
+        // 4-byte words, one a cube of the first launch (each cube reads below `n` only);
+        // `token` and `pos` are contiguous 4-byte integers of one element (a position is never
+        // negative, so an I32's bits read as u32 are the same); the second launch is one cube.
+        unsafe {
+            argmax::argmax_parts::launch_unchecked(
+                &logits.client,
+                CubeCount::Static(parts as u32, 1, 1),
+                CubeDim::new_1d(argmax::THREADS),
+                buffer(&logits, n),
+                buffer(&part_v, parts),
+                buffer(&part_i, parts),
+                n as u32,
+                per_cube as u32,
+            );
+            argmax::argmax_feed::launch_unchecked(
+                &logits.client,
+                CubeCount::Static(1, 1, 1),
+                CubeDim::new_1d(argmax::THREADS),
+                buffer(&part_v, parts),
+                buffer(&part_i, parts),
+                buffer(&token, 1),
+                buffer(&pos, 1),
+                parts as u32,
+            );
+        }
+        (token, pos)
     }
 }
 

@@ -103,6 +103,17 @@ pub trait DecodeOpsBackend: Backend {
         attention_step_composed::<Self>(qkv, [q_gamma, k_gamma], [cos, sin], pos, [k_cache, v_cache], [heads, kv_heads], eps, scale)
     }
 
+    /// Greedy decoding's feed: the argmax of `logits [1, vocab]` (the lowest index on ties) as
+    /// the next token, and the next position: returns `token [1]` holding that id and `pos [1]`
+    /// advanced by one. The cube backends write both into `token`'s and `pos`'s own buffers,
+    /// whatever else holds them (a recorded decode graph relies on it: its next replay reads
+    /// them there), when they are 4-byte integers and `logits` is f32; the default body returns
+    /// new tensors.
+    #[fusion(meta = |_logits, token, pos| (token.clone(), pos.clone()))]
+    fn greedy_feed(logits: FloatTensor<Self>, token: IntTensor<Self>, pos: IntTensor<Self>) -> (IntTensor<Self>, IntTensor<Self>) {
+        greedy_feed_composed::<Self>(logits, token, pos)
+    }
+
     /// A prompt's whole attention in Qwen3, after the q/k/v projection: `qkv [b, s, (heads +
     /// 2·kv_heads)·d]` (query heads, key heads, value heads of each token) at positions `start..
     /// start + s`; q's and k's heads get their RMSNorm (`q_gamma`, `k_gamma` `[d]`, `eps`) and NEOX
@@ -412,6 +423,14 @@ pub fn attention_step(
     (Tensor::from_dispatch(out), Tensor::from_dispatch(k), Tensor::from_dispatch(v))
 }
 
+/// [`DecodeOpsBackend::greedy_feed`] on tensors of any device: the argmax of `logits [1, vocab]`
+/// as the next token `[1]` and `pos [1]` advanced by one (on the cube backends written into the
+/// buffers of `token` and `pos`).
+pub fn greedy_feed(logits: Tensor<2>, token: Tensor<1, Int>, pos: Tensor<1, Int>) -> (Tensor<1, Int>, Tensor<1, Int>) {
+    let (token, pos) = <Dispatch as DecodeOpsBackend>::greedy_feed(logits.into_dispatch(), token.into_dispatch(), pos.into_dispatch());
+    (Tensor::from_dispatch(token), Tensor::from_dispatch(pos))
+}
+
 /// [`DecodeOpsBackend::attention_prompt`] on tensors of any device: returns the attention output
 /// `[b, s, heads·d]` and the written caches.
 #[allow(clippy::too_many_arguments)]
@@ -442,4 +461,14 @@ pub fn attention_prompt(
         scale,
     );
     (Tensor::from_dispatch(out), Tensor::from_dispatch(k), Tensor::from_dispatch(v))
+}
+
+/// [`DecodeOpsBackend::greedy_feed`] from Burn's own primitives (new tensors, nothing in place);
+/// NaNs are masked to -inf first, so they never win.
+pub(crate) fn greedy_feed_composed<B: Backend>(logits: FloatTensor<B>, token: IntTensor<B>, pos: IntTensor<B>) -> (IntTensor<B>, IntTensor<B>) {
+    let settings = get_or_init_device_settings::<B>(&logits.device());
+    let nan = B::float_is_nan(logits.clone(), settings.bool_dtype);
+    let logits = B::float_mask_fill(logits, nan, Scalar::from(f32::NEG_INFINITY));
+    let ids = B::float_argmax(logits, 1, token.dtype().into());
+    (B::int_reshape(ids, Shape::new([1])), B::int_add_scalar(pos, Scalar::from(1i64)))
 }

@@ -18,7 +18,7 @@ mod decode;
 mod layout;
 
 pub use cpu::kernel as cpu_kernel;
-pub use decode::{DecodeOpsBackend, attention_decode, attention_prompt, attention_step, norm_rope, qk_norm_rope, rms_norm};
+pub use decode::{DecodeOpsBackend, attention_decode, attention_prompt, attention_step, greedy_feed, norm_rope, qk_norm_rope, rms_norm};
 pub use layout::{QuantLayout, QuantPart};
 
 use burn::backend::backend_extension;

@@ -65,7 +65,7 @@ fn device_argmax_on() -> bool {
 
 /// Reads token ids (an argmax) back from the device. The read is forced: Burn reads data
 /// lazily, and an `into_data()` whose bytes are never converted does not wait for the device.
-fn read_ids<const D: usize>(ids: Tensor<D, burn::tensor::Int>) -> Result<Vec<i64>> {
+pub(super) fn read_ids<const D: usize>(ids: Tensor<D, burn::tensor::Int>) -> Result<Vec<i64>> {
     ids.into_data().convert::<i64>().try_into_vec::<i64>().map_err(|e| Error::Invalid(format!("reading the argmax: {e:?}")))
 }
 
@@ -88,7 +88,8 @@ impl Qwen3 {
         }
         // Greedy on a backend that compiles kernels: the argmax on the device, one id read back
         // per token instead of the whole row of logits (151,936 floats for Qwen3) and a scan
-        // of it on the host. Burn's argmax keeps the lowest id on ties, as [`argmax`] does.
+        // of it on the host. Burn's argmax keeps the lowest id on ties, as [`argmax`] does; a
+        // decode graph takes its own argmax inside the step (`DecodeGraph::fed_token`).
         let on_device = sampler.is_greedy() && device_argmax_on() && crate::device::compiles_kernels(&self.embed.weight.val().device());
         let mut next_of = |logits: Tensor<2>| -> Result<u32> {
             if on_device {
@@ -118,11 +119,14 @@ impl Qwen3 {
             if let (true, Decoder::Eager(c)) = (recording, &mut decoder) {
                 decoder = Decoder::Graph(self.decode_graph(std::mem::take(c), positions)?);
             }
-            let step = match &mut decoder {
-                Decoder::Eager(c) => self.forward_tokens(&[next], c, false)?,
-                Decoder::Graph(g) => g.step(next)?,
+            next = match &mut decoder {
+                Decoder::Eager(c) => next_of(self.forward_tokens(&[next], c, false)?)?,
+                Decoder::Graph(g) if on_device => {
+                    g.step(next)?;
+                    g.fed_token()?
+                }
+                Decoder::Graph(g) => next_of(g.step(next)?)?,
             };
-            next = next_of(step)?;
             if recording {
                 out.record_time = begin.elapsed();
             } else {
@@ -134,58 +138,37 @@ impl Qwen3 {
     }
 }
 
-/// What [`Qwen3::time_steps`] reads back after each decode step.
+/// What [`Qwen3::time_steps`] does between decode steps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StepRead {
-    /// Nothing until the last step: the device's own pace.
+    /// Nothing until the last step's logits (read in full): the device's own pace, the steps
+    /// enqueued back to back.
     Nothing,
-    /// The first logit (a read of one value, without the argmax).
-    FirstLogit,
-    /// The argmax id, fed back as the next step's token (greedy decoding).
-    ArgmaxFed,
-    /// The argmax id written into the next step's token on the device and the next step
-    /// enqueued; the ids read back 8 steps at a time (greedy decoding, pipelined).
-    Pipelined,
+    /// A device synchronisation after each step, nothing read.
+    Synced,
+    /// Burn's argmax of the logits read back and fed as the next token from the host (greedy
+    /// decoding as [`generate`](Qwen3::generate) did before the step took its own argmax).
+    BurnArgmax,
+    /// The argmax the step left on the device read back (4 bytes) and the next step run
+    /// without writing its inputs ([`DecodeGraph::fed_token`]; what `generate` does).
+    Fed,
 }
 
 impl Qwen3 {
-    /// Times `steps` decode steps after `prompt` that feed the same token every step, reading
-    /// `read` back after each (recorded graph where the backend has one). Against
-    /// [`StepRead::Nothing`] (the device's own pace) the others show what the per-token round
-    /// trip of [`generate`](Self::generate) costs. Times the `steps` steps (the
-    /// recording step excluded).
+    /// Times `steps` decode steps after `prompt` (a recorded graph where the backend has one),
+    /// doing `read` between them: [`StepRead::Nothing`] and [`StepRead::Synced`] feed the
+    /// prompt's last token at every step, the others their argmax. Against `Nothing` (the
+    /// device's own pace) the others show what a token's round trip costs. The recording step is
+    /// not timed.
     pub fn time_steps(&self, prompt: &[u32], steps: usize, read: StepRead) -> Result<StepTimes> {
         let mut cache = self.cache();
-        let _ = self.forward_tokens(prompt, &mut cache, false)?.into_data();
+        let _ = logits_to_vec(self.forward_tokens(prompt, &mut cache, false)?)?;
         let mut token = prompt.last().copied().unwrap_or(0);
         let mut graph = self.decode_graph(cache, prompt.len() + steps + 1)?;
         // The first step records.
-        let _ = graph.step(token)?.into_data();
+        let _ = logits_to_vec(graph.step(token)?)?;
+        let device = self.embed.weight.val().device();
         let mut times = StepTimes::default();
-        if read == StepRead::Pipelined {
-            // The ids are read back PIPELINE steps at a time.
-            const PIPELINE: usize = 8;
-            let start = Instant::now();
-            let mut id: Tensor<1, burn::tensor::Int> = graph.step(token)?.argmax(1).reshape([1]);
-            let mut held = vec![id.clone()];
-            for i in 1..steps {
-                let t = Instant::now();
-                let logits = graph.step_from_device(id.clone())?;
-                times.in_step += t.elapsed();
-                id = logits.argmax(1).reshape([1]);
-                held.push(id.clone());
-                if held.len() == PIPELINE || i + 1 == steps {
-                    let t = Instant::now();
-                    let ids = read_ids(Tensor::cat(std::mem::take(&mut held), 0))?;
-                    if ids.is_empty() {
-                        return Err(Error::Invalid("no id read".into()));
-                    }
-                    times.in_read += t.elapsed();
-                }
-            }
-            times.total = start.elapsed();
-            return Ok(times);
-        }
         let start = Instant::now();
         let mut last = None;
         for _ in 0..steps {
@@ -194,31 +177,28 @@ impl Qwen3 {
             times.in_step += t.elapsed();
             let t = Instant::now();
             match read {
-                StepRead::Nothing | StepRead::Pipelined => last = Some(logits),
-                StepRead::ArgmaxFed => {
-                    let id = read_ids(logits.argmax(1))?;
-                    token = id.first().copied().unwrap_or(0) as u32;
+                StepRead::Nothing => last = Some(logits),
+                StepRead::Synced => {
+                    <burn::backend::Dispatch as burn::backend::Backend>::sync(device.as_dispatch()).map_err(|e| Error::Invalid(format!("sync: {e:?}")))?;
+                    last = Some(logits);
                 }
-                StepRead::FirstLogit => {
-                    // Converted, so the read really happens (the data is read back lazily).
-                    let v = logits.narrow(1, 0, 1).into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::Invalid(format!("reading a logit: {e:?}")))?;
-                    if v.is_empty() {
-                        return Err(Error::Invalid("no logit read".into()));
-                    }
-                }
+                StepRead::BurnArgmax => token = read_ids(logits.argmax(1))?.first().copied().unwrap_or(0) as u32,
+                StepRead::Fed => token = graph.fed_token()?,
             }
             times.in_read += t.elapsed();
         }
         if let Some(logits) = last {
-            let _ = logits.into_data().convert::<f32>();
+            // Read in full: Burn reads lazily, and only a converted read waits for the device.
+            times.head = logits_to_vec(logits)?.into_iter().take(8).collect();
         }
         times.total = start.elapsed();
+        times.last_token = token;
         Ok(times)
     }
 }
 
 /// What [`Qwen3::time_steps`] measured over its steps.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct StepTimes {
     /// All the steps, up to their last result read back.
     pub total: Duration,
@@ -226,4 +206,8 @@ pub struct StepTimes {
     pub in_step: Duration,
     /// Reading back after each step.
     pub in_read: Duration,
+    /// The first logits of the last step (where the steps feed a fixed token).
+    pub head: Vec<f32>,
+    /// The token fed to the last step.
+    pub last_token: u32,
 }

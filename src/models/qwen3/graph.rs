@@ -14,6 +14,11 @@
 //! position on the device and so replay at any position: per layer, one kernel does everything
 //! between the q/k/v projection and the output projection (the q/k norm + RoPE, the two cache
 //! writes, attention: [`crate::ops::attention_step`]).
+//!
+//! The step ends with greedy decoding's feed ([`crate::ops::greedy_feed`]): the argmax of the
+//! logits written into the token buffer and the position advanced, on the device. A greedy
+//! generation then reads 4 bytes a token ([`DecodeGraph::fed_token`]) and writes nothing before
+//! the next replay; sampling writes its own token over the argmax.
 
 use burn::backend::{Backend, Dispatch, DispatchGraph};
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -21,6 +26,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::cache::KvCache;
 use super::model::Qwen3;
 use super::rope::{self, RopeAt};
+use super::generate::read_ids;
 use crate::error::{Error, Result};
 
 /// Warm-up runs before recording: the first runs build and autotune Burn's fused kernels and
@@ -52,6 +58,9 @@ pub struct DecodeGraph<'m> {
     capacity: usize,
     device: Device,
     mode: Mode,
+    /// The token the last step's argmax wrote on the device, once read by
+    /// [`fed_token`](DecodeGraph::fed_token): a step of that token writes no inputs.
+    fed: Option<u32>,
 }
 
 /// How [`DecodeGraph::step`] runs.
@@ -90,10 +99,11 @@ impl Qwen3 {
             cos,
             sin,
         };
-        Ok(DecodeGraph { model: self, state, capacity, device, mode: Mode::Unrecorded })
+        Ok(DecodeGraph { model: self, state, capacity, device, mode: Mode::Unrecorded, fed: None })
     }
 
-    /// One token at the device-held position: logits `[1, vocab]`.
+    /// One token at the device-held position: logits `[1, vocab]`; their argmax is left in the
+    /// token buffer and the position advanced by one.
     fn step_on_device(&self, s: &mut StepState) -> Tensor<2> {
         let StepState { token, pos, cache, cos, sin } = s;
         let c = &self.config;
@@ -103,7 +113,10 @@ impl Qwen3 {
         for (i, block) in self.blocks.iter().enumerate() {
             h = block.forward(h, rope, cache, i);
         }
-        self.lm_head.as_ref().unwrap_or(&self.embed).forward_norm(h, &self.norm).reshape([1, c.vocab_size])
+        let logits = self.lm_head.as_ref().unwrap_or(&self.embed).forward_norm(h, &self.norm).reshape([1, c.vocab_size]);
+        let (next, after) = crate::ops::greedy_feed(logits.clone(), token.clone(), pos.clone());
+        (*token, *pos) = (next, after);
+        logits
     }
 }
 
@@ -128,13 +141,17 @@ impl DecodeGraph<'_> {
         matches!(self.mode, Mode::Recorded { .. })
     }
 
-    /// Appends `token` and returns the logits `[1, vocab]` of its position.
+    /// Appends `token` and returns the logits `[1, vocab]` of its position. Their argmax is
+    /// left on the device for [`fed_token`](Self::fed_token).
     pub fn step(&mut self, token: u32) -> Result<Tensor<2>> {
         self.model.check_tokens(&[token])?;
         let pos = self.next_pos()?;
-        self.write_inputs(token, pos);
+        // The step before left this token and position in the buffers already.
+        if self.fed.take() != Some(token) {
+            self.write_inputs(token, pos);
+        }
         let logits = match &self.mode {
-            Mode::Unrecorded => self.record()?,
+            Mode::Unrecorded => self.record(token, pos)?,
             Mode::Recorded { graph, output } => {
                 self.replay(graph)?;
                 output.clone()
@@ -145,19 +162,17 @@ impl DecodeGraph<'_> {
         Ok(logits)
     }
 
-    /// A step of a recorded graph whose token is read on the device from `token` (`[1]`, e.g. the
-    /// argmax of the step before): nothing waits on the host between steps.
-    pub fn step_from_device(&mut self, token: Tensor<1, Int>) -> Result<Tensor<2>> {
-        let pos = self.next_pos()?;
-        let Mode::Recorded { graph, output } = &self.mode else {
-            return Err(Error::Invalid("step_from_device needs a recorded decode graph".into()));
-        };
-        let output = output.clone();
-        assign(&mut self.state.token, token);
-        write_value(&mut self.state.pos, pos as i64, &self.device);
-        self.replay(graph)?;
-        self.state.cache.advance(1);
-        Ok(output)
+    /// The argmax of the last step's logits (the lowest id on ties), which that step wrote into
+    /// the device's token buffer: a 4-byte read. A [`step`](Self::step) of this id then writes
+    /// nothing before it runs.
+    pub fn fed_token(&mut self) -> Result<u32> {
+        if matches!(self.mode, Mode::Unrecorded) {
+            return Err(Error::Invalid("fed_token needs a step first".into()));
+        }
+        let ids = read_ids(self.state.token.clone())?;
+        let id = ids.first().copied().and_then(|id| u32::try_from(id).ok()).ok_or_else(|| Error::Invalid(format!("the device's argmax read back as {ids:?}")))?;
+        self.fed = Some(id);
+        Ok(id)
     }
 
     /// Replays `graph` (recorded by [`record`](Self::record)).
@@ -186,18 +201,24 @@ impl DecodeGraph<'_> {
         write_value(&mut self.state.pos, pos as i64, &self.device);
     }
 
-    /// The first step: warm-up runs, then the recorded one, then its replay. Falls back to eager
+    /// The first step, of `token` at `pos`: warm-up runs, then the recorded one, then its
+    /// replay (each run from the same inputs: a run's feed overwrites them). Falls back to eager
     /// steps where the backend cannot record.
-    fn record(&mut self) -> Result<Tensor<2>> {
-        let device = self.device.as_dispatch();
+    fn record(&mut self, token: u32, pos: usize) -> Result<Tensor<2>> {
+        let device = self.device.clone();
+        let device = device.as_dispatch();
         let failed = |e| Error::Invalid(format!("decode graph warm-up: {e:?}"));
         <Dispatch as Backend>::graph_prepare(device).map_err(failed)?;
-        for _ in 0..WARMUP_RUNS {
+        for run in 0..WARMUP_RUNS {
+            if run > 0 {
+                self.write_inputs(token, pos);
+            }
             // Kept until the sync: Burn's fusion skips work whose result is dropped unread.
             let out = self.model.step_on_device(&mut self.state);
             <Dispatch as Backend>::sync(device).map_err(failed)?;
             drop(out);
         }
+        self.write_inputs(token, pos);
         // A backend without graph support refuses to start; then every step runs eagerly.
         if <Dispatch as Backend>::graph_start_capture(device).is_err() {
             self.mode = Mode::Eager;
@@ -207,7 +228,8 @@ impl DecodeGraph<'_> {
         // A refused recording leaves the buffers it would have written marked failed (the cache
         // among them), so it is an error rather than a silent fallback.
         let graph = <Dispatch as Backend>::graph_stop_capture(device).map_err(|e| Error::Invalid(format!("recording the decode graph: {e:?}")))?;
-        // The recording ran none of its launches; the replay does.
+        // The recording ran none of its launches; the replay does, from the same inputs.
+        self.write_inputs(token, pos);
         self.replay(&graph)?;
         self.mode = Mode::Recorded { graph, output: output.clone() };
         Ok(output)

@@ -23,17 +23,16 @@ pub struct Sampler {
     state: u64,
 }
 
-/// Index of the largest value, the lowest index on ties; NaNs are skipped.
+/// Index of the largest value, the lowest index on ties; NaNs are skipped (0 where every value
+/// is NaN). The device's argmax (`crate::kernels::argmax`) picks the same.
 pub fn argmax(logits: &[f32]) -> usize {
-    let mut best = 0;
-    let mut best_v = f32::NEG_INFINITY;
+    let mut best: Option<(usize, f32)> = None;
     for (i, &v) in logits.iter().enumerate() {
-        if v > best_v {
-            best = i;
-            best_v = v;
+        if !v.is_nan() && best.is_none_or(|(_, b)| v > b) {
+            best = Some((i, v));
         }
     }
-    best
+    best.map_or(0, |(i, _)| i)
 }
 
 impl Sampler {
