@@ -18,8 +18,9 @@
 //!   `D[:, 2r] + D[:, 2r + 1]` is the run's `Σ q·x` for token `r` to f32 accuracy after undoing
 //!   the scales (powers of two).
 //! - Per run the D fragment is scaled by `d·sc` and the min term `dmin·m·Σx` subtracted (int4:
-//!   `d` and `d·z`; Σx from [`mma_input`]). A cube of `planes` warps covers 16 rows, the warps
-//!   splitting the blocks; their sums meet in shared memory.
+//!   `d` and `d·z`; Σx from [`mma_input`]). A cube of `planes` warps covers `16 · mt` rows
+//!   (`mt` A tiles a warp, sharing each B fragment read), the warps splitting the blocks; their
+//!   sums meet in shared memory.
 
 use cubecl::cmma::MmaDefinition;
 use cubecl::prelude::*;
@@ -30,7 +31,7 @@ use super::matvec_q4k::scales_mins;
 
 /// Warps per cube by default (they split a 16-row group's blocks); the launch passes `planes`.
 pub const PLANES: u32 = 8;
-/// Weight rows per cube (one m16n8k16 tile).
+/// Weight rows of one A tile (m16n8k16); a cube covers `ROWS · mt` rows.
 pub const ROWS: u32 = 16;
 
 /// The f16 bits of `v` (round to nearest).
@@ -91,14 +92,31 @@ pub fn mma_input(x: &[f32], xq: &mut [u32], xsum: &mut [f32], xinv: &mut [f32], 
     }
 }
 
+/// The four A-fragment registers of one 16-row tile for one half `s` of a chunk: rows `g`
+/// (`wa*`) and `g + 8` (`wb*`), word `0` of the lane's pair for the first `k16` step (`a0`) and
+/// word `1` for the second (`a1`), the codes masked in place (`mask`) as exact f16 subnormals.
+#[cube]
+fn fill_a<NA: Size>(wa0: u32, wa1: u32, wb0: u32, wb1: u32, a0: &mut Array<Vector<f16, NA>>, a1: &mut Array<Vector<f16, NA>>, #[comptime] mask: u32) {
+    a0[0] = Vector::reinterpret(wa0 & mask);
+    a0[1] = Vector::reinterpret(wb0 & mask);
+    a0[2] = Vector::reinterpret((wa0 >> 8) & mask);
+    a0[3] = Vector::reinterpret((wb0 >> 8) & mask);
+    a1[0] = Vector::reinterpret(wa1 & mask);
+    a1[1] = Vector::reinterpret(wb1 & mask);
+    a1[2] = Vector::reinterpret((wa1 >> 8) & mask);
+    a1[3] = Vector::reinterpret((wb1 >> 8) & mask);
+}
+
 /// See the module docs. `w` is the packed weight in words, `off` the part's first word. `group`
 /// picks the block layout: 0 for Q4_K (144-byte blocks of 256, per-sub-block scales and mins),
 /// else burn-quant's int4 group of `group` weights (a multiple of 64: header word `d | z << 16`,
 /// then `group / 8` code words, byte `j` holding weights `j` and `j + group/2`, so the low and
 /// high nibbles of a 32-byte chunk are again two 32-value runs of the input). `m` token rows (at
 /// most `4 · tiles`) are read from [`mma_input`]'s output for `m · k` values; `y` is `[m, ny]`,
-/// this launch writing columns `col0..col0 + rows` (plus `res` at the same index with `add`). Each `n8` tile of B holds 4 token rows (hi
-/// and lo columns of each), so the A fragment of a sub-block is decoded once for all of them.
+/// this launch writing columns `col0..col0 + rows` (plus `res` at the same index with `add`).
+/// Each `n8` tile of B holds 4 token rows (hi and lo columns of each), so the A fragment of a
+/// sub-block is decoded once for all of them; a warp takes `mt` (1 or 2) 16-row A tiles, so each
+/// B fragment read serves `mt` of them (a cube covers `16 · mt` rows).
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn matvec_q4_mma(
@@ -117,15 +135,22 @@ pub fn matvec_q4_mma(
     #[comptime] group: u32,
     #[comptime] tiles: u32,
     #[comptime] planes: u32,
+    #[comptime] mt: u32,
     #[comptime] add: bool,
 ) {
     let lane = UNIT_POS_X;
     let plane = UNIT_POS_Y;
     let g = lane / 4;
     let t = lane % 4;
-    let r0 = CUBE_POS as u32 * ROWS;
-    let ra = select(r0 + g < rows, r0 + g, rows - 1);
-    let rb = select(r0 + g + 8 < rows, r0 + g + 8, rows - 1);
+    let cube_rows = comptime!(ROWS * mt);
+    let r0 = CUBE_POS as u32 * cube_rows;
+    // Rows g and g + 8 of each A tile (`2i`, `2i + 1`), clamped for reads.
+    let mut row = Array::<u32>::new(comptime!(2 * mt) as usize);
+    #[unroll]
+    for i in 0..2 * mt {
+        let r = r0 + 16 * (i / 2) + 8 * (i % 2) + g;
+        row[i as usize] = select(r < rows, r, rows - 1);
+    }
     let elems = comptime!(if group == 0 { 256u32 } else { group });
     let bwords = comptime!(if group == 0 { 36u32 } else { 1 + group / 8 });
     let code0 = comptime!(if group == 0 { 4u32 } else { 1u32 });
@@ -142,57 +167,68 @@ pub fn matvec_q4_mma(
     let size!(NC) = def.vector_size(cubecl::cmma::MatrixIdent::Accumulator);
     let mut a0 = Array::<Vector<f16, NA>>::new(4usize);
     let mut a1 = Array::<Vector<f16, NA>>::new(4usize);
+    let mut e0 = Array::<Vector<f16, NA>>::new(4usize);
+    let mut e1 = Array::<Vector<f16, NA>>::new(4usize);
     let mut bf = Array::<Vector<f16, NB>>::new(2usize);
+    let mut bg = Array::<Vector<f16, NB>>::new(2usize);
     let mut c = Array::<Vector<f32, NC>>::new(2usize);
-    let mut acc = Array::<f32>::new(comptime!(2 * tiles) as usize);
+    let mut ce = Array::<Vector<f32, NC>>::new(2usize);
+    // Per A-tile row `i` (as `row`) and token tile: the row's sum.
+    let mut acc = Array::<f32>::new(comptime!(2 * mt * tiles) as usize);
     #[unroll]
-    for i in 0..2 * tiles {
+    for i in 0..2 * mt * tiles {
         acc[i as usize] = 0.0;
     }
+    let mut base = Array::<u32>::new(comptime!(2 * mt) as usize);
+    let mut hw = Array::<u32>::new(comptime!(8 * mt) as usize);
+    let mut wd = Array::<u32>::new(comptime!(4 * mt) as usize);
+    // Per row `i`: the scales of the chunk's two halves' `Σ q·x` and `Σ x`.
+    let mut sc = Array::<f32>::new(comptime!(8 * mt) as usize);
     let mut b = plane;
     while b < blocks {
-        let ba = off + (ra * blocks + b) * bwords;
-        let bb = off + (rb * blocks + b) * bwords;
-        let (da, dmina) = f16_pair(w[ba as usize], true);
-        let (db, dminb) = f16_pair(w[bb as usize], true);
-        // Q4_K: the scale words (int4 blocks have code words there, unused); int4: the zero
-        // point (bits 16..24 of the header).
-        let (a1w, a2w, a3w) = (w[(ba + 1) as usize], w[(ba + 2) as usize], w[(ba + 3) as usize]);
-        let (b1w, b2w, b3w) = (w[(bb + 1) as usize], w[(bb + 2) as usize], w[(bb + 3) as usize]);
-        let za = f32::cast_from((w[ba as usize] >> 16) & 0xFF);
-        let zb = f32::cast_from((w[bb as usize] >> 16) & 0xFF);
+        #[unroll]
+        for i in 0..2 * mt {
+            let at = off + (row[i as usize] * blocks + b) * bwords;
+            base[i as usize] = at;
+            hw[(4 * i) as usize] = w[at as usize];
+            if comptime!(group == 0) {
+                // Q4_K: the scale words.
+                hw[(4 * i + 1) as usize] = w[(at + 1) as usize];
+                hw[(4 * i + 2) as usize] = w[(at + 2) as usize];
+                hw[(4 * i + 3) as usize] = w[(at + 3) as usize];
+            }
+        }
         #[unroll]
         for j in 0..chunks {
-            let wa0 = w[(ba + code0 + 8 * j + 2 * t) as usize];
-            let wa1 = w[(ba + code0 + 1 + 8 * j + 2 * t) as usize];
-            let wb0 = w[(bb + code0 + 8 * j + 2 * t) as usize];
-            let wb1 = w[(bb + code0 + 1 + 8 * j + 2 * t) as usize];
-            // Per half `s` of the chunk: `(scale of Σ q·x, scale of Σ x)` for rows a and b.
-            let (sla, sha, mla, mha) = if comptime!(group == 0) {
-                let (sl, sh, ml, mh) = scales_mins(a1w, a2w, a3w, j);
-                (da * sl, da * sh, dmina * ml, dmina * mh)
-            } else {
-                (da, da, da * za, da * za)
-            };
-            let (slb, shb, mlb, mhb) = if comptime!(group == 0) {
-                let (sl, sh, ml, mh) = scales_mins(b1w, b2w, b3w, j);
-                (db * sl, db * sh, dminb * ml, dminb * mh)
-            } else {
-                (db, db, db * zb, db * zb)
-            };
+            #[unroll]
+            for i in 0..2 * mt {
+                let at = base[i as usize] + code0 + 8 * j + 2 * t;
+                wd[(2 * i) as usize] = w[at as usize];
+                wd[(2 * i + 1) as usize] = w[(at + 1) as usize];
+                let (d, dmin) = f16_pair(hw[(4 * i) as usize], true);
+                if comptime!(group == 0) {
+                    let (sl, sh, ml, mh) = scales_mins(hw[(4 * i + 1) as usize], hw[(4 * i + 2) as usize], hw[(4 * i + 3) as usize], j);
+                    sc[(4 * i) as usize] = d * sl;
+                    sc[(4 * i + 1) as usize] = d * sh;
+                    sc[(4 * i + 2) as usize] = dmin * ml;
+                    sc[(4 * i + 3) as usize] = dmin * mh;
+                } else {
+                    // int4: the zero point is bits 16..24 of the header.
+                    let dz = d * f32::cast_from((hw[(4 * i) as usize] >> 16) & 0xFF);
+                    sc[(4 * i) as usize] = d;
+                    sc[(4 * i + 1) as usize] = d;
+                    sc[(4 * i + 2) as usize] = dz;
+                    sc[(4 * i + 3) as usize] = dz;
+                }
+            }
             #[unroll]
             for s in 0..2u32 {
                 let mask = comptime!(if s == 0 { 0x000F_000Fu32 } else { 0x00F0_00F0u32 });
                 let sb = if comptime!(group == 0) { b * 8 + 2 * j + s } else { b * (group / 32) + j + s * (group / 64) };
-                a0[0] = Vector::reinterpret(wa0 & mask);
-                a0[1] = Vector::reinterpret(wb0 & mask);
-                a0[2] = Vector::reinterpret((wa0 >> 8) & mask);
-                a0[3] = Vector::reinterpret((wb0 >> 8) & mask);
-                a1[0] = Vector::reinterpret(wa1 & mask);
-                a1[1] = Vector::reinterpret(wb1 & mask);
-                a1[2] = Vector::reinterpret((wa1 >> 8) & mask);
-                a1[3] = Vector::reinterpret((wb1 >> 8) & mask);
-                let (sca, mna, scb, mnb) = if comptime!(s == 0) { (sla, mla, slb, mlb) } else { (sha, mha, shb, mhb) };
+                fill_a(wd[0], wd[1], wd[2], wd[3], &mut a0, &mut a1, mask);
+                if comptime!(mt == 2) {
+                    fill_a(wd[4], wd[5], wd[6], wd[7], &mut e0, &mut e1, mask);
+                }
                 let unit0 = comptime!(if s == 0 { 16777216.0f32 } else { 1048576.0f32 });
                 #[unroll]
                 for tile in 0..tiles {
@@ -200,24 +236,29 @@ pub fn matvec_q4_mma(
                     let tc = u32::min(4 * tile + t, m - 1);
                     c[0] = Vector::cast_from(0.0f32);
                     c[1] = Vector::cast_from(0.0f32);
-                    #[unroll]
-                    for h in 0..2u32 {
-                        let xo = tb * k + ((8 * sb + 2 * t + h) * 2 + bpart) * 2;
-                        bf[0] = Vector::reinterpret(xq[xo as usize]);
-                        bf[1] = Vector::reinterpret(xq[(xo + 1) as usize]);
-                        if comptime!(h == 0) {
-                            def.execute_inplace(&a0, &bf, &mut c);
-                        } else {
-                            def.execute_inplace(&a1, &bf, &mut c);
-                        }
+                    ce[0] = Vector::cast_from(0.0f32);
+                    ce[1] = Vector::cast_from(0.0f32);
+                    let xo = tb * k + ((8 * sb + 2 * t) * 2 + bpart) * 2;
+                    bf[0] = Vector::reinterpret(xq[xo as usize]);
+                    bf[1] = Vector::reinterpret(xq[(xo + 1) as usize]);
+                    bg[0] = Vector::reinterpret(xq[(xo + 4) as usize]);
+                    bg[1] = Vector::reinterpret(xq[(xo + 5) as usize]);
+                    def.execute_inplace(&a0, &bf, &mut c);
+                    def.execute_inplace(&a1, &bg, &mut c);
+                    if comptime!(mt == 2) {
+                        def.execute_inplace(&e0, &bf, &mut ce);
+                        def.execute_inplace(&e1, &bg, &mut ce);
                     }
                     // Σ q·x of the sub-block for rows g (c[0]) and g + 8 (c[1]), token tc.
                     let xs = xsum[(tc * subs + sb) as usize];
                     let unit = unit0 * xinv[(tc * subs + sb) as usize];
-                    let qa = (c[0].extract(0usize) + c[0].extract(1usize)) * unit;
-                    let qb = (c[1].extract(0usize) + c[1].extract(1usize)) * unit;
-                    acc[(2 * tile) as usize] += sca * qa - mna * xs;
-                    acc[(2 * tile + 1) as usize] += scb * qb - mnb * xs;
+                    #[unroll]
+                    for i in 0..2 * mt {
+                        let cv = if comptime!(i < 2) { c[(i % 2) as usize] } else { ce[(i % 2) as usize] };
+                        let q = (cv.extract(0usize) + cv.extract(1usize)) * unit;
+                        let a = (i * tiles + tile) as usize;
+                        acc[a] += sc[(4 * i + s) as usize] * q - sc[(4 * i + 2 + s) as usize] * xs;
+                    }
                 }
             }
         }
@@ -225,24 +266,26 @@ pub fn matvec_q4_mma(
     }
     // Per plane, token and row of the cube: the plane's partial sums, then one thread per
     // (token, row) adds the planes'.
-    let per = comptime!(4 * tiles * ROWS);
-    let mut red = Shared::<[f32]>::new_slice(comptime!(planes * 4 * tiles * ROWS) as usize);
+    let per = comptime!(4 * tiles * cube_rows);
+    let mut red = Shared::<[f32]>::new_slice(comptime!(planes * 4 * tiles * cube_rows) as usize);
     #[unroll]
     for tile in 0..tiles {
-        let o = plane * per + (4 * tile + t) * ROWS;
-        red[(o + g) as usize] = acc[(2 * tile) as usize];
-        red[(o + g + 8) as usize] = acc[(2 * tile + 1) as usize];
+        #[unroll]
+        for i in 0..2 * mt {
+            let o = plane * per + (4 * tile + t) * cube_rows + 16 * (i / 2) + 8 * (i % 2) + g;
+            red[o as usize] = acc[(i * tiles + tile) as usize];
+        }
     }
     sync_cube();
     let mut i = plane * 32 + lane;
-    while i < m * ROWS {
-        let row = i % ROWS;
+    while i < m * cube_rows {
+        let r = i % cube_rows;
         let mut s = 0.0f32;
         for p in 0..planes {
             s += red[(p * per + i) as usize];
         }
-        if r0 + row < rows {
-            let at = (i / ROWS) * ny + col0 + r0 + row;
+        if r0 + r < rows {
+            let at = (i / cube_rows) * ny + col0 + r0 + r;
             y[at as usize] = if comptime!(add) { s + res[at as usize] } else { s };
         }
         i += planes * 32;

@@ -147,6 +147,9 @@ struct LaunchKnobs {
     /// `BURN_QUANT_MMA_PLANES` (4, 8 or 16): warps per cube of the tensor-core decode kernel
     /// (default [`matvec_mma::PLANES`]).
     mma_planes: u32,
+    /// `BURN_QUANT_MMA_MT` (1 or 2): 16-row A tiles per warp of the tensor-core decode kernel,
+    /// in place of [`mma_mt`]'s choice.
+    mma_mt: Option<u32>,
     /// Which of the RMSNorm and the SwiGLU before a product the decode kernels do ([`Pre`]):
     /// `BURN_QUANT_FOLD` = `all` for both, `norm` or `glu` for one of them, `0` for neither (each
     /// then a launch of its own), for comparisons, at every product size; unset, [`folds`]
@@ -171,6 +174,7 @@ fn knobs() -> &'static LaunchKnobs {
             .and_then(|v| v.parse().ok())
             .filter(|p| matches!(p, 4 | 8 | 16))
             .unwrap_or(matvec_mma::PLANES),
+        mma_mt: std::env::var("BURN_QUANT_MMA_MT").ok().and_then(|v| v.parse().ok()).filter(|t| matches!(t, 1 | 2)),
         fold: match std::env::var("BURN_QUANT_FOLD").as_deref() {
             Ok("0") => Some((false, false)),
             Ok("norm") => Some((true, false)),
@@ -303,6 +307,16 @@ fn mma_group(p: &QuantPart) -> Option<u32> {
         crate::GgmlType::Q4_K => Some(0),
         kind => kind.int4_group().filter(|g| g % 64 == 0).map(|g| g as u32),
     }
+}
+
+/// 16-row A tiles per warp of [`matvec_mma::matvec_q4_mma`] at `m` token rows for a part of
+/// layout argument `group` (0 for Q4_K): two, so each B fragment read serves both, from 2 to 8
+/// rows and for Q4_K above; one at a single row and for int4 above 8 rows. H100, 4,096 × 14,336
+/// alone under ncu (µs, one A tile / two): Q4_K m=1 28.3–28.5 / 31.8–32.8, m=8 50.1–54.0 /
+/// 41.3–43.6, m=16 76.0–78.4 / 57.1–58.0; int4 (group 128) m=1 26.5–27.1 / 28.8–29.8, m=8
+/// 43.2–43.7 / 30.4–31.0, m=16 59.3–59.7 / 114–116. `BURN_QUANT_MMA_MT` overrides.
+fn mma_mt(m: usize, group: u32) -> u32 {
+    knobs().mma_mt.unwrap_or(if (2..=8).contains(&m) || (group == 0 && m > 8) { 2 } else { 1 })
 }
 
 /// The input of [`matvec_mma::matvec_q4_mma`] for the `m` token rows `x` of `k` values each:
@@ -596,7 +610,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
             unsafe {
                 matvec_mma::matvec_q4_mma::launch_unchecked(
                     &client,
-                    grid_1d(part.rows.div_ceil(matvec_mma::ROWS as usize)),
+                    grid_1d(part.rows.div_ceil((matvec_mma::ROWS * mma_mt(m, group)) as usize)),
                     CubeDim::new_2d(32, knobs().mma_planes),
                     buffer(w, words),
                     buffer(xq, m * k),
@@ -613,6 +627,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
                     group,
                     m.div_ceil(4) as u32,
                     knobs().mma_planes,
+                    mma_mt(m, group),
                     res.add,
                 )
             };
