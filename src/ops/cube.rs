@@ -144,11 +144,11 @@ struct LaunchKnobs {
     q6k: Option<(u32, u32)>,
     /// `BURN_QUANT_Q80_M1`: the Q8_0 / Q5_0 kernel ([`q80_launch`]).
     q80: Option<(u32, u32)>,
-    /// `BURN_QUANT_MMA_PLANES` (4, 8 or 16): warps per cube of the tensor-core decode kernel
-    /// (default [`matvec_mma::PLANES`]).
-    mma_planes: u32,
+    /// `BURN_QUANT_MMA_PLANES` (4, 8 or 16): warps per cube of the tensor-core decode kernel,
+    /// in place of [`mma_shape`]'s choice.
+    mma_planes: Option<u32>,
     /// `BURN_QUANT_MMA_MT` (1 or 2): 16-row A tiles per warp of the tensor-core decode kernel,
-    /// in place of [`mma_mt`]'s choice.
+    /// in place of [`mma_shape`]'s choice.
     mma_mt: Option<u32>,
     /// Which of the RMSNorm and the SwiGLU before a product the decode kernels do ([`Pre`]):
     /// `BURN_QUANT_FOLD` = `all` for both, `norm` or `glu` for one of them, `0` for neither (each
@@ -172,8 +172,7 @@ fn knobs() -> &'static LaunchKnobs {
         mma_planes: std::env::var("BURN_QUANT_MMA_PLANES")
             .ok()
             .and_then(|v| v.parse().ok())
-            .filter(|p| matches!(p, 4 | 8 | 16))
-            .unwrap_or(matvec_mma::PLANES),
+            .filter(|p| matches!(p, 4 | 8 | 16)),
         mma_mt: std::env::var("BURN_QUANT_MMA_MT").ok().and_then(|v| v.parse().ok()).filter(|t| matches!(t, 1 | 2)),
         fold: match std::env::var("BURN_QUANT_FOLD").as_deref() {
             Ok("0") => Some((false, false)),
@@ -309,14 +308,18 @@ fn mma_group(p: &QuantPart) -> Option<u32> {
     }
 }
 
-/// 16-row A tiles per warp of [`matvec_mma::matvec_q4_mma`] at `m` token rows for a part of
-/// layout argument `group` (0 for Q4_K): two, so each B fragment read serves both, from 2 to 8
-/// rows and for Q4_K above; one at a single row and for int4 above 8 rows. H100, 4,096 × 14,336
-/// alone under ncu (µs, one A tile / two): Q4_K m=1 28.3–28.5 / 31.8–32.8, m=8 50.1–54.0 /
-/// 41.3–43.6, m=16 76.0–78.4 / 57.1–58.0; int4 (group 128) m=1 26.5–27.1 / 28.8–29.8, m=8
-/// 43.2–43.7 / 30.4–31.0, m=16 59.3–59.7 / 114–116. `BURN_QUANT_MMA_MT` overrides.
-fn mma_mt(m: usize, group: u32) -> u32 {
-    knobs().mma_mt.unwrap_or(if (2..=8).contains(&m) || (group == 0 && m > 8) { 2 } else { 1 })
+/// `(16-row A tiles per warp, warps per cube)` of [`matvec_mma::matvec_q4_mma`] at `m` token
+/// rows for a part of layout argument `group` (0 for Q4_K): two tiles, so each B fragment read
+/// serves both, and 16 warps splitting the blocks, from 2 to 8 rows and for Q4_K above; one tile
+/// and 8 warps at a single row and for int4 above 8 rows. H100, 4,096 × 14,336 alone under ncu,
+/// µs (tiles, warps = 1, 8 / 2, 8 / 2, 16): Q4_K m=8 49.7–54.0 / 41.3–43.6 / 33.2–35.2, m=16
+/// 75.7–78.6 / 57.1–58.0 / 51.1–54.1; int4 (group 128) m=8 43.2–43.7 / 30.4–31.3 / 26.8–26.9,
+/// m=16 59.0–59.7 / 114–117 / 60.8–61.7; at m=1 1, 8 takes 26.5–28.5 and 2, 8 28.8–32.8.
+/// `BURN_QUANT_MMA_MT` and `BURN_QUANT_MMA_PLANES` override.
+fn mma_shape(m: usize, group: u32) -> (u32, u32) {
+    let two = (2..=8).contains(&m) || (group == 0 && m > 8);
+    let (mt, planes) = if two { (2, 16) } else { (1, matvec_mma::PLANES) };
+    (knobs().mma_mt.unwrap_or(mt), knobs().mma_planes.unwrap_or(planes))
 }
 
 /// The input of [`matvec_mma::matvec_q4_mma`] for the `m` token rows `x` of `k` values each:
@@ -603,6 +606,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
         let (rows, at) = (part.rows as u32, part.byte_offset);
         let kernel = DecodeKernel::of(part, on);
         let launched = if let (Some((xq, xsum, xinv)), DecodeKernel::Mma(group)) = (&mma, kernel) {
+            let (mt, planes) = mma_shape(m, group);
             // SAFETY: the part starts on a word boundary and its rows are whole blocks of whole
             // words (36 for Q4_K, 1 + G/8 for int4); rows past `rows` are clamped in the kernel;
             // `xq`, `xsum`, `xinv` cover `m · k` values and tokens past `m` are clamped; `y` is
@@ -610,8 +614,8 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
             unsafe {
                 matvec_mma::matvec_q4_mma::launch_unchecked(
                     &client,
-                    grid_1d(part.rows.div_ceil((matvec_mma::ROWS * mma_mt(m, group)) as usize)),
-                    CubeDim::new_2d(32, knobs().mma_planes),
+                    grid_1d(part.rows.div_ceil((matvec_mma::ROWS * mt) as usize)),
+                    CubeDim::new_2d(32, planes),
                     buffer(w, words),
                     buffer(xq, m * k),
                     buffer(xsum, m * k / 32),
@@ -626,8 +630,8 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
                     m as u32,
                     group,
                     m.div_ceil(4) as u32,
-                    knobs().mma_planes,
-                    mma_mt(m, group),
+                    planes,
+                    mt,
                     res.add,
                 )
             };
