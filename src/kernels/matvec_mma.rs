@@ -29,7 +29,8 @@ use half::f16;
 use super::decode::f16_pair;
 use super::matvec_q4k::scales_mins;
 
-/// Warps per cube by default (they split a 16-row group's blocks); the launch passes `planes`.
+/// Warps per cube with one A tile a warp (they split the blocks of the cube's rows); the launch
+/// passes `planes` (16 with two tiles: `ops::cube::mma_shape`).
 pub const PLANES: u32 = 8;
 /// Weight rows of one A tile (m16n8k16); a cube covers `ROWS · mt` rows.
 pub const ROWS: u32 = 16;
