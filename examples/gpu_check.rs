@@ -395,6 +395,31 @@ fn rms_norm(device: &Device, rep: &mut Report) -> Result<()> {
     Ok(())
 }
 
+/// `ops::greedy_feed` on a vocabulary-sized row (151,936 logits, a tie of the maximum split
+/// across the kernel's cubes) with the device's 4-byte ids and with 8-byte ones (a high word to
+/// clear): the host's argmax and the position advanced.
+fn greedy_feed(device: &Device, rep: &mut Report) -> Result<()> {
+    use burn::tensor::{DType, Int};
+    let n = 151_936usize;
+    let mut row: Vec<f32> = (0..n).map(|i| ((i * 7919) % 10007) as f32 * 1e-3 - 5.0).collect();
+    for i in [150_000, 90_001, 1_025] {
+        row[i] = 11.0;
+    }
+    let want = argmax(&row) as i64;
+    for wide in [false, true] {
+        let int = |v: i64| match wide {
+            true => Tensor::<1, Int>::from_data(TensorData::new(vec![v], [1]), (device, DType::I64)),
+            false => Tensor::<1, Int>::from_data(TensorData::new(vec![v], [1]), device),
+        };
+        let logits = Tensor::<2>::from_data(TensorData::new(row.clone(), [1, n]), device);
+        let (token, pos) = burn_quant::ops::greedy_feed(logits, int(if wide { 3 + (9 << 32) } else { 3 }), int(99));
+        let read = |t: Tensor<1, Int>| t.into_data().convert::<i64>().try_to_vec::<i64>().map_err(|e| Error::Invalid(format!("{e:?}")));
+        let (got, p) = (read(token)?, read(pos)?);
+        rep.check(format!("greedy_feed {n} logits, 8-byte ids {wide}"), got == vec![want] && p == vec![100], format!("id {got:?} (host {want}), position {p:?}"));
+    }
+    Ok(())
+}
+
 /// A prompt's attention op (`ops::attention_prompt`) at the model shapes' head size (128)
 /// against float64: the 0.6B's groups (16 query heads over 8) with 300 tokens after 5 positions
 /// held (19 row blocks of 32, the last partial; 10 key tiles), the 8B's (32 over 8) with 77
@@ -504,6 +529,7 @@ fn run() -> Result<bool> {
         }
     }
     rms_norm(&device, &mut rep)?;
+    greedy_feed(&device, &mut rep)?;
     attention_prompt(&device, &mut rep)?;
     qwen3(&device, &mut rep)?;
     let failed = rep.rows.iter().filter(|r| !r.1).count();

@@ -517,16 +517,22 @@ fn greedy_feed_matches_host_argmax(device: Device) {
     nans[701] = f32::NAN;
     nans[1800] = f32::INFINITY;
     let rows = [tied, nans, vec![f32::NEG_INFINITY; 1500], vec![f32::NAN; 1030], noise(151_936, 3), vec![0.25; 7]];
-    for (r, row) in rows.iter().enumerate() {
-        let want = argmax(row);
-        let n = row.len();
-        let logits = Tensor::<2>::from_data(TensorData::new(row.clone(), [1, n]), &device);
-        let token = Tensor::<1, Int>::from_data(TensorData::new(vec![5i64], [1]), &device);
-        let pos = Tensor::<1, Int>::from_data(TensorData::new(vec![41i64], [1]), &device);
-        let (token, pos) = burn_quant::ops::greedy_feed(logits, token, pos);
-        let read = |t: Tensor<1, Int>| t.into_data().convert::<i64>().try_to_vec::<i64>().unwrap();
-        assert_eq!(read(token), vec![want as i64], "row {r}: argmax");
-        assert_eq!(read(pos), vec![42], "row {r}: position");
+    // The device's default integers, and 8-byte ones (written as a low and a high word).
+    for wide in [false, true] {
+        for (r, row) in rows.iter().enumerate() {
+            let want = argmax(row);
+            let n = row.len();
+            let logits = Tensor::<2>::from_data(TensorData::new(row.clone(), [1, n]), &device);
+            let int = |v: i64| match wide {
+                true => Tensor::<1, Int>::from_data(TensorData::new(vec![v], [1]), (&device, burn::tensor::DType::I64)),
+                false => Tensor::<1, Int>::from_data(TensorData::new(vec![v], [1]), &device),
+            };
+            // With 8-byte ids, a high word that must be cleared.
+            let (token, pos) = burn_quant::ops::greedy_feed(logits, int(if wide { 5 + (7 << 32) } else { 5 }), int(41));
+            let read = |t: Tensor<1, Int>| t.into_data().convert::<i64>().try_to_vec::<i64>().unwrap();
+            assert_eq!(read(token), vec![want as i64], "row {r} (8-byte ids {wide}): argmax");
+            assert_eq!(read(pos), vec![42], "row {r} (8-byte ids {wide}): position");
+        }
     }
 }
 

@@ -75,9 +75,10 @@ pub fn argmax_parts(x: &[f32], part_v: &mut [f32], part_i: &mut [u32], n: u32, c
 }
 
 /// One cube: the best of the `parts` winners of [`argmax_parts`], written to `token[0]` (0 where
-/// every logit was NaN), and `pos[0]` advanced by one.
+/// every logit was NaN), and `pos[0]` advanced by one. With `wide` both are 8-byte integers:
+/// `token[1]`, the id's high word, is zeroed, and a position below 2³² has no carry to make.
 #[cube(launch_unchecked)]
-pub fn argmax_feed(part_v: &[f32], part_i: &[u32], token: &mut [u32], pos: &mut [u32], parts: u32) {
+pub fn argmax_feed(part_v: &[f32], part_i: &[u32], token: &mut [u32], pos: &mut [u32], parts: u32, #[comptime] wide: bool) {
     let mut bv = f32::new(0.0);
     let mut bi = u32::new(u32::MAX as i64);
     let mut p = UNIT_POS;
@@ -95,6 +96,9 @@ pub fn argmax_feed(part_v: &[f32], part_i: &[u32], token: &mut [u32], pos: &mut 
     if UNIT_POS == 0 {
         let best = si[0];
         token[0] = select(best == u32::MAX, 0u32, best);
+        if comptime!(wide) {
+            token[1] = 0u32;
+        }
         pos[0] += 1;
     }
 }

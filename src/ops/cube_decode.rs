@@ -268,12 +268,23 @@ impl DecodeOpsBackend for CubeBackend {
     }
 
     fn greedy_feed(logits: CubeTensor, token: CubeTensor, pos: CubeTensor) -> (CubeTensor, CubeTensor) {
-        let word = |t: &CubeTensor| matches!(t.dtype, DType::I32 | DType::U32) && t.is_contiguous() && t.meta.shape().num_elements() == 1;
+        // 4- or 8-byte integers, written in place (an 8-byte one as its low word and a zero
+        // high word: ids and positions are below 2³²).
+        let words = |t: &CubeTensor| match t.dtype {
+            DType::I32 | DType::U32 => Some(1),
+            DType::I64 | DType::U64 => Some(2),
+            _ => None,
+        };
         let dims = logits.meta.shape().dims::<2>();
-        if logits.dtype != DType::F32 || dims[0] != 1 || dims[1] == 0 || dims[1] > u32::MAX as usize / 2 || !word(&token) || !word(&pos) {
+        let one = |t: &CubeTensor| t.is_contiguous() && t.meta.shape().num_elements() == 1;
+        let wide = match (words(&token), words(&pos)) {
+            (Some(a), Some(b)) if a == b && one(&token) && one(&pos) => a == 2,
+            _ => return super::decode::greedy_feed_composed::<Self>(logits, token, pos),
+        };
+        if dims[0] != 1 || dims[1] == 0 || dims[1] > u32::MAX as usize / 2 {
             return super::decode::greedy_feed_composed::<Self>(logits, token, pos);
         }
-        let logits = into_contiguous(logits);
+        let logits = f32_contiguous(logits);
         let n = dims[1];
         let per_cube = (argmax::THREADS * argmax::PER_THREAD) as usize;
         let parts = n.div_ceil(per_cube);
@@ -281,8 +292,9 @@ impl DecodeOpsBackend for CubeBackend {
         let part_i = empty_f32(&logits, vec![parts]);
         // SAFETY: `logits` is contiguous f32 holding `n` values; `part_v`/`part_i` hold `parts`
         // 4-byte words, one a cube of the first launch (each cube reads below `n` only);
-        // `token` and `pos` are contiguous 4-byte integers of one element (a position is never
-        // negative, so an I32's bits read as u32 are the same); the second launch is one cube.
+        // `token` and `pos` are contiguous integers of one element, one word each or two with
+        // `wide` (an id and a position are never negative and below 2³², so their low word read
+        // as u32 is the value); the second launch is one cube.
         unsafe {
             argmax::argmax_parts::launch_unchecked(
                 &logits.client,
@@ -300,9 +312,10 @@ impl DecodeOpsBackend for CubeBackend {
                 CubeDim::new_1d(argmax::THREADS),
                 buffer(&part_v, parts),
                 buffer(&part_i, parts),
-                buffer(&token, 1),
-                buffer(&pos, 1),
+                buffer(&token, if wide { 2 } else { 1 }),
+                buffer(&pos, if wide { 2 } else { 1 }),
                 parts as u32,
+                wide,
             );
         }
         (token, pos)

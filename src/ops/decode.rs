@@ -107,8 +107,7 @@ pub trait DecodeOpsBackend: Backend {
     /// the next token, and the next position: returns `token [1]` holding that id and `pos [1]`
     /// advanced by one. The cube backends write both into `token`'s and `pos`'s own buffers,
     /// whatever else holds them (a recorded decode graph relies on it: its next replay reads
-    /// them there), when they are 4-byte integers and `logits` is f32; the default body returns
-    /// new tensors.
+    /// them there), when they are 4- or 8-byte integers; the default body returns new tensors.
     #[fusion(meta = |_logits, token, pos| (token.clone(), pos.clone()))]
     fn greedy_feed(logits: FloatTensor<Self>, token: IntTensor<Self>, pos: IntTensor<Self>) -> (IntTensor<Self>, IntTensor<Self>) {
         greedy_feed_composed::<Self>(logits, token, pos)
