@@ -7,7 +7,8 @@
 //! writes. Burn's own argmax reduced the row in a single 32-thread cube: 232 µs on the H100 for
 //! Qwen3's vocabulary, 7% of an 8B decode step.
 //!
-//! Ties go to the lowest index and NaNs never win, as in `crate::models::qwen3::sampling::argmax`.
+//! The lowest index of the largest value that is not NaN (0 where every value is NaN), as
+//! `crate::models::qwen3::sampling::argmax` picks.
 
 use cubecl::prelude::*;
 
@@ -25,10 +26,12 @@ fn beats(v: f32, i: u32, bv: f32, bi: u32) -> bool {
     i != u32::MAX && !IsNan::is_nan(v) && (bi == u32::MAX || v > bv || (v == bv && i < bi))
 }
 
-/// The best `(value, index)` over the cube's [`THREADS`] threads, left in `sv[0]`, `si[0]`: a
-/// shared-memory tree.
+/// The best `(value, index)` over the cube's [`THREADS`] threads (each offering `(v, i)`), by
+/// a shared-memory tree, returned to every thread.
 #[cube]
-fn cube_best(v: f32, i: u32, sv: &mut Shared<[f32]>, si: &mut Shared<[u32]>) {
+fn cube_best(v: f32, i: u32) -> (f32, u32) {
+    let mut sv = Shared::<[f32]>::new_slice(THREADS as usize);
+    let mut si = Shared::<[u32]>::new_slice(THREADS as usize);
     let tid = UNIT_POS as usize;
     sv[tid] = v;
     si[tid] = i;
@@ -46,6 +49,7 @@ fn cube_best(v: f32, i: u32, sv: &mut Shared<[f32]>, si: &mut Shared<[u32]>) {
         }
         sync_cube();
     }
+    (sv[0], si[0])
 }
 
 /// Cube `c` finds the best of `x[c · chunk .. min((c + 1) · chunk, n)]` and writes its value and
@@ -65,12 +69,10 @@ pub fn argmax_parts(x: &[f32], part_v: &mut [f32], part_i: &mut [u32], n: u32, c
         }
         i += THREADS;
     }
-    let mut sv = Shared::<[f32]>::new_slice(THREADS as usize);
-    let mut si = Shared::<[u32]>::new_slice(THREADS as usize);
-    cube_best(bv, bi, &mut sv, &mut si);
+    let (best_v, best_i) = cube_best(bv, bi);
     if UNIT_POS == 0 {
-        part_v[CUBE_POS_X as usize] = sv[0];
-        part_i[CUBE_POS_X as usize] = si[0];
+        part_v[CUBE_POS_X as usize] = best_v;
+        part_i[CUBE_POS_X as usize] = best_i;
     }
 }
 
@@ -90,11 +92,8 @@ pub fn argmax_feed(part_v: &[f32], part_i: &[u32], token: &mut [u32], pos: &mut 
         }
         p += THREADS;
     }
-    let mut sv = Shared::<[f32]>::new_slice(THREADS as usize);
-    let mut si = Shared::<[u32]>::new_slice(THREADS as usize);
-    cube_best(bv, bi, &mut sv, &mut si);
+    let (_, best) = cube_best(bv, bi);
     if UNIT_POS == 0 {
-        let best = si[0];
         token[0] = select(best == u32::MAX, 0u32, best);
         if comptime!(wide) {
             token[1] = 0u32;

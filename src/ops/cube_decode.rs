@@ -277,13 +277,11 @@ impl DecodeOpsBackend for CubeBackend {
         };
         let dims = logits.meta.shape().dims::<2>();
         let one = |t: &CubeTensor| t.is_contiguous() && t.meta.shape().num_elements() == 1;
+        let row = dims[0] == 1 && dims[1] > 0 && dims[1] <= u32::MAX as usize / 2;
         let wide = match (words(&token), words(&pos)) {
-            (Some(a), Some(b)) if a == b && one(&token) && one(&pos) => a == 2,
+            (Some(a), Some(b)) if a == b && one(&token) && one(&pos) && row => a == 2,
             _ => return super::decode::greedy_feed_composed::<Self>(logits, token, pos),
         };
-        if dims[0] != 1 || dims[1] == 0 || dims[1] > u32::MAX as usize / 2 {
-            return super::decode::greedy_feed_composed::<Self>(logits, token, pos);
-        }
         let logits = f32_contiguous(logits);
         let n = dims[1];
         let per_cube = (argmax::THREADS * argmax::PER_THREAD) as usize;
