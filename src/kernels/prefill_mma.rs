@@ -44,6 +44,11 @@
 //!   a block, half or group begins) and its share of the token tile are loaded into registers;
 //!   the tile then goes to the other half of a double-buffered shared tile, one barrier per
 //!   chunk. (Burn's CUDA runtime compiles through LLVM, which offers no `cp.async`.)
+//! - **Launches and split-K.** One launch covers up to two segments of rows, each a run of
+//!   parts of one type (q and k in Q4_K and v in Q6_Kx4 of a fused projection are one launch,
+//!   where three small launches each left most of the GPU idle). Where the reduction is split
+//!   across cubes, the tile's last cube to finish adds the slices (and the residual) itself,
+//!   counted through an atomic, instead of a second launch reading them all back.
 //!
 //! Precision: the weight and the input are rounded to f16 (relative error ≤ 2⁻¹¹ each), the
 //! sums are f32, as on the other f16 prefill routes (tests hold them to 2e-3).
@@ -111,29 +116,6 @@ pub fn f16_quad<N4: Size, N2: Size>(v: Vector<f32, N4>) -> Vector<u32, N2> {
     o.insert(0usize, f16_pair_bits(v.extract(0usize), v.extract(1usize)));
     o.insert(1usize, f16_pair_bits(v.extract(2usize), v.extract(3usize)));
     o
-}
-
-/// The end of a split prefill: `out = Σ_z y[z] (+ r)`, one thread per 4-float vector of the
-/// `len4` of each of the `splits` slices of `y`; `r` (the residual of
-/// [`quant_matmul_add`](crate::ops::QuantMatmulBackend::quant_matmul_add)) is read only with
-/// `residual`. One launch where summing the slices and adding the residual were two of Burn's.
-#[cube(launch_unchecked)]
-// `x = x + a`, as in the other kernels that run on lavapipe (see `attention_prompt`).
-#[allow(clippy::assign_op_pattern)]
-pub fn slices_sum<N: Size>(y: &[Vector<f32, N>], r: &[Vector<f32, N>], out: &mut [Vector<f32, N>], len4: u32, #[comptime] splits: u32, #[comptime] residual: bool) {
-    let i = ABSOLUTE_POS as u32;
-    if i >= len4 {
-        terminate!();
-    }
-    let mut acc = y[i as usize];
-    #[unroll]
-    for z in 1..splits {
-        acc = acc + y[(z * len4 + i) as usize];
-    }
-    if comptime!(residual) {
-        acc = acc + r[i as usize];
-    }
-    out[i as usize] = acc;
 }
 
 /// `word` shifted so that bit `from` lands on bit `to`.
@@ -244,7 +226,7 @@ fn mma_steps<NA: Size, NB: Size, NC: Size, X4: Size>(
     a1: &Array<Vector<f16, NA>>,
     b0: &Array<Vector<f16, NA>>,
     b1: &Array<Vector<f16, NA>>,
-    xs: &[Vector<u32, X4>],
+    xs: &mut [Vector<u32, X4>],
     buf: u32,
     unit: u32,
     g: u32,
@@ -546,25 +528,24 @@ fn advance<WS: Size>(cur: &mut Array<Vector<u32, WS>>, next: &Array<Vector<u32, 
     }
 }
 
-/// See the module docs. `w` is the weight in units of `WS` words (8 bytes for the k-quants, 4
-/// for int4) from unit `off` (the part's rows: `k / 256` Q4_K blocks, `k / 1024` Q6_Kx4 groups
-/// or `k / group` int4 groups each), `x` [`prefill_input_f16`]'s output (`[m, k]` halves in
-/// 16-byte vectors), `y` is `[splits, m, n]`; this launch writes columns `col0..col0 + rows` of
-/// slice `CUBE_POS_Z`, which reduces inputs `CUBE_POS_Z · kslice ..` (`kslice` a multiple of
-/// 256). A cube is `32 × planes` threads over `16 · mtiles · planes` weight rows and
-/// `8 · ntiles` tokens.
-#[cube(launch_unchecked)]
+/// The warp's products over its slice of the reduction (inputs `z · kslice ..`, `z` =
+/// `CUBE_POS_Z`, `kslice` a multiple of 256) into `acc`: weight rows `r0 .. r0 + 16·mtiles` of
+/// a segment whose units start at `off` (`rows` rows, `kind`/`group`), tokens `tok0 ..
+/// tok0 + 8·ntiles`, the token tile staged through `xs` (see the module docs).
+#[cube]
 #[allow(clippy::too_many_arguments)]
-pub fn prefill_mma<WS: Size, X4: Size>(
+fn products<WS: Size, X4: Size, NA: Size, NB: Size, NC: Size>(
+    def: &MmaDefinition<f16, f16, f32>,
     w: &[Vector<u32, WS>],
     x: &[Vector<u32, X4>],
-    y: &mut [f32],
+    xs: &mut [Vector<u32, X4>],
+    acc: &mut Array<Vector<f32, NC>>,
     off: u32,
     rows: u32,
+    r0: u32,
+    tok0: u32,
     m: u32,
     k: u32,
-    n: u32,
-    col0: u32,
     kslice: u32,
     magic: u32,
     #[comptime] kind: u32,
@@ -574,12 +555,9 @@ pub fn prefill_mma<WS: Size, X4: Size>(
     #[comptime] mtiles: u32,
 ) {
     let lane = UNIT_POS_X;
-    let plane = UNIT_POS_Y;
-    let tid = plane * 32 + lane;
+    let tid = UNIT_POS_Y * 32 + lane;
     let g = lane / 4;
     let t = lane % 4;
-    let tok0 = CUBE_POS_Y * ntiles * 8;
-    let r0 = (CUBE_POS_X * planes + plane) * 16 * mtiles;
     let z = CUBE_POS_Z;
     let blocks = k / 256;
     let tn = comptime!(ntiles * 8);
@@ -605,21 +583,10 @@ pub fn prefill_mma<WS: Size, X4: Size>(
         wrow[r as usize] = off + select(row < rows, row, rows - 1) * per_row;
     }
 
-    let def = MmaDefinition::<f16, f16, f32>::new(16usize, 8usize, 16usize);
-    let size!(NA) = def.vector_size(cubecl::cmma::MatrixIdent::A);
-    let size!(NB) = def.vector_size(cubecl::cmma::MatrixIdent::B);
-    let size!(NC) = def.vector_size(cubecl::cmma::MatrixIdent::Accumulator);
     let mut a0 = Array::<Vector<f16, NA>>::new(4usize);
     let mut a1 = Array::<Vector<f16, NA>>::new(4usize);
     let mut b0 = Array::<Vector<f16, NA>>::new(4usize);
     let mut b1 = Array::<Vector<f16, NA>>::new(4usize);
-    let mut acc = Array::<Vector<f32, NC>>::new(comptime!(2 * ntiles * mtiles) as usize);
-    #[unroll]
-    for i in 0..2 * ntiles * mtiles {
-        acc[i as usize] = Vector::cast_from(0.0f32);
-    }
-
-    let mut xs = Shared::<[Vector<u32, X4>]>::new_slice(comptime!(2 * tn * 8) as usize);
     let mut xr = Array::<Vector<u32, X4>>::new(per as usize);
 
     let bs = z * (kslice / 256);
@@ -631,7 +598,7 @@ pub fn prefill_mma<WS: Size, X4: Size>(
     let mut qn = Array::<Vector<u32, WS>>::new(comptime!(nu * nr) as usize);
     let (lo, hi) = chunk_inputs(bs, 0u32, kind, group);
     load_tokens::<X4>(x, &mut xr, tok0, lo, hi, m, k, tid, per, threads);
-    store_tokens::<X4>(&xr, &mut xs, 0u32, tid, per, threads);
+    store_tokens::<X4>(&xr, xs, 0u32, tid, per, threads);
     #[unroll]
     for r in 0..nr {
         load_chunk::<WS>(w, &mut qc, r, wrow[r as usize], bs, t, 0u32, kind, group);
@@ -659,16 +626,189 @@ pub fn prefill_mma<WS: Size, X4: Size>(
                 if comptime!(mtiles == 2) {
                     fill::<NA, WS>(&mut b0, &mut b1, &qc, 2u32, 3u32, i, t, j, sp, kind, magic);
                 }
-                mma_steps::<NA, NB, NC, X4>(&def, &a0, &a1, &b0, &b1, &xs, buf, (4 * sp + t) ^ (4 * (g % 2)), g, &mut acc, ntiles, mtiles);
+                mma_steps::<NA, NB, NC, X4>(def, &a0, &a1, &b0, &b1, xs, buf, (4 * sp + t) ^ (4 * (g % 2)), g, acc, ntiles, mtiles);
             }
             advance::<WS>(&mut qc, &qn, nr, jn, kind, group);
             // The next chunk's tokens into the other half of the tile (last read a chunk ago).
             let nbuf = comptime!(((j + 1) % 2) * tn * 8);
-            store_tokens::<X4>(&xr, &mut xs, nbuf, tid, per, threads);
+            store_tokens::<X4>(&xr, xs, nbuf, tid, per, threads);
             sync_cube();
         }
         b += 1;
     }
+}
 
-    store_acc::<NC>(&acc, y, r0, tok0, g, t, rows, m, n, col0, z, ntiles, mtiles);
+/// Writes `out[tok, col0 + row]` for the warp's D tiles (the positions [`store_acc`] writes),
+/// plus `r` with `residual`: `acc` itself, or with `split` the sum of the `splits` slices of `y`
+/// (this cube's own among them) in slice order, so the same sum whichever cube of the tile is
+/// last. Each slice's loads are issued together (positions unrolled inside the slice loop): a
+/// sum per position would wait on each load in turn, with the SM's only cube stalled.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+// `x = x + a`, as in the kernels that run on lavapipe (see `attention_prompt`).
+#[allow(clippy::assign_op_pattern)]
+fn store_sum<NC: Size>(
+    acc: &mut Array<Vector<f32, NC>>,
+    y: &mut [f32],
+    r: &[f32],
+    out: &mut [f32],
+    r0: u32,
+    tok0: u32,
+    g: u32,
+    t: u32,
+    rows: u32,
+    m: u32,
+    n: u32,
+    col0: u32,
+    splits: u32,
+    #[comptime] split: bool,
+    #[comptime] residual: bool,
+    #[comptime] ntiles: u32,
+    #[comptime] mtiles: u32,
+) {
+    if comptime!(split) {
+        for zz in 0..splits {
+            #[unroll]
+            for q in 0..mtiles * ntiles {
+                let mt = comptime!(q / ntiles);
+                let nt = comptime!(q % ntiles);
+                #[unroll]
+                for i in 0..2u32 {
+                    // Clamped: what lies past `rows` or `m` is read but never written.
+                    let row = r0 + 16 * mt + 8 * i + g;
+                    let row = select(row < rows, row, rows - 1);
+                    let mut v = acc[(2 * q + i) as usize];
+                    #[unroll]
+                    for e in 0..2u32 {
+                        let tok = tok0 + 8 * nt + 2 * t + e;
+                        let tok = select(tok < m, tok, m - 1);
+                        let p = y[((zz * m + tok) * n + col0 + row) as usize];
+                        v.insert(e as usize, select(zz == 0, p, v.extract(e as usize) + p));
+                    }
+                    acc[(2 * q + i) as usize] = v;
+                }
+            }
+        }
+    }
+    #[unroll]
+    for q in 0..mtiles * ntiles {
+        let mt = comptime!(q / ntiles);
+        let nt = comptime!(q % ntiles);
+        #[unroll]
+        for i in 0..2u32 {
+            let row = r0 + 16 * mt + 8 * i + g;
+            let v = acc[(2 * q + i) as usize];
+            #[unroll]
+            for e in 0..2u32 {
+                let tok = tok0 + 8 * nt + 2 * t + e;
+                if row < rows && tok < m {
+                    let at = tok * n + col0 + row;
+                    let mut s = v.extract(e as usize);
+                    if comptime!(residual) {
+                        s = s + r[at as usize];
+                    }
+                    out[at as usize] = s;
+                }
+            }
+        }
+    }
+}
+
+/// See the module docs. `w` is the weight in units of `WS` words (8 bytes for the k-quants, 4
+/// for int4), `x` [`prefill_input_f16`]'s output (`[m, k]` halves in 16-byte vectors), `out`
+/// `[m, n]`. One launch covers two segments of rows, each a run of parts of one type: cubes
+/// `x < xb` take rows `0..rows` of the segment at unit `off` (`kind`, `group`), written to
+/// columns `col0..`, the others rows `0..rows_b` of the one at `off_b` (`kind_b`, `group_b`),
+/// columns `col0_b..` (a launch of one segment passes `xb` past the grid). A cube is `32 ×
+/// planes` threads over `16 · mtiles · planes` weight rows and `8 · ntiles` tokens, and reduces
+/// inputs `CUBE_POS_Z · kslice ..` (`kslice` a multiple of 256).
+///
+/// With `split` (more than one slice along z), each cube writes its partial sums to slice
+/// `CUBE_POS_Z` of `y` (`[splits, m, n]`), publishes them, and counts itself in `cnt[cnt0 +
+/// tile]` (zero before the launch); the tile's last cube to arrive adds the slices in slice order
+/// (the same sum whichever cube is last), plus `r` with `residual`, into `out`. Without, the
+/// cube writes its sums (plus `r`) straight to `out`, and `y` and `cnt` are not touched.
+
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn prefill_mma<WS: Size, X4: Size>(
+    w: &[Vector<u32, WS>],
+    x: &[Vector<u32, X4>],
+    y: &mut [f32],
+    r: &[f32],
+    out: &mut [f32],
+    cnt: &mut [Atomic<u32>],
+    cnt0: u32,
+    off: u32,
+    rows: u32,
+    col0: u32,
+    xb: u32,
+    off_b: u32,
+    rows_b: u32,
+    col0_b: u32,
+    m: u32,
+    k: u32,
+    n: u32,
+    kslice: u32,
+    magic: u32,
+    #[comptime] kind: u32,
+    #[comptime] group: u32,
+    #[comptime] kind_b: u32,
+    #[comptime] group_b: u32,
+    #[comptime] planes: u32,
+    #[comptime] ntiles: u32,
+    #[comptime] mtiles: u32,
+    #[comptime] split: bool,
+    #[comptime] residual: bool,
+) {
+    let lane = UNIT_POS_X;
+    let plane = UNIT_POS_Y;
+    let tid = plane * 32 + lane;
+    let g = lane / 4;
+    let t = lane % 4;
+    let tok0 = CUBE_POS_Y * ntiles * 8;
+    let in_b = CUBE_POS_X >= xb;
+    let lx = CUBE_POS_X - select(in_b, xb, 0u32);
+    let r0 = (lx * planes + plane) * 16 * mtiles;
+    let seg_rows = select(in_b, rows_b, rows);
+    let seg_col0 = select(in_b, col0_b, col0);
+    let tn = comptime!(ntiles * 8);
+
+    let def = MmaDefinition::<f16, f16, f32>::new(16usize, 8usize, 16usize);
+    let size!(NA) = def.vector_size(cubecl::cmma::MatrixIdent::A);
+    let size!(NB) = def.vector_size(cubecl::cmma::MatrixIdent::B);
+    let size!(NC) = def.vector_size(cubecl::cmma::MatrixIdent::Accumulator);
+    let mut acc = Array::<Vector<f32, NC>>::new(comptime!(2 * ntiles * mtiles) as usize);
+    #[unroll]
+    for i in 0..2 * ntiles * mtiles {
+        acc[i as usize] = Vector::cast_from(0.0f32);
+    }
+    let mut xs = Shared::<[Vector<u32, X4>]>::new_slice(comptime!(2 * tn * 8) as usize);
+
+    if comptime!(kind == kind_b && group == group_b) {
+        let seg_off = select(in_b, off_b, off);
+        products::<WS, X4, NA, NB, NC>(&def, w, x, &mut xs, &mut acc, seg_off, seg_rows, r0, tok0, m, k, kslice, magic, kind, group, planes, ntiles, mtiles);
+    } else if in_b {
+        products::<WS, X4, NA, NB, NC>(&def, w, x, &mut xs, &mut acc, off_b, rows_b, r0, tok0, m, k, kslice, magic, kind_b, group_b, planes, ntiles, mtiles);
+    } else {
+        products::<WS, X4, NA, NB, NC>(&def, w, x, &mut xs, &mut acc, off, rows, r0, tok0, m, k, kslice, magic, kind, group, planes, ntiles, mtiles);
+    }
+
+    let splits = CUBE_COUNT_Z;
+    if comptime!(split) {
+        store_acc::<NC>(&acc, y, r0, tok0, g, t, seg_rows, m, n, seg_col0, CUBE_POS_Z, ntiles, mtiles);
+        // Publish the slice, then count this cube; only the tile's last arrival goes on.
+        sync_storage();
+        let mut arrived = Shared::<[u32]>::new_slice(1usize);
+        if tid == 0 {
+            arrived[0] = cnt[(cnt0 + CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize].fetch_add(1u32);
+        }
+        sync_cube();
+        if arrived[0] + 1 < splits {
+            terminate!();
+        }
+        // What the other cubes published is visible from here.
+        sync_storage();
+    }
+    store_sum::<NC>(&mut acc, y, r, out, r0, tok0, g, t, seg_rows, m, n, seg_col0, splits, split, residual, ntiles, mtiles);
 }

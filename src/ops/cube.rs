@@ -156,7 +156,8 @@ struct LaunchKnobs {
     /// decides per device, and only products of up to [`FOLD_MAX_WEIGHTS`] fold.
     fold: Option<(bool, bool)>,
     /// `BURN_QUANT_PREFILL_TILE=PLANES,NTILES,CUBES,MTILES`: warps per cube (4, 8 or 16), 8-token
-    /// B tiles per warp (4, 8 or 16), the cubes split-K aims for and 16-row A tiles per warp (1 or
+    /// B tiles per warp (4, 8 or 16), the cubes split-K aims for (0: whole waves of the device's
+    /// SMs, [`prefill_splits`]) and 16-row A tiles per warp (1 or
     /// 2; 16 warps only with 1: two row tiles take ~254 registers a thread), of the Q4_K / Q6_Kx4
     /// tensor-core prefill kernels ([`prefill_mma`]); default [`PREFILL_TILE`].
     prefill_tile: (u32, u32, usize, u32),
@@ -187,7 +188,7 @@ fn knobs() -> &'static LaunchKnobs {
                 let mut it = v.split(',').map(|p| p.trim().parse::<usize>().ok());
                 Some((it.next()??, it.next()??, it.next()??, it.next()??))
             })
-            .filter(|&(p, t, c, r)| matches!(p, 4 | 8 | 16) && matches!(t, 4 | 8 | 16) && matches!(r, 1 | 2) && p * r <= 16 && (64 * t) % (32 * p) == 0 && c >= 1)
+            .filter(|&(p, t, _, r)| matches!(p, 4 | 8 | 16) && matches!(t, 4 | 8 | 16) && matches!(r, 1 | 2) && p * r <= 16 && (64 * t) % (32 * p) == 0)
             .map(|(p, t, c, r)| (p as u32, t as u32, c, r as u32))
             .unwrap_or(PREFILL_TILE),
     })
@@ -784,8 +785,20 @@ macro_rules! split_k_prefill {
 
 /// `(warps per cube, 8-token tiles per warp, cubes to aim for, 16-row tiles per warp)` of
 /// [`prefill_mma`]: 256 weight rows × 64 tokens a cube, the best of the sweep in BENCHMARKS.md
-/// (H100, 4096 × 14336 at m = 512, and the 8B model's pp512).
-const PREFILL_TILE: (u32, u32, usize, u32) = (8, 8, 264, 2);
+/// (H100, 4096 × 14336 at m = 512, and the 8B model's pp512); no target (0): the split comes
+/// from the device's SMs ([`prefill_splits`]).
+const PREFILL_TILE: (u32, u32, usize, u32) = (8, 8, 0, 2);
+
+/// How many slices to split the reduction of `tiles` output tiles into (at most `most`) for
+/// `slots` cubes running at once: the fewest that minimise the time in whole waves,
+/// `⌈tiles · s / slots⌉ · (1 / s + c)` of an unsplit cube's, where `c` = 0.05 is a cube's
+/// fixed cost (its first loads, the sum of the slices) so that many thin slices do not win by
+/// a rounding. 128 tiles on 132 slots run unsplit in one wave; 192 (the 8B's q/k/v at 512
+/// tokens) split in 2, three waves of half-length cubes where unsplit they took two full ones.
+fn prefill_splits(tiles: usize, slots: usize, most: usize) -> usize {
+    let cost = |s: usize| (tiles * s).div_ceil(slots.max(1)) as f64 * (1.0 / s as f64 + 0.05);
+    (1..=most.max(1)).fold(1, |best, s| if cost(s) < cost(best) - 1e-9 { s } else { best })
+}
 
 /// [`prefill_mma::prefill_mma`]'s `(kind, group, bytes per load unit)` for a part of type
 /// `kind`, or `None` for a type it does not read.
@@ -800,105 +813,150 @@ fn fused_prefill_kind(kind: crate::GgmlType) -> Option<(u32, u32, usize)> {
     }
 }
 
-/// Each part's [`fused_prefill_kind`] where every part of `layout` is of a type [`prefill_mma`]
-/// reads (Q4_K, Q6_Kx4, int4 groups of 64 or 128) and starts on a boundary of its load unit,
-/// and `k` is a multiple of 256: the weights of [`prefill_fused_f16`].
-fn fused_prefill_kinds(layout: &QuantLayout) -> Option<Vec<(u32, u32, usize)>> {
+/// A run of rows [`prefill_mma`] reads in one type: a merged part ([`QuantLayout::merged_parts`])
+/// with its `(kind, group, bytes per load unit)` and first output column.
+#[derive(Clone, Copy, Debug)]
+struct PrefillSeg {
+    part: QuantPart,
+    kind: u32,
+    group: u32,
+    unit: usize,
+    col0: usize,
+}
+
+/// The segments of [`prefill_fused_f16`] where every part of `layout` is of a type
+/// [`prefill_mma`] reads (Q4_K, Q6_Kx4, int4 groups of 64 or 128) and starts on a boundary of
+/// its load unit, and `k` is a multiple of 256; adjacent parts of one type are one segment.
+fn fused_prefill_segments(layout: &QuantLayout) -> Option<Vec<PrefillSeg>> {
     if !layout.in_features.is_multiple_of(256) {
         return None;
     }
-    layout.parts.iter().map(|p| fused_prefill_kind(p.kind).filter(|&(_, _, unit)| p.byte_offset.is_multiple_of(unit))).collect()
+    let mut col0 = 0;
+    let mut segs = Vec::new();
+    for part in layout.merged_parts() {
+        let (kind, group, unit) = fused_prefill_kind(part.kind).filter(|&(_, _, unit)| part.byte_offset.is_multiple_of(unit))?;
+        segs.push(PrefillSeg { part, kind, group, unit, col0 });
+        col0 += part.rows;
+    }
+    Some(segs)
 }
 
 /// The tensor-core prefill with the weight decoded in registers ([`prefill_mma`]), from the
-/// input already rounded to f16 (`x16 [m, k]`, [`input_f16`]): one launch per part, split along
-/// the reduction until about the knob's number of cubes run, the slices summed with `r`
-/// ([`finish_slices`]); `like` is any f32 tensor on the device (the output's allocation follows
-/// it).
-fn prefill_fused_f16(like: &CubeTensor, x16: CubeTensor, w: &CubeTensor, layout: &QuantLayout, kinds: &[(u32, u32, usize)], m: usize, r: Option<CubeTensor>) -> CubeTensor {
+/// input already rounded to f16 (`x16 [m, k]`, [`input_f16`]), plus `r` where given: segments
+/// two at a time (of one load unit) per launch, split along the reduction until about the
+/// knob's number of cubes run, each tile's slices summed by its last cube; `like` is any f32
+/// tensor on the device (the output's allocation follows it).
+fn prefill_fused_f16(like: &CubeTensor, x16: CubeTensor, w: &CubeTensor, layout: &QuantLayout, segs: &[PrefillSeg], m: usize, r: Option<CubeTensor>) -> CubeTensor {
     let (k, n) = (layout.in_features, layout.out_features());
     let (planes, ntiles, target, mtiles) = knobs().prefill_tile;
     let client = like.client.clone();
     let (bm, bn) = (8 * ntiles as usize, 16 * (planes * mtiles) as usize);
-    let tiles = layout.parts.iter().map(|p| p.rows.div_ceil(bn)).sum::<usize>() * m.div_ceil(bm);
+    let ytiles = m.div_ceil(bm);
+    let tiles = segs.iter().map(|s| s.part.rows.div_ceil(bn)).sum::<usize>() * ytiles;
     let blocks = k / 256;
-    let splits = target.div_ceil(tiles).clamp(1, (blocks / 4).max(1));
+    let most = (blocks / 4).max(1);
+    let sms = client.properties().hardware.num_streaming_multiprocessors.map(|s| s as usize);
+    let splits = match (target, sms) {
+        (0, Some(sms)) => prefill_splits(tiles, sms * (8 / planes as usize).max(1), most),
+        (0, None) => 264usize.div_ceil(tiles).clamp(1, most),
+        (target, _) => target.div_ceil(tiles).clamp(1, most),
+    };
     let kslice = blocks.div_ceil(splits) * 256;
     let splits = k.div_ceil(kslice);
-    let y = empty_f32(like, vec![splits, m, n]);
-    let mut col0 = 0;
-    for (part, &(kind, group, unit)) in layout.parts.iter().zip(kinds) {
-        let count = CubeCount::Static(part.rows.div_ceil(bn) as u32, m.div_ceil(bm) as u32, splits as u32);
-        // SAFETY: the part starts on a boundary of its load unit (`fused_prefill_kinds`) and its
-        // rows are whole 144-byte Q4_K blocks, 840-byte Q6_Kx4 groups or `G/2 + 4`-byte int4
-        // groups, `k` a multiple of 256; rows past `rows` and tokens past `m` are clamped for
-        // reads and never written; `x16` holds `m · k` halves (16-byte vectors); `y` is
-        // `[splits, m, n]` and this part writes columns `col0..col0 + rows`.
-        unsafe {
-            prefill_mma::prefill_mma::launch_unchecked(
-                &client,
-                count,
-                CubeDim::new_2d(32, planes),
-                unit / 4,
-                4,
-                buffer(w, layout.total_words() * 4 / unit),
-                buffer(&x16, m * k / 8),
-                buffer(&y, splits * m * n),
-                (part.byte_offset / unit) as u32,
-                part.rows as u32,
-                m as u32,
-                k as u32,
-                n as u32,
-                col0 as u32,
-                kslice as u32,
-                prefill_mma::ONE_BITS,
-                kind,
-                group,
-                planes,
-                ntiles,
-                mtiles,
-            )
-        };
-        col0 += part.rows;
+    let out = empty_f32(like, vec![m, n]);
+    let split = splits > 1;
+    // Without a split the kernel touches neither the slices nor the counters.
+    let (y, cnt) = if split {
+        (empty_f32(like, vec![splits, m, n]), CubeBackend::int_zeros(Shape::new([tiles]), &like.device, IntDType::U32))
+    } else {
+        (out.clone(), out.clone())
+    };
+    let residual = r.is_some();
+    let r = r.unwrap_or_else(|| out.clone());
+    let mut launches: Vec<(PrefillSeg, Option<PrefillSeg>)> = Vec::new();
+    for &s in segs {
+        match launches.last_mut() {
+            Some((a, b @ None)) if a.unit == s.unit => *b = Some(s),
+            _ => launches.push((s, None)),
+        }
     }
-    finish_slices(y, splits, m, n, r)
+    let mut cnt0 = 0;
+    for (a, b) in launches {
+        let xa = a.part.rows.div_ceil(bn);
+        let xbc = b.map_or(0, |b| b.part.rows.div_ceil(bn));
+        let bufs = PrefillBuffers { y: &y, r: &r, out: &out, cnt: &cnt, split, residual };
+        let grid = (xa + xbc, ytiles, splits);
+        // The launch's segments write columns `col0 .. col0 + rows` of `out` (or of `y`'s slices):
+        // the counters of its tiles follow the previous launch's.
+        launch_prefill(w, layout, &x16, &bufs, (a, b.unwrap_or(a)), xa, grid, cnt0, (m, n, kslice));
+        cnt0 += (xa + xbc) * ytiles;
+    }
+    out
 }
 
-/// `Σ` of the `splits` slices of `y` `[splits, m, n]`, plus `r` `[m, n]` where given: one
-/// [`prefill_mma::slices_sum`] launch where `m · n` is a multiple of 4, else Burn's sum and add.
-fn finish_slices(y: CubeTensor, splits: usize, m: usize, n: usize, r: Option<CubeTensor>) -> CubeTensor {
-    let len = m * n;
-    if (splits == 1 && r.is_none()) || !len.is_multiple_of(4) || u32::try_from(splits * len).is_err() {
-        let y = sum_slices(y, splits, m, n);
-        return match r {
-            Some(r) => CubeBackend::float_add(y, r),
-            None => y,
-        };
-    }
-    let client = y.client.clone();
-    let out = empty_f32(&y, vec![m, n]);
-    let len4 = len / 4;
-    let dim = CubeDim::new_1d(256);
-    let residual = r.is_some();
-    let r = r.unwrap_or_else(|| y.clone());
-    // SAFETY: `y` is `[splits, m, n]` f32 and `r`, `out` `[m, n]` (contiguous, `m · n` a
-    // multiple of 4), read and written in 16-byte vectors; threads past `len4` return, and `r`
-    // is read only with `residual`.
+/// The buffers and modes of a [`prefill_mma`] launch: `y` the split slices `[splits, m, n]` and
+/// `cnt` the zeroed tile counters (both with `split`), `r` the residual (with `residual`), `out`
+/// the output `[m, n]`; what a mode does not use may be any tensor (never touched).
+struct PrefillBuffers<'a> {
+    y: &'a CubeTensor,
+    r: &'a CubeTensor,
+    out: &'a CubeTensor,
+    cnt: &'a CubeTensor,
+    split: bool,
+    residual: bool,
+}
+
+/// One [`prefill_mma::prefill_mma`] launch over `grid` cubes for the segments `(a, b)` (cubes
+/// `x < xa` take `a`; `b` is `a` for a launch of one segment), with
+/// `(m, n, kslice)` and the tile counters from `cnt0`.
+#[allow(clippy::too_many_arguments)]
+fn launch_prefill(w: &CubeTensor, layout: &QuantLayout, x16: &CubeTensor, bufs: &PrefillBuffers<'_>, (a, b): (PrefillSeg, PrefillSeg), xa: usize, grid: (usize, usize, usize), cnt0: usize, (m, n, kslice): (usize, usize, usize)) {
+    let (planes, ntiles, _, mtiles) = knobs().prefill_tile;
+    let k = layout.in_features;
+    let len = |t: &CubeTensor| t.meta.shape().num_elements();
+    // SAFETY: each segment starts on a boundary of its load unit (`fused_prefill_segments`) and
+    // its rows are whole 144-byte Q4_K blocks, 840-byte Q6_Kx4 groups or `G/2 + 4`-byte int4
+    // groups, `k` a multiple of 256; rows past a segment's and tokens past `m` are clamped for
+    // reads and never written; `x16` holds `m · k` halves (16-byte vectors); `out` and `r` are
+    // `[m, n]` f32, `y` `[splits, m, n]` and `cnt` one zeroed counter per tile of every launch
+    // where split; the buffers a mode does not use are not touched.
     unsafe {
-        prefill_mma::slices_sum::launch_unchecked(
-            &client,
-            calculate_cube_count_elemwise(&client, len4, dim),
-            dim,
+        prefill_mma::prefill_mma::launch_unchecked(
+            &x16.client,
+            CubeCount::Static(grid.0 as u32, grid.1 as u32, grid.2 as u32),
+            CubeDim::new_2d(32, planes),
+            a.unit / 4,
             4,
-            buffer(&y, splits * len4),
-            buffer(&r, len4),
-            buffer(&out, len4),
-            len4 as u32,
-            splits as u32,
-            residual,
+            buffer(w, layout.total_words() * 4 / a.unit),
+            buffer(x16, m * k / 8),
+            buffer(bufs.y, len(bufs.y)),
+            buffer(bufs.r, len(bufs.r)),
+            buffer(bufs.out, len(bufs.out)),
+            buffer(bufs.cnt, len(bufs.cnt)),
+            cnt0 as u32,
+            (a.part.byte_offset / a.unit) as u32,
+            a.part.rows as u32,
+            a.col0 as u32,
+            xa as u32,
+            (b.part.byte_offset / b.unit) as u32,
+            b.part.rows as u32,
+            b.col0 as u32,
+            m as u32,
+            k as u32,
+            n as u32,
+            kslice as u32,
+            prefill_mma::ONE_BITS,
+            a.kind,
+            a.group,
+            b.kind,
+            b.group,
+            planes,
+            ntiles,
+            mtiles,
+            bufs.split,
+            bufs.residual,
         )
     };
-    out
 }
 
 /// The prefill path on matrix units: f16 tiles decoded into shared memory, f32 accumulation
@@ -1042,10 +1100,10 @@ fn matmul_prefill(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize,
     let route = prefill_route(&x);
     if route == PrefillRoute::Auto
         && has_manual_mma(&x)
-        && let Some(kinds) = fused_prefill_kinds(layout)
+        && let Some(segs) = fused_prefill_segments(layout)
     {
         let like = x.clone();
-        return prefill_fused_f16(&like, input_f16(x, pre, m, k), w, layout, &kinds, m, r);
+        return prefill_fused_f16(&like, input_f16(x, pre, m, k), w, layout, &segs, m, r);
     }
     let x = apply_pre(x, pre, m, k);
     let y = match route {
@@ -1273,5 +1331,26 @@ impl QuantMatmulBackend for CubeBackend {
             first += part.rows;
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefill_splits;
+
+    /// The split that minimises whole waves, the fewest slices on a tie.
+    #[test]
+    fn prefill_splits_fill_whole_waves() {
+        // 128 tiles fit one wave of 132: no split.
+        assert_eq!(prefill_splits(128, 132, 14), 1);
+        // 192 tiles: two full waves unsplit, three half ones split in 2.
+        assert_eq!(prefill_splits(192, 132, 14), 2);
+        // 768 tiles: 5.8 waves either way; no split.
+        assert_eq!(prefill_splits(768, 132, 14), 1);
+        // 32 tiles: 4 slices fill 128 slots; more would not fit in one wave.
+        assert_eq!(prefill_splits(32, 132, 14), 4);
+        // The cap on slices holds.
+        assert_eq!(prefill_splits(32, 132, 2), 2);
+        assert_eq!(prefill_splits(5, 132, 1), 1);
     }
 }
