@@ -717,11 +717,14 @@ fn store_sum<NC: Size>(
 /// See the module docs. `w` is the weight in units of `WS` words (8 bytes for the k-quants, 4
 /// for int4), `x` [`prefill_input_f16`]'s output (`[m, k]` halves in 16-byte vectors), `out`
 /// `[m, n]`. One launch covers two segments of rows, each a run of parts of one type: cubes
-/// `x < xb` take rows `0..rows` of the segment at unit `off` (`kind`, `group`), written to
+/// of row tile `< xb` take rows `0..rows` of the segment at unit `off` (`kind`, `group`), written to
 /// columns `col0..`, the others rows `0..rows_b` of the one at `off_b` (`kind_b`, `group_b`),
 /// columns `col0_b..` (a launch of one segment passes `xb` past the grid). A cube is `32 ×
 /// planes` threads over `16 · mtiles · planes` weight rows and `8 · ntiles` tokens, and reduces
 /// inputs `CUBE_POS_Z · kslice ..` (`kslice` a multiple of 256).
+///
+/// With `tokens_first` the grid is `(token tiles, row tiles, slices)`, else `(row tiles, token
+/// tiles, slices)`; the segment boundary `xb` counts row tiles either way.
 ///
 /// With `split` (more than one slice along z), each cube writes its partial sums to slice
 /// `CUBE_POS_Z` of `y` (`[splits, m, n]`), publishes them, and counts itself in `cnt[cnt0 +
@@ -760,15 +763,19 @@ pub fn prefill_mma<WS: Size, X4: Size>(
     #[comptime] mtiles: u32,
     #[comptime] split: bool,
     #[comptime] residual: bool,
+    #[comptime] tokens_first: bool,
 ) {
     let lane = UNIT_POS_X;
     let plane = UNIT_POS_Y;
     let tid = plane * 32 + lane;
     let g = lane / 4;
     let t = lane % 4;
-    let tok0 = CUBE_POS_Y * ntiles * 8;
-    let in_b = CUBE_POS_X >= xb;
-    let lx = CUBE_POS_X - select(in_b, xb, 0u32);
+    // With `tokens_first` the grid's x axis is the token tiles (the cubes launched together
+    // share weight rows), else the row tiles (they share a token tile).
+    let (cx, cy) = if comptime!(tokens_first) { (CUBE_POS_Y, CUBE_POS_X) } else { (CUBE_POS_X, CUBE_POS_Y) };
+    let tok0 = cy * ntiles * 8;
+    let in_b = cx >= xb;
+    let lx = cx - select(in_b, xb, 0u32);
     let r0 = (lx * planes + plane) * 16 * mtiles;
     let seg_rows = select(in_b, rows_b, rows);
     let seg_col0 = select(in_b, col0_b, col0);
