@@ -311,14 +311,18 @@ fn group_consts(hd: u32, #[comptime] high: bool) -> (f32, f32) {
     }
 }
 
-/// Writes the warp's D tiles to `y[z, tok, col0 + row]` (rows `r0..r0 + 16·mtiles`, tokens
-/// `tok0..tok0 + 8·ntiles`, those past `rows` and `m` dropped): register 0 of tile `nt` of row
-/// tile `mt` is row `16mt + g`, register 1 row `16mt + g + 8`; a lane holds tokens `2t`, `2t + 1`.
+/// Writes the warp's D tiles to `y[z, tok, col0 + row]`, plus `r[tok, col0 + row]` with
+/// `residual` (rows `r0..r0 + 16·mtiles`, tokens `tok0..tok0 + 8·ntiles`, those past `rows` and
+/// `m` dropped): register 0 of tile `nt` of row tile `mt` is row `16mt + g`, register 1 row
+/// `16mt + g + 8`; a lane holds tokens `2t`, `2t + 1`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
+// `x = x + a`, as in the kernels that run on lavapipe (see `attention_prompt`).
+#[allow(clippy::assign_op_pattern)]
 fn store_acc<NC: Size>(
     acc: &Array<Vector<f32, NC>>,
     y: &mut [f32],
+    r: &[f32],
     r0: u32,
     tok0: u32,
     g: u32,
@@ -328,6 +332,7 @@ fn store_acc<NC: Size>(
     n: u32,
     col0: u32,
     z: u32,
+    #[comptime] residual: bool,
     #[comptime] ntiles: u32,
     #[comptime] mtiles: u32,
 ) {
@@ -343,7 +348,12 @@ fn store_acc<NC: Size>(
             for e in 0..2u32 {
                 let tok = tok0 + 8 * nt + 2 * t + e;
                 if row < rows && tok < m {
-                    y[((z * m + tok) * n + col0 + row) as usize] = v.extract(e as usize);
+                    let at = tok * n + col0 + row;
+                    let mut s = v.extract(e as usize);
+                    if comptime!(residual) {
+                        s = s + r[at as usize];
+                    }
+                    y[(z * m * n + at) as usize] = s;
                 }
             }
         }
@@ -638,20 +648,16 @@ fn products<WS: Size, X4: Size, NA: Size, NB: Size, NC: Size>(
     }
 }
 
-/// Writes `out[tok, col0 + row]` for the warp's D tiles (the positions [`store_acc`] writes),
-/// plus `r` with `residual`: `acc` itself, or with `split` the sum of the `splits` slices of `y`
-/// (this cube's own among them) in slice order, so the same sum whichever cube of the tile is
-/// last. Each slice's loads are issued together (positions unrolled inside the slice loop): a
-/// sum per position would wait on each load in turn, with the SM's only cube stalled.
+/// The sum of the `splits` slices of `y` (`[splits, m, n]`, this cube's own among them) at the
+/// warp's D-tile positions (those [`store_acc`] writes) into `acc`, in slice order, so the same
+/// sum whichever cube of the tile is last. Each slice's loads are issued together (positions
+/// unrolled inside the slice loop): a sum per position would wait on each load in turn, with the
+/// SM's only cube stalled.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-// `x = x + a`, as in the kernels that run on lavapipe (see `attention_prompt`).
-#[allow(clippy::assign_op_pattern)]
-fn store_sum<NC: Size>(
+fn sum_slices<NC: Size>(
     acc: &mut Array<Vector<f32, NC>>,
     y: &mut [f32],
-    r: &[f32],
-    out: &mut [f32],
     r0: u32,
     tok0: u32,
     g: u32,
@@ -661,54 +667,28 @@ fn store_sum<NC: Size>(
     n: u32,
     col0: u32,
     splits: u32,
-    #[comptime] split: bool,
-    #[comptime] residual: bool,
     #[comptime] ntiles: u32,
     #[comptime] mtiles: u32,
 ) {
-    if comptime!(split) {
-        for zz in 0..splits {
-            #[unroll]
-            for q in 0..mtiles * ntiles {
-                let mt = comptime!(q / ntiles);
-                let nt = comptime!(q % ntiles);
-                #[unroll]
-                for i in 0..2u32 {
-                    // Clamped: what lies past `rows` or `m` is read but never written.
-                    let row = r0 + 16 * mt + 8 * i + g;
-                    let row = select(row < rows, row, rows - 1);
-                    let mut v = acc[(2 * q + i) as usize];
-                    #[unroll]
-                    for e in 0..2u32 {
-                        let tok = tok0 + 8 * nt + 2 * t + e;
-                        let tok = select(tok < m, tok, m - 1);
-                        let p = y[((zz * m + tok) * n + col0 + row) as usize];
-                        v.insert(e as usize, select(zz == 0, p, v.extract(e as usize) + p));
-                    }
-                    acc[(2 * q + i) as usize] = v;
-                }
-            }
-        }
-    }
-    #[unroll]
-    for q in 0..mtiles * ntiles {
-        let mt = comptime!(q / ntiles);
-        let nt = comptime!(q % ntiles);
+    for zz in 0..splits {
         #[unroll]
-        for i in 0..2u32 {
-            let row = r0 + 16 * mt + 8 * i + g;
-            let v = acc[(2 * q + i) as usize];
+        for q in 0..mtiles * ntiles {
+            let mt = comptime!(q / ntiles);
+            let nt = comptime!(q % ntiles);
             #[unroll]
-            for e in 0..2u32 {
-                let tok = tok0 + 8 * nt + 2 * t + e;
-                if row < rows && tok < m {
-                    let at = tok * n + col0 + row;
-                    let mut s = v.extract(e as usize);
-                    if comptime!(residual) {
-                        s = s + r[at as usize];
-                    }
-                    out[at as usize] = s;
+            for i in 0..2u32 {
+                // Clamped: what lies past `rows` or `m` is read but never written.
+                let row = r0 + 16 * mt + 8 * i + g;
+                let row = select(row < rows, row, rows - 1);
+                let mut v = acc[(2 * q + i) as usize];
+                #[unroll]
+                for e in 0..2u32 {
+                    let tok = tok0 + 8 * nt + 2 * t + e;
+                    let tok = select(tok < m, tok, m - 1);
+                    let p = y[((zz * m + tok) * n + col0 + row) as usize];
+                    v.insert(e as usize, select(zz == 0, p, v.extract(e as usize) + p));
                 }
+                acc[(2 * q + i) as usize] = v;
             }
         }
     }
@@ -801,9 +781,9 @@ pub fn prefill_mma<WS: Size, X4: Size>(
         products::<WS, X4, NA, NB, NC>(&def, w, x, &mut xs, &mut acc, off, rows, r0, tok0, m, k, kslice, magic, kind, group, planes, ntiles, mtiles);
     }
 
-    let splits = CUBE_COUNT_Z;
     if comptime!(split) {
-        store_acc::<NC>(&acc, y, r0, tok0, g, t, seg_rows, m, n, seg_col0, CUBE_POS_Z, ntiles, mtiles);
+        let splits = CUBE_COUNT_Z;
+        store_acc::<NC>(&acc, y, r, r0, tok0, g, t, seg_rows, m, n, seg_col0, CUBE_POS_Z, false, ntiles, mtiles);
         // Publish the slice, then count this cube; only the tile's last arrival goes on.
         sync_storage();
         let mut arrived = Shared::<[u32]>::new_slice(1usize);
@@ -816,6 +796,7 @@ pub fn prefill_mma<WS: Size, X4: Size>(
         }
         // What the other cubes published is visible from here.
         sync_storage();
+        sum_slices::<NC>(&mut acc, y, r0, tok0, g, t, seg_rows, m, n, seg_col0, splits, ntiles, mtiles);
     }
-    store_sum::<NC>(&mut acc, y, r, out, r0, tok0, g, t, seg_rows, m, n, seg_col0, splits, split, residual, ntiles, mtiles);
+    store_acc::<NC>(&acc, out, r, r0, tok0, g, t, seg_rows, m, n, seg_col0, 0u32, residual, ntiles, mtiles);
 }

@@ -886,85 +886,62 @@ fn prefill_fused_f16(like: &CubeTensor, x16: CubeTensor, w: &CubeTensor, layout:
             _ => launches.push((s, None)),
         }
     }
+    let tokens_first = !knobs().prefill_rows_first;
     let mut cnt0 = 0;
     for (a, b) in launches {
         let xa = a.part.rows.div_ceil(bn);
-        let xbc = b.map_or(0, |b| b.part.rows.div_ceil(bn));
-        let bufs = PrefillBuffers { y: &y, r: &r, out: &out, cnt: &cnt, split, residual };
-        let grid = (xa + xbc, ytiles, splits);
-        // The launch's segments write columns `col0 .. col0 + rows` of `out` (or of `y`'s slices):
-        // the counters of its tiles follow the previous launch's.
-        launch_prefill(w, layout, &x16, &bufs, (a, b.unwrap_or(a)), xa, grid, cnt0, (m, n, kslice));
-        cnt0 += (xa + xbc) * ytiles;
+        let xs = xa + b.map_or(0, |b| b.part.rows.div_ceil(bn));
+        // A launch of one segment passes it twice, its `xb` (= `xa`) past the grid.
+        let b = b.unwrap_or(a);
+        let count = if tokens_first { CubeCount::Static(ytiles as u32, xs as u32, splits as u32) } else { CubeCount::Static(xs as u32, ytiles as u32, splits as u32) };
+        // SAFETY: each segment starts on a boundary of its load unit (`fused_prefill_segments`)
+        // and its rows are whole 144-byte Q4_K blocks, 840-byte Q6_Kx4 groups or `G/2 + 4`-byte
+        // int4 groups, `k` a multiple of 256; rows past a segment's and tokens past `m` are
+        // clamped for reads and never written; `x16` holds `m · k` halves (16-byte vectors);
+        // `out` and `r` are `[m, n]` f32, `y` `[splits, m, n]` and `cnt` one zeroed counter per
+        // tile of every launch where split (this launch's from `cnt0`); the buffers a mode does
+        // not use are not touched. The segments write columns `col0 .. col0 + rows`.
+        unsafe {
+            prefill_mma::prefill_mma::launch_unchecked(
+                &client,
+                count,
+                CubeDim::new_2d(32, planes),
+                a.unit / 4,
+                4,
+                buffer(w, layout.total_words() * 4 / a.unit),
+                buffer(&x16, m * k / 8),
+                buffer(&y, if split { splits * m * n } else { m * n }),
+                buffer(&r, m * n),
+                buffer(&out, m * n),
+                buffer(&cnt, if split { tiles } else { 1 }),
+                cnt0 as u32,
+                (a.part.byte_offset / a.unit) as u32,
+                a.part.rows as u32,
+                a.col0 as u32,
+                xa as u32,
+                (b.part.byte_offset / b.unit) as u32,
+                b.part.rows as u32,
+                b.col0 as u32,
+                m as u32,
+                k as u32,
+                n as u32,
+                kslice as u32,
+                prefill_mma::ONE_BITS,
+                a.kind,
+                a.group,
+                b.kind,
+                b.group,
+                planes,
+                ntiles,
+                mtiles,
+                split,
+                residual,
+                tokens_first,
+            )
+        };
+        cnt0 += xs * ytiles;
     }
     out
-}
-
-/// The buffers and modes of a [`prefill_mma`] launch: `y` the split slices `[splits, m, n]` and
-/// `cnt` the zeroed tile counters (both with `split`), `r` the residual (with `residual`), `out`
-/// the output `[m, n]`; what a mode does not use may be any tensor (never touched).
-struct PrefillBuffers<'a> {
-    y: &'a CubeTensor,
-    r: &'a CubeTensor,
-    out: &'a CubeTensor,
-    cnt: &'a CubeTensor,
-    split: bool,
-    residual: bool,
-}
-
-/// One [`prefill_mma::prefill_mma`] launch over `grid` cubes for the segments `(a, b)` (cubes
-/// `x < xa` take `a`; `b` is `a` for a launch of one segment), with
-/// `(m, n, kslice)` and the tile counters from `cnt0`.
-#[allow(clippy::too_many_arguments)]
-fn launch_prefill(w: &CubeTensor, layout: &QuantLayout, x16: &CubeTensor, bufs: &PrefillBuffers<'_>, (a, b): (PrefillSeg, PrefillSeg), xa: usize, grid: (usize, usize, usize), cnt0: usize, (m, n, kslice): (usize, usize, usize)) {
-    let (planes, ntiles, _, mtiles) = knobs().prefill_tile;
-    let tokens_first = !knobs().prefill_rows_first;
-    let k = layout.in_features;
-    let len = |t: &CubeTensor| t.meta.shape().num_elements();
-    // SAFETY: each segment starts on a boundary of its load unit (`fused_prefill_segments`) and
-    // its rows are whole 144-byte Q4_K blocks, 840-byte Q6_Kx4 groups or `G/2 + 4`-byte int4
-    // groups, `k` a multiple of 256; rows past a segment's and tokens past `m` are clamped for
-    // reads and never written; `x16` holds `m · k` halves (16-byte vectors); `out` and `r` are
-    // `[m, n]` f32, `y` `[splits, m, n]` and `cnt` one zeroed counter per tile of every launch
-    // where split; the buffers a mode does not use are not touched.
-    unsafe {
-        prefill_mma::prefill_mma::launch_unchecked(
-            &x16.client,
-            if tokens_first { CubeCount::Static(grid.1 as u32, grid.0 as u32, grid.2 as u32) } else { CubeCount::Static(grid.0 as u32, grid.1 as u32, grid.2 as u32) },
-            CubeDim::new_2d(32, planes),
-            a.unit / 4,
-            4,
-            buffer(w, layout.total_words() * 4 / a.unit),
-            buffer(x16, m * k / 8),
-            buffer(bufs.y, len(bufs.y)),
-            buffer(bufs.r, len(bufs.r)),
-            buffer(bufs.out, len(bufs.out)),
-            buffer(bufs.cnt, len(bufs.cnt)),
-            cnt0 as u32,
-            (a.part.byte_offset / a.unit) as u32,
-            a.part.rows as u32,
-            a.col0 as u32,
-            xa as u32,
-            (b.part.byte_offset / b.unit) as u32,
-            b.part.rows as u32,
-            b.col0 as u32,
-            m as u32,
-            k as u32,
-            n as u32,
-            kslice as u32,
-            prefill_mma::ONE_BITS,
-            a.kind,
-            a.group,
-            b.kind,
-            b.group,
-            planes,
-            ntiles,
-            mtiles,
-            bufs.split,
-            bufs.residual,
-            tokens_first,
-        )
-    };
 }
 
 /// The prefill path on matrix units: f16 tiles decoded into shared memory, f32 accumulation
