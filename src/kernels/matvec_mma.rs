@@ -47,65 +47,107 @@ pub fn f16_pair_bits(a: f32, b: f32) -> u32 {
     f16_bits(a) | (f16_bits(b) << 16)
 }
 
-/// One thread per quad `qd` (4 values) of `x` (`k / 4` of them): writes the quad's scaled input
-/// split into `hi` / `lo` f16 halves as B-fragment words — for quad `q` of sub-block `sb` and part
-/// `p` (0 = hi, 1 = lo), `xq[((8·sb + q)·2 + p)·2 + 0]` packs values `4q, 4q+2` and `… + 1`
-/// packs `4q+1, 4q+3` — and, from each sub-block's first quad, the sub-block's `Σx` to
-/// `xsum[sb]` and the inverse of its scale (a power of two that puts its largest magnitude in
-/// [2¹⁴, 2¹⁵)) to `xinv[sb]`.
+/// One thread per quad `qd` (4 values) of `x` (`k / 4` of them, 256 threads a cube, warps of 32
+/// lanes): writes the quad's scaled input split into `hi` / `lo` f16 halves as B-fragment words,
+/// each lane's four words of a 32-value sub-block together (one 16-byte load): for quad `q` of
+/// sub-block `sb` and part `p` (0 = hi, 1 = lo), word `32·sb + 16·p + 4·(q / 2) + 2·(q % 2)`
+/// packs values `4q, 4q+2` and the next word `4q+1, 4q+3`. Also writes each sub-block's `Σx` to
+/// `xsum[sb]` and the inverse of the scale to `xinv[sb]`: a power of two that puts the largest
+/// magnitude of the sub-block's `run` (32, 64 or 128 values, `k` a multiple of it) in
+/// [2¹⁴, 2¹⁵), so every sub-block of a run shares one scale; and per run, `xrun[2r]` its `Σx` and
+/// `xrun[2r + 1]` its unit `2²⁴ / scale` (one f16 subnormal step of a code, unscaled). Threads
+/// below `counters` zero `cnt` (the split-K counters of the kernel that reads this input).
 #[cube(launch_unchecked)]
-pub fn mma_input(x: &[f32], xq: &mut [u32], xsum: &mut [f32], xinv: &mut [f32], quads: u32) {
+#[allow(clippy::too_many_arguments, clippy::manual_is_multiple_of)]
+pub fn mma_input(x: &[f32], xq: &mut [u32], xsum: &mut [f32], xinv: &mut [f32], xrun: &mut [f32], cnt: &mut [u32], quads: u32, counters: u32, #[comptime] run: u32) {
     let qd = ABSOLUTE_POS as u32;
-    if qd < quads {
+    if qd < counters {
+        cnt[qd as usize] = 0;
+    }
+    // Threads past the last quad read it again (their lanes still take part in the shuffles
+    // below, in runs of their own) and write nothing.
+    let live = qd < quads;
+    let at = select(live, qd, quads - 1) * 4;
+    let mut mx = 0.0f32;
+    let mut s = 0.0f32;
+    #[unroll]
+    for e in 0..4u32 {
+        let v = x[(at + e) as usize];
+        s += v;
+        mx = f32::max(mx, f32::abs(v));
+    }
+    // The sub-block's sum over its 8 quads, the run's largest magnitude over its `run / 4`.
+    #[unroll]
+    for i in 0..3u32 {
+        s += plane_shuffle_xor(s, 1u32 << i);
+    }
+    let mut rs = s;
+    #[unroll]
+    for i in 3..comptime!((run / 4).trailing_zeros()) {
+        rs += plane_shuffle_xor(rs, 1u32 << i);
+    }
+    #[unroll]
+    for i in 0..comptime!((run / 4).trailing_zeros()) {
+        mx = f32::max(mx, plane_shuffle_xor(mx, 1u32 << i));
+    }
+    // The exponent field of 2^(14 − E) for the largest magnitude 2^E·1.m: 127 + 14 − E =
+    // 268 − field(mx); 1 for an all-zero (or subnormal) run, 2^127 below 2^-113.
+    let ex = (u32::reinterpret(mx) >> 23) & 0xFF;
+    let se = select(ex == 0, 127u32, select(ex < 14, 254u32, 268 - ex));
+    let scale = f32::reinterpret(se << 23);
+    if live {
         let sb = qd / 8;
         let q = qd % 8;
-        let base = sb * 32;
-        let mut mx = 0.0f32;
-        let mut s = 0.0f32;
-        for e in 0..32u32 {
-            let v = x[(base + e) as usize];
-            s += v;
-            mx = f32::max(mx, f32::abs(v));
-        }
-        // The exponent field of 2^(14 − E) for the largest magnitude 2^E·1.m: 127 + 14 − E =
-        // 268 − field(mx); 1 for an all-zero (or subnormal) block, 2^127 below 2^-113.
-        let ex = (u32::reinterpret(mx) >> 23) & 0xFF;
-        let se = select(ex == 0, 127u32, select(ex < 14, 254u32, 268 - ex));
-        let scale = f32::reinterpret(se << 23);
         if q == 0 {
             xsum[sb as usize] = s;
             xinv[sb as usize] = 1.0 / scale;
+        }
+        if qd % comptime!(run / 4) == 0 {
+            let r = qd / comptime!(run / 4);
+            xrun[(2 * r) as usize] = rs;
+            xrun[(2 * r + 1) as usize] = 16777216.0f32 / scale;
         }
         let mut hi = Array::<u32>::new(4usize);
         let mut lo = Array::<u32>::new(4usize);
         #[unroll]
         for e in 0..4u32 {
-            let v = x[(base + 4 * q + e) as usize] * scale;
+            let v = x[(at + e) as usize] * scale;
             let h = f16::cast_from(v);
             hi[e as usize] = u32::cast_from(u16::reinterpret(h));
             lo[e as usize] = f16_bits(v - f32::cast_from(h));
         }
-        let o = ((8 * sb + q) * 2) * 2;
+        let o = 32 * sb + 4 * (q / 2) + 2 * (q % 2);
         xq[o as usize] = hi[0] | (hi[2] << 16);
         xq[(o + 1) as usize] = hi[1] | (hi[3] << 16);
-        xq[(o + 2) as usize] = lo[0] | (lo[2] << 16);
-        xq[(o + 3) as usize] = lo[1] | (lo[3] << 16);
+        xq[(o + 16) as usize] = lo[0] | (lo[2] << 16);
+        xq[(o + 17) as usize] = lo[1] | (lo[3] << 16);
     }
 }
 
-/// The four A-fragment registers of one 16-row tile for one half `s` of a chunk: rows `g`
-/// (`wa*`) and `g + 8` (`wb*`), word `0` of the lane's pair for the first `k16` step (`a0`) and
-/// word `1` for the second (`a1`), the codes masked in place (`mask`) as exact f16 subnormals.
+/// The four A-fragment registers of one 16-row tile for one half of a chunk: rows `g` (`wa*`)
+/// and `g + 8` (`wb*`), word `0` of the lane's pair for the first `k16` step (`a0`) and word `1`
+/// for the second (`a1`), the codes shifted right by `shift` and masked in place (`mask`) as
+/// exact f16 subnormals.
 #[cube]
-fn fill_a<NA: Size>(wa0: u32, wa1: u32, wb0: u32, wb1: u32, a0: &mut Array<Vector<f16, NA>>, a1: &mut Array<Vector<f16, NA>>, #[comptime] mask: u32) {
-    a0[0] = Vector::reinterpret(wa0 & mask);
-    a0[1] = Vector::reinterpret(wb0 & mask);
-    a0[2] = Vector::reinterpret((wa0 >> 8) & mask);
-    a0[3] = Vector::reinterpret((wb0 >> 8) & mask);
-    a1[0] = Vector::reinterpret(wa1 & mask);
-    a1[1] = Vector::reinterpret(wb1 & mask);
-    a1[2] = Vector::reinterpret((wa1 >> 8) & mask);
-    a1[3] = Vector::reinterpret((wb1 >> 8) & mask);
+#[allow(clippy::too_many_arguments)]
+pub fn fill_a<NA: Size>(
+    wa0: u32,
+    wa1: u32,
+    wb0: u32,
+    wb1: u32,
+    a0: &mut Array<Vector<f16, NA>>,
+    a1: &mut Array<Vector<f16, NA>>,
+    #[comptime] shift: u32,
+    #[comptime] mask: u32,
+) {
+    a0[0] = Vector::reinterpret((wa0 >> shift) & mask);
+    a0[1] = Vector::reinterpret((wb0 >> shift) & mask);
+    a0[2] = Vector::reinterpret((wa0 >> (shift + 8)) & mask);
+    a0[3] = Vector::reinterpret((wb0 >> (shift + 8)) & mask);
+    a1[0] = Vector::reinterpret((wa1 >> shift) & mask);
+    a1[1] = Vector::reinterpret((wb1 >> shift) & mask);
+    a1[2] = Vector::reinterpret((wa1 >> (shift + 8)) & mask);
+    a1[3] = Vector::reinterpret((wb1 >> (shift + 8)) & mask);
 }
 
 /// See the module docs. `w` is the packed weight in words, `off` the part's first word. `group`
@@ -120,9 +162,9 @@ fn fill_a<NA: Size>(wa0: u32, wa1: u32, wb0: u32, wb1: u32, a0: &mut Array<Vecto
 /// B fragment read serves `mt` of them (a cube covers `16 · mt` rows).
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
-pub fn matvec_q4_mma(
+pub fn matvec_q4_mma<X4: Size>(
     w: &[u32],
-    xq: &[u32],
+    xq: &[Vector<u32, X4>],
     xsum: &[f32],
     xinv: &[f32],
     y: &mut [f32],
@@ -226,9 +268,9 @@ pub fn matvec_q4_mma(
             for s in 0..2u32 {
                 let mask = comptime!(if s == 0 { 0x000F_000Fu32 } else { 0x00F0_00F0u32 });
                 let sb = if comptime!(group == 0) { b * 8 + 2 * j + s } else { b * (group / 32) + j + s * (group / 64) };
-                fill_a(wd[0], wd[1], wd[2], wd[3], &mut a0, &mut a1, mask);
+                fill_a(wd[0], wd[1], wd[2], wd[3], &mut a0, &mut a1, 0u32, mask);
                 if comptime!(mt == 2) {
-                    fill_a(wd[4], wd[5], wd[6], wd[7], &mut e0, &mut e1, mask);
+                    fill_a(wd[4], wd[5], wd[6], wd[7], &mut e0, &mut e1, 0u32, mask);
                 }
                 let unit0 = comptime!(if s == 0 { 16777216.0f32 } else { 1048576.0f32 });
                 #[unroll]
@@ -239,11 +281,11 @@ pub fn matvec_q4_mma(
                     c[1] = Vector::cast_from(0.0f32);
                     ce[0] = Vector::cast_from(0.0f32);
                     ce[1] = Vector::cast_from(0.0f32);
-                    let xo = tb * k + ((8 * sb + 2 * t) * 2 + bpart) * 2;
-                    bf[0] = Vector::reinterpret(xq[xo as usize]);
-                    bf[1] = Vector::reinterpret(xq[(xo + 1) as usize]);
-                    bg[0] = Vector::reinterpret(xq[(xo + 4) as usize]);
-                    bg[1] = Vector::reinterpret(xq[(xo + 5) as usize]);
+                    let v = xq[((tb * k + 32 * sb + 16 * bpart) / 4 + t) as usize];
+                    bf[0] = Vector::reinterpret(v.extract(0usize));
+                    bf[1] = Vector::reinterpret(v.extract(1usize));
+                    bg[0] = Vector::reinterpret(v.extract(2usize));
+                    bg[1] = Vector::reinterpret(v.extract(3usize));
                     def.execute_inplace(&a0, &bf, &mut c);
                     def.execute_inplace(&a1, &bg, &mut c);
                     if comptime!(mt == 2) {

@@ -11,7 +11,8 @@
 //!   blocks), [`matvec_q80`] Q8_0's, [`matvec_q50`] Q5_0's, [`matvec_i4`] that of the GPTQ/AWQ
 //!   int4 groups; [`reduce`]
 //!   ends them, and [`input`] is what they do to their input as they read it (SwiGLU, RMSNorm).
-//!   [`matvec_mma`] is the tensor-core Q4_K / int4 kernel for 2..16 token rows.
+//!   [`matvec_mma`] is the tensor-core Q4_K kernel for 2..16 token rows, [`matvec_i4_mma`] the
+//!   int4 one (input staged in shared memory, reduction split across cubes).
 //! - [`tiled`]: the prefill path and the input gradient, weight tiles decoded into shared memory.
 //! - [`tiled_mma`]: the prefill path on matrix units (f16 tiles, f32 accumulation).
 //! - [`prefill_mma`]: the CUDA prefill of Q4_K and Q6_Kx4 weights, decoded straight into the
@@ -35,6 +36,7 @@ pub mod dequant;
 pub mod input;
 pub mod matvec;
 pub mod matvec_i4;
+pub mod matvec_i4_mma;
 pub mod matvec_mma;
 pub mod matvec_pair;
 pub mod matvec_q4k;

@@ -16,7 +16,7 @@ use cubecl::prelude::*;
 
 use super::{QuantLayout, QuantMatmulBackend, QuantPart};
 use crate::kernels::decode::{block_bytes, block_elems};
-use crate::kernels::{dequant, input, matvec, matvec_i4, matvec_mma, matvec_pair, matvec_q4k, matvec_q6k, matvec_q80, prefill_mma, reduce, tiled, tiled_mma};
+use crate::kernels::{dequant, input, matvec, matvec_i4, matvec_i4_mma, matvec_mma, matvec_pair, matvec_q4k, matvec_q6k, matvec_q80, prefill_mma, reduce, tiled, tiled_mma};
 
 /// Cubes the prefill path aims for (about 4 per SM of a large GPU).
 const SPLIT_K_TARGET: usize = 528;
@@ -155,6 +155,12 @@ struct LaunchKnobs {
     /// then a launch of its own), for comparisons, at every product size; unset, [`folds`]
     /// decides per device, and only products of up to [`FOLD_MAX_WEIGHTS`] fold.
     fold: Option<(bool, bool)>,
+    /// `BURN_QUANT_I4_MMA`: `old` puts int4 parts on [`matvec_mma::matvec_q4_mma`] (the kernel
+    /// they took before [`matvec_i4_mma`]), `PLANES,SLICES,DEPTH` sets [`matvec_i4_mma`]'s warps
+    /// per cube (4, 8 or 16), its slices of the reduction (0: [`i4_mma_shape`]'s choice) and its
+    /// groups in flight (2 to 4), then optionally `,1` for slices of contiguous groups instead of
+    /// interleaved ones; for comparisons.
+    i4_mma: Option<(u32, usize, u32, bool)>,
     /// `BURN_QUANT_PREFILL_TILE=PLANES,NTILES,CUBES,MTILES`: warps per cube (4, 8 or 16), 8-token
     /// B tiles per warp (4, 8 or 16), the cubes split-K aims for (0: whole waves of the device's
     /// SMs, [`prefill_splits`]) and 16-row A tiles per warp (1 or
@@ -187,6 +193,15 @@ fn knobs() -> &'static LaunchKnobs {
             Ok("all") => Some((true, true)),
             _ => None,
         },
+        i4_mma: std::env::var("BURN_QUANT_I4_MMA").ok().and_then(|v| {
+            if v == "old" {
+                return Some((0, 0, 0, false));
+            }
+            let mut it = v.split(',').map(|p| p.trim().parse::<usize>().ok());
+            let (p, s, d) = (it.next()??, it.next()??, it.next()??);
+            let runs = it.next().flatten() == Some(1);
+            (matches!(p, 4 | 8 | 16) && (2..=4).contains(&d)).then_some((p as u32, s, d as u32, runs))
+        }),
         prefill_tile: std::env::var("BURN_QUANT_PREFILL_TILE")
             .ok()
             .and_then(|v| {
@@ -318,7 +333,8 @@ fn mma_group(p: &QuantPart) -> Option<u32> {
 /// `(16-row A tiles per warp, warps per cube)` of [`matvec_mma::matvec_q4_mma`] at `m` token
 /// rows for a part of layout argument `group` (0 for Q4_K): two tiles, so each B fragment read
 /// serves both, and 16 warps splitting the blocks, from 2 to 8 rows and for Q4_K above; one tile
-/// and 8 warps at a single row and for int4 above 8 rows. H100, 4,096 × 14,336 alone under ncu,
+/// and 8 warps at a single row and for int4 above 8 rows (where [`matvec_i4_mma`] now runs by
+/// default, [`i4_mma_on`]). H100, 4,096 × 14,336 alone under ncu,
 /// µs (tiles, warps = 1, 8 / 2, 8 / 2, 16): Q4_K m=8 49.7–54.0 / 41.3–43.6 / 33.2–35.2, m=16
 /// 75.7–78.6 / 57.1–58.0 / 51.1–54.1; int4 (group 128) m=8 43.2–43.7 / 30.4–31.3 / 26.8–26.9,
 /// m=16 59.0–59.7 / 114–117 / 60.8–61.7; at m=1 1, 8 takes 26.5–28.5 and 2, 8 28.8–32.8.
@@ -329,27 +345,69 @@ fn mma_shape(m: usize, group: u32) -> (u32, u32) {
     (knobs().mma_mt.unwrap_or(mt), knobs().mma_planes.unwrap_or(planes))
 }
 
-/// The input of [`matvec_mma::matvec_q4_mma`] for the `m` token rows `x` of `k` values each:
-/// `(xq, xsum, xinv)`, from one [`matvec_mma::mma_input`] launch.
-fn mma_input(x: &CubeTensor, m: usize, k: usize) -> (CubeTensor, CubeTensor, CubeTensor) {
-    let (n, subs) = (m * k, m * k / 32);
+/// The input of the tensor-core decode kernels for the `m` token rows `x` of `k` values each,
+/// scaled per `run` values ([`matvec_mma::mma_input`]): `(xq, xsum, xinv, xrun)`, and `counters`
+/// zeroed split-K counters (u32) from the same launch.
+#[allow(clippy::type_complexity)]
+fn mma_input(x: &CubeTensor, m: usize, k: usize, run: u32, counters: usize) -> (CubeTensor, CubeTensor, CubeTensor, CubeTensor, CubeTensor) {
+    let (n, subs, runs) = (m * k, m * k / 32, m * k / run as usize);
     let (xq, xsum, xinv) = (empty_f32(x, vec![n]), empty_f32(x, vec![subs]), empty_f32(x, vec![subs]));
-    // SAFETY: `x` holds `m · k` values (`k` a multiple of 32, so no sub-block straddles two
-    // rows); `xq` has a word per value (8 quads × 2 parts × 2 words per 32-value sub-block),
-    // `xsum` and `xinv` one value per sub-block; threads past `n / 4` return.
+    let (xrun, cnt) = (empty_f32(x, vec![2 * runs]), empty_f32(x, vec![counters]));
+    let threads = (n / 4).max(counters);
+    // SAFETY: `x` holds `m · k` values (`k` a multiple of 32 and of `run`, so no sub-block or run
+    // straddles two rows); `xq` has a word per value (8 quads × 2 parts × 2 words per 32-value
+    // sub-block), `xsum` and `xinv` one value per sub-block, `xrun` two per run, `cnt` `counters` words; threads
+    // past `n / 4` read the last quad and write nothing there.
     unsafe {
         matvec_mma::mma_input::launch_unchecked(
             &x.client,
-            grid_1d((n / 4).div_ceil(256)),
+            grid_1d(threads.div_ceil(256)),
             CubeDim::new_1d(256),
             buffer(x, n),
             buffer(&xq, n),
             buffer(&xsum, subs),
             buffer(&xinv, subs),
+            buffer(&xrun, 2 * runs),
+            buffer(&cnt, counters.max(1)),
             (n / 4) as u32,
+            counters as u32,
+            run,
         )
     };
-    (xq, xsum, xinv)
+    (xq, xsum, xinv, xrun, cnt)
+}
+
+/// `(warps per cube, slices, groups in flight)` of [`matvec_i4_mma`] for `rows` weight rows of
+/// `blocks` groups: 8 warps, two groups in flight, and the fewest slices of the reduction that
+/// fill whole waves of two cubes per SM ([`prefill_splits`]), each slice at least 2 groups.
+/// H100, 4,096 × 14,336 (group 128) at 16 token rows, kernel alone under ncu, µs (warps, groups
+/// in flight): 8, 2 30.8–31.6; 8, 3 43.9–44.7 (134 registers: one cube an SM); 16, 2 37.0–38.5;
+/// 4, 2 34.5–35.4; slices of contiguous groups instead of interleaved ones 31.9–33.1.
+/// `BURN_QUANT_I4_MMA` overrides.
+fn i4_mma_shape(x: &CubeTensor, rows: usize, blocks: usize) -> (u32, usize, u32) {
+    let (planes, slices, depth, ..) = knobs().i4_mma.filter(|&(p, ..)| p > 0).unwrap_or((8, 0, 2, false));
+    let tiles = rows.div_ceil((matvec_i4_mma::ROWS * planes) as usize);
+    let most = (blocks / 2).max(1);
+    let slices = match (slices, x.client.properties().hardware.num_streaming_multiprocessors) {
+        (0, Some(sms)) => prefill_splits(tiles, sms as usize * (16 / planes as usize), most),
+        (0, None) => 132usize.div_ceil(tiles).clamp(1, most),
+        (s, _) => s.clamp(1, blocks),
+    };
+    (planes, slices, depth)
+}
+
+/// Whether int4 groups of `group` weights on the tensor cores at `m` token rows take
+/// [`matvec_i4_mma`] rather than [`matvec_mma::matvec_q4_mma`]: above 8 rows (H100, 4,096 ×
+/// 14,336 kernel alone, µs: m = 16 30.8–31.6 against 53.0–55.0; m = 8 26.9–27.7 against
+/// 23.6–24.2), with warps of 32 lanes and groups of at most 128; `BURN_QUANT_I4_MMA=old` never,
+/// any other setting of it at every row count the tensor cores take.
+fn i4_mma_on(x: &CubeTensor, group: u32, m: usize) -> bool {
+    let rows_ok = match knobs().i4_mma {
+        Some((0, ..)) => false,
+        Some(_) => true,
+        None => m > 8,
+    };
+    rows_ok && group > 0 && group <= 128 && planes_are_32(x)
 }
 
 /// Whether [`matmul_decode`] takes `m` token rows of `x` through `layout`: up to
@@ -597,8 +655,23 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
     let words = layout.total_words();
     let parts = layout.merged_parts();
     let pre = Prologue::new(pre, &x);
-    // Parts the tensor-core kernel can take; its input is prepared once for all of them.
-    let mma = parts.iter().any(|p| matches!(DecodeKernel::of(p, on), DecodeKernel::Mma(_))).then(|| mma_input(&x, m, k));
+    // Parts the tensor-core kernels take; their input is prepared once for all of them, scaled
+    // per int4 group where [`matvec_i4_mma`] takes one (its split-K counters zeroed by the same
+    // launch, and its slices of the output shared by its parts).
+    let i4_shapes: Vec<Option<(u32, usize, u32)>> = parts
+        .iter()
+        .map(|p| match DecodeKernel::of(p, on) {
+            DecodeKernel::Mma(g) if i4_mma_on(&x, g, m) => Some(i4_mma_shape(&x, p.rows, k / g as usize)),
+            _ => None,
+        })
+        .collect();
+    let i4_tiles = |p: &QuantPart, planes: u32| p.rows.div_ceil((matvec_i4_mma::ROWS * planes) as usize);
+    let counters: usize = parts.iter().zip(&i4_shapes).filter_map(|(p, s)| s.filter(|s| s.1 > 1).map(|(pl, _, _)| i4_tiles(p, pl))).sum();
+    let most_slices = i4_shapes.iter().flatten().map(|s| s.1).max().unwrap_or(1);
+    let run = parts.iter().zip(&i4_shapes).filter(|(_, s)| s.is_some()).filter_map(|(p, _)| mma_group(p)).max().unwrap_or(32);
+    let mma = parts.iter().any(|p| matches!(DecodeKernel::of(p, on), DecodeKernel::Mma(_))).then(|| mma_input(&x, m, k, run, counters));
+    let slices_buf = (most_slices > 1).then(|| empty_f32(&x, vec![most_slices, m, n]));
+    let mut cnt0 = 0;
     let args = DecodeArgs { w, words, x: &x, y: &y, res: &res, pre: &pre, m, k, n, f16hw, plane32 };
     if let [a, b] = parts.as_slice()
         && pair_on()
@@ -609,10 +682,56 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
         return y;
     }
     let mut col0 = 0;
-    for part in &parts {
+    for (pi, part) in parts.iter().enumerate() {
         let (rows, at) = (part.rows as u32, part.byte_offset);
         let kernel = DecodeKernel::of(part, on);
-        let launched = if let (Some((xq, xsum, xinv)), DecodeKernel::Mma(group)) = (&mma, kernel) {
+        let launched = if let (Some((xq, _, _, xrun, cnt)), Some((planes, slices, depth))) = (&mma, i4_shapes[pi]) {
+            let group = mma_group(part).unwrap_or(128);
+            let split = slices > 1;
+            let blocks = k / group as usize;
+            let tiles = i4_tiles(part, planes);
+            let ys = slices_buf.as_ref().filter(|_| split).unwrap_or(&y);
+            // SAFETY: the part starts on a word boundary and its rows are whole groups of
+            // `1 + G/8` words (G = 64 or 128, `k` a multiple of G); rows past `rows` and tokens
+            // past `m` are clamped for reads and never written; `xq` and `xrun` cover `m · k`
+            // values scaled per G (`run` is a multiple of G); with a split, `ys` is `[slices', m,
+            // n]` (slices' ≥ slices) and `cnt` holds this launch's `tiles` zeroed counters from
+            // `cnt0`; `y` is `[m, n]` and the part writes columns `col0..col0 + rows`.
+            unsafe {
+                matvec_i4_mma::matvec_i4_mma::launch_unchecked(
+                    &client,
+                    CubeCount::Static(tiles as u32, slices as u32, 1),
+                    CubeDim::new_2d(32, planes),
+                    4,
+                    buffer(w, words),
+                    buffer(xq, m * k / 4),
+                    buffer(xrun, 2 * m * k / run as usize),
+                    buffer(ys, if split { most_slices * m * n } else { m * n }),
+                    res.arg(),
+                    buffer(&y, m * n),
+                    buffer(cnt, counters.max(1)),
+                    cnt0 as u32,
+                    (at / 4) as u32,
+                    rows,
+                    k as u32,
+                    n as u32,
+                    col0 as u32,
+                    m as u32,
+                    // 0: interleaved slices.
+                    if knobs().i4_mma.is_some_and(|k| k.3) { blocks.div_ceil(slices) as u32 } else { 0 },
+                    group,
+                    m.div_ceil(4) as u32,
+                    planes,
+                    depth,
+                    split,
+                    res.add,
+                )
+            };
+            if split {
+                cnt0 += tiles;
+            }
+            true
+        } else if let (Some((xq, xsum, xinv, _, _)), DecodeKernel::Mma(group)) = (&mma, kernel) {
             let (mt, planes) = mma_shape(m, group);
             // SAFETY: the part starts on a word boundary and its rows are whole blocks of whole
             // words (36 for Q4_K, 1 + G/8 for int4); rows past `rows` are clamped in the kernel;
@@ -623,8 +742,9 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
                     &client,
                     grid_1d(part.rows.div_ceil((matvec_mma::ROWS * mt) as usize)),
                     CubeDim::new_2d(32, planes),
+                    4,
                     buffer(w, words),
-                    buffer(xq, m * k),
+                    buffer(xq, m * k / 4),
                     buffer(xsum, m * k / 32),
                     buffer(xinv, m * k / 32),
                     buffer(&y, m * n),
