@@ -14,8 +14,9 @@
 //! input: each warp reads its B fragments from L2 for its own blocks (148 MB moved for a 31 MB
 //! weight at 4,096 × 14,336). Here the warps of a cube own different rows and walk the same
 //! groups together: the cube's threads load a group's input for all token rows into shared
-//! memory once (double-buffered, the next group's loads and weight words in flight while the
-//! current one is multiplied), and every warp reads its fragments from there. The rows of a cube
+//! memory once (double-buffered; the weight words of the next groups and the input of the
+//! groups after them in flight while the current one is multiplied, in rings of compile-time
+//! stages), and every warp reads its fragments from there. The rows of a cube
 //! (`16 · planes`) then read the input once per cube instead of once per warp, and the cube
 //! count comes from splitting the groups into slices along `CUBE_POS_Y`; each tile's slices are
 //! summed by its last cube, in slice order (deterministic).
@@ -232,6 +233,7 @@ pub fn matvec_i4_mma<X4: Size>(
     #[comptime] tiles: u32,
     #[comptime] planes: u32,
     #[comptime] depth: u32,
+    #[comptime] xdepth: u32,
     #[comptime] split: bool,
     #[comptime] add: bool,
 ) {
@@ -261,10 +263,11 @@ pub fn matvec_i4_mma<X4: Size>(
     let nw = comptime!(2 + group / 16);
     let mut xs = Shared::<[Vector<u32, X4>]>::new_slice(comptime!(2 * units) as usize);
     let mut sx = Shared::<[f32]>::new_slice(comptime!(2 * 4 * tiles * 2) as usize);
-    // Rings of `depth` stages: group `b + i`'s weight words and input in stage `i`.
+    // Rings of `depth` (weight words) and `xdepth` (input) stages: group `i`'s in stage `i mod
+    // depth`, `i mod xdepth`.
     let mut cur = Array::<u32>::new(comptime!(depth * nw) as usize);
-    let mut xr = Array::<Vector<u32, X4>>::new(comptime!(depth * per) as usize);
-    let mut sr = Array::<f32>::new(comptime!(2 * depth) as usize);
+    let mut xr = Array::<Vector<u32, X4>>::new(comptime!(xdepth * per) as usize);
+    let mut sr = Array::<f32>::new(comptime!(2 * xdepth) as usize);
     // Per token tile: the running sums of rows g and g + 8.
     let mut acc = Array::<f32>::new(comptime!(2 * tiles) as usize);
     #[unroll]
@@ -275,32 +278,36 @@ pub fn matvec_i4_mma<X4: Size>(
     // Groups past the slice's last load it again; what they store is never read.
     #[unroll]
     for i in 0..depth - 1 {
-        let nb = first + step * u32::min(i, b1 - 1);
-        load_words(w, &mut cur, ga, gb, nb, t, i, group);
-        load_inputs::<X4>(xq, xrun, &mut xr, &mut sr, nb, tid, m, k, i, group, tiles, threads);
+        load_words(w, &mut cur, ga, gb, first + step * u32::min(i, b1 - 1), t, i, group);
+    }
+    #[unroll]
+    for i in 0..xdepth - 1 {
+        load_inputs::<X4>(xq, xrun, &mut xr, &mut sr, first + step * u32::min(i, b1 - 1), tid, m, k, i, group, tiles, threads);
     }
     store_inputs::<X4>(&xr, &sr, &mut xs, &mut sx, 0u32, tid, 0u32, group, tiles, threads);
     sync_cube();
-    // The ring is indexed by compile-time stages (the loop unrolled `depth` times), so no
-    // register waits on a load before its group's turn.
+    // The rings are indexed by compile-time stages (the loop unrolled over a common multiple
+    // of both depths), so no register waits on a load before its group's turn.
+    let unroll = comptime!(if depth.is_multiple_of(xdepth) { depth } else if xdepth.is_multiple_of(depth) { xdepth } else { depth * xdepth });
     let mut b = 0u32;
     while b < b1 {
         #[unroll]
-        for st in 0..depth {
+        for st in 0..unroll {
             let bb = b + st;
             if bb < b1 {
-                // Group `bb + depth − 1`'s words and input are loaded before this one's products.
-                let nb = first + step * u32::min(bb + depth - 1, b1 - 1);
-                let ld = comptime!((st + depth - 1) % depth);
-                load_words(w, &mut cur, ga, gb, nb, t, ld, group);
-                load_inputs::<X4>(xq, xrun, &mut xr, &mut sr, nb, tid, m, k, ld, group, tiles, threads);
+                // Group `bb + depth − 1`'s words and group `bb + xdepth − 1`'s input are loaded
+                // before this one's products.
+                let nw_at = first + step * u32::min(bb + depth - 1, b1 - 1);
+                load_words(w, &mut cur, ga, gb, nw_at, t, comptime!((st + depth - 1) % depth), group);
+                let nx_at = first + step * u32::min(bb + xdepth - 1, b1 - 1);
+                load_inputs::<X4>(xq, xrun, &mut xr, &mut sr, nx_at, tid, m, k, comptime!((st + xdepth - 1) % xdepth), group, tiles, threads);
                 let buf = bb % 2;
-                group_products::<X4>(&def, &cur, &xs, &sx, &mut acc, buf, g, t, st, group, tiles);
-                store_inputs::<X4>(&xr, &sr, &mut xs, &mut sx, 1 - buf, tid, comptime!((st + 1) % depth), group, tiles, threads);
+                group_products::<X4>(&def, &cur, &xs, &sx, &mut acc, buf, g, t, comptime!(st % depth), group, tiles);
+                store_inputs::<X4>(&xr, &sr, &mut xs, &mut sx, 1 - buf, tid, comptime!((st + 1) % xdepth), group, tiles, threads);
                 sync_cube();
             }
         }
-        b += depth;
+        b += unroll;
     }
 
     if comptime!(split) {

@@ -158,9 +158,10 @@ struct LaunchKnobs {
     /// `BURN_QUANT_I4_MMA`: `old` puts int4 parts on [`matvec_mma::matvec_q4_mma`] (the kernel
     /// they took before [`matvec_i4_mma`]), `PLANES,SLICES,DEPTH` sets [`matvec_i4_mma`]'s warps
     /// per cube (4, 8 or 16), its slices of the reduction (0: [`i4_mma_shape`]'s choice) and its
-    /// groups in flight (2 to 4), then optionally `,1` for slices of contiguous groups instead of
-    /// interleaved ones; for comparisons.
-    i4_mma: Option<(u32, usize, u32, bool)>,
+    /// weights' groups in flight (2 to 4), then optionally `,1` for slices of contiguous groups
+    /// instead of interleaved ones, and the input's groups in flight (2 to 4; else as the
+    /// weights'); for comparisons.
+    i4_mma: Option<(u32, usize, u32, bool, u32)>,
     /// `BURN_QUANT_PREFILL_TILE=PLANES,NTILES,CUBES,MTILES`: warps per cube (4, 8 or 16), 8-token
     /// B tiles per warp (4, 8 or 16), the cubes split-K aims for (0: whole waves of the device's
     /// SMs, [`prefill_splits`]) and 16-row A tiles per warp (1 or
@@ -195,12 +196,13 @@ fn knobs() -> &'static LaunchKnobs {
         },
         i4_mma: std::env::var("BURN_QUANT_I4_MMA").ok().and_then(|v| {
             if v == "old" {
-                return Some((0, 0, 0, false));
+                return Some((0, 0, 0, false, 0));
             }
             let mut it = v.split(',').map(|p| p.trim().parse::<usize>().ok());
             let (p, s, d) = (it.next()??, it.next()??, it.next()??);
             let runs = it.next().flatten() == Some(1);
-            (matches!(p, 4 | 8 | 16) && (2..=4).contains(&d)).then_some((p as u32, s, d as u32, runs))
+            let xd = it.next().flatten().unwrap_or(d);
+            (matches!(p, 4 | 8 | 16) && (2..=4).contains(&d) && (2..=4).contains(&xd)).then_some((p as u32, s, d as u32, runs, xd as u32))
         }),
         prefill_tile: std::env::var("BURN_QUANT_PREFILL_TILE")
             .ok()
@@ -377,15 +379,17 @@ fn mma_input(x: &CubeTensor, m: usize, k: usize, run: u32, counters: usize) -> (
     (xq, xsum, xinv, xrun, cnt)
 }
 
-/// `(warps per cube, slices, groups in flight)` of [`matvec_i4_mma`] for `rows` weight rows of
-/// `blocks` groups: 8 warps, two groups in flight, and the fewest slices of the reduction that
-/// fill whole waves of two cubes per SM ([`prefill_splits`]), each slice at least 2 groups.
-/// H100, 4,096 × 14,336 (group 128) at 16 token rows, kernel alone under ncu, µs (warps, groups
-/// in flight): 8, 2 30.8–31.6; 8, 3 43.9–44.7 (134 registers: one cube an SM); 16, 2 37.0–38.5;
-/// 4, 2 34.5–35.4; slices of contiguous groups instead of interleaved ones 31.9–33.1.
-/// `BURN_QUANT_I4_MMA` overrides.
-fn i4_mma_shape(x: &CubeTensor, rows: usize, blocks: usize) -> (u32, usize, u32) {
-    let (planes, slices, depth, ..) = knobs().i4_mma.filter(|&(p, ..)| p > 0).unwrap_or((8, 0, 2, false));
+/// `(warps per cube, slices, weight groups in flight, input groups in flight)` of
+/// [`matvec_i4_mma`] for `rows` weight rows of `blocks` groups: 8 warps, the weight words of 2
+/// groups and the input of 3 in flight, and the fewest slices of the reduction that fill whole
+/// waves of two cubes per SM ([`prefill_splits`]), each slice at least 2 groups. H100, 4,096 ×
+/// 14,336 (group 128) at 16 token rows, kernel alone under ncu, µs (warps, weight and input
+/// groups in flight): 8, 2, 3 29.5–31.3; 8, 2, 2 30.8–33.8; 8, 3, 2 29.8–31.1 (126 registers);
+/// 8, 3, 3 43.9–44.7 (134 registers: one cube an SM); 16, 2, 3 30.5–31.3; 16, 2, 2 37.0–38.5;
+/// 4, 2, 3 43.4–44.5; slices of contiguous groups instead of interleaved ones (8, 2, 2)
+/// 31.9–33.1. `BURN_QUANT_I4_MMA` overrides.
+fn i4_mma_shape(x: &CubeTensor, rows: usize, blocks: usize) -> (u32, usize, u32, u32) {
+    let (planes, slices, depth, _, xdepth) = knobs().i4_mma.filter(|&(p, ..)| p > 0).unwrap_or((8, 0, 2, false, 3));
     let tiles = rows.div_ceil((matvec_i4_mma::ROWS * planes) as usize);
     let most = (blocks / 2).max(1);
     let slices = match (slices, x.client.properties().hardware.num_streaming_multiprocessors) {
@@ -393,12 +397,12 @@ fn i4_mma_shape(x: &CubeTensor, rows: usize, blocks: usize) -> (u32, usize, u32)
         (0, None) => 132usize.div_ceil(tiles).clamp(1, most),
         (s, _) => s.clamp(1, blocks),
     };
-    (planes, slices, depth)
+    (planes, slices, depth, xdepth)
 }
 
 /// Whether int4 groups of `group` weights on the tensor cores at `m` token rows take
 /// [`matvec_i4_mma`] rather than [`matvec_mma::matvec_q4_mma`]: above 8 rows (H100, 4,096 ×
-/// 14,336 kernel alone, µs: m = 16 30.8–31.6 against 53.0–55.0; m = 8 26.9–27.7 against
+/// 14,336 kernel alone, µs: m = 16 29.5–31.3 against 51.8–55.0; m = 8 24.1–25.5 against
 /// 23.6–24.2), with warps of 32 lanes and groups of at most 128; `BURN_QUANT_I4_MMA=old` never,
 /// any other setting of it at every row count the tensor cores take.
 fn i4_mma_on(x: &CubeTensor, group: u32, m: usize) -> bool {
@@ -658,7 +662,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
     // Parts the tensor-core kernels take; their input is prepared once for all of them, scaled
     // per int4 group where [`matvec_i4_mma`] takes one (its split-K counters zeroed by the same
     // launch, and its slices of the output shared by its parts).
-    let i4_shapes: Vec<Option<(u32, usize, u32)>> = parts
+    let i4_shapes: Vec<Option<(u32, usize, u32, u32)>> = parts
         .iter()
         .map(|p| match DecodeKernel::of(p, on) {
             DecodeKernel::Mma(g) if i4_mma_on(&x, g, m) => Some(i4_mma_shape(&x, p.rows, k / g as usize)),
@@ -666,7 +670,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
         })
         .collect();
     let i4_tiles = |p: &QuantPart, planes: u32| p.rows.div_ceil((matvec_i4_mma::ROWS * planes) as usize);
-    let counters: usize = parts.iter().zip(&i4_shapes).filter_map(|(p, s)| s.filter(|s| s.1 > 1).map(|(pl, _, _)| i4_tiles(p, pl))).sum();
+    let counters: usize = parts.iter().zip(&i4_shapes).filter_map(|(p, s)| s.filter(|s| s.1 > 1).map(|(pl, ..)| i4_tiles(p, pl))).sum();
     let most_slices = i4_shapes.iter().flatten().map(|s| s.1).max().unwrap_or(1);
     let run = parts.iter().zip(&i4_shapes).filter(|(_, s)| s.is_some()).filter_map(|(p, _)| mma_group(p)).max().unwrap_or(32);
     let mma = parts.iter().any(|p| matches!(DecodeKernel::of(p, on), DecodeKernel::Mma(_))).then(|| mma_input(&x, m, k, run, counters));
@@ -685,7 +689,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
     for (pi, part) in parts.iter().enumerate() {
         let (rows, at) = (part.rows as u32, part.byte_offset);
         let kernel = DecodeKernel::of(part, on);
-        let launched = if let (Some((xq, _, _, xrun, cnt)), Some((planes, slices, depth))) = (&mma, i4_shapes[pi]) {
+        let launched = if let (Some((xq, _, _, xrun, cnt)), Some((planes, slices, depth, xdepth))) = (&mma, i4_shapes[pi]) {
             let group = mma_group(part).unwrap_or(128);
             let split = slices > 1;
             let blocks = k / group as usize;
@@ -723,6 +727,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
                     m.div_ceil(4) as u32,
                     planes,
                     depth,
+                    xdepth,
                     split,
                     res.add,
                 )
