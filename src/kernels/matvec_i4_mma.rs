@@ -201,11 +201,12 @@ fn group_products<X4: Size>(
 
 /// See the module docs. `w` is the packed weight in words (`off` the part's first word; rows of
 /// `k / G` groups of `1 + G/8` words), `xq` and `xrun` [`mma_input`](super::matvec_mma::mma_input)'s
-/// output with `run = G` for `m ≤ 4·tiles` token rows. Cube `(x, z)` of `32 × planes` threads
-/// covers rows `16·planes·x ..` and, of the groups, every `slices`-th from `z` (`bps = 0`: the
+/// output with `run = G` for `m ≤ 4·tiles` token rows. Cube `(x, y)` of `32 × planes` threads
+/// covers rows `16·planes·x ..` and, of the groups, every `slices`-th from `y` (`bps = 0`: the
 /// slices interleave, so the cubes of a row tile read neighbouring groups at the same time) or
-/// groups `z·bps .. (z + 1)·bps`. `out` is `[m, n]`, this
-/// launch writing columns `col0..col0 + rows` (plus `res` at the same index with `add`).
+/// groups `y·bps .. (y + 1)·bps`. `depth` and `xdepth` are the groups whose weight words and
+/// input are in flight (2 to 4 each). `out` is `[m, n]`, this launch writing columns
+/// `col0..col0 + rows` (plus `res` at the same index with `add`).
 ///
 /// With `split` (more than one slice along y), each cube writes its sums to slice `CUBE_POS_Y`
 /// of `y` (`[slices, m, n]`), publishes them and counts itself in `cnt[cnt0 + CUBE_POS_X]`
