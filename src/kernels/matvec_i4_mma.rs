@@ -27,6 +27,7 @@ use half::f16;
 
 use super::decode::f16_pair;
 use super::matvec_mma::fill_a;
+use super::reduce::last_of_slices;
 
 /// Weight rows of a warp (one m16n8k16 A tile); a cube covers `ROWS · planes` rows.
 pub const ROWS: u32 = 16;
@@ -313,25 +314,9 @@ pub fn matvec_i4_mma<X4: Size>(
 
     if comptime!(split) {
         let slices = CUBE_COUNT_Y;
-        #[unroll]
-        for tile in 0..tiles {
-            #[unroll]
-            for i in 0..2u32 {
-                let row = r0 + g + 8 * i;
-                let tok = 4 * tile + t;
-                if row < rows && tok < m {
-                    y[((CUBE_POS_Y * m + tok) * n + col0 + row) as usize] = acc[(2 * tile + i) as usize];
-                }
-            }
-        }
-        // Publish the slice, then count this cube; only the row tile's last arrival goes on.
-        sync_storage();
-        let mut arrived = Shared::<[u32]>::new_slice(1usize);
-        if tid == 0 {
-            arrived[0] = cnt[(cnt0 + CUBE_POS_X) as usize].fetch_add(1u32);
-        }
-        sync_cube();
-        if arrived[0] + 1 < slices {
+        store_sums(&acc, y, res, CUBE_POS_Y, r0, g, t, rows, m, n, col0, false, tiles);
+        // Only the row tile's last arrival goes on.
+        if !last_of_slices(cnt, cnt0 + CUBE_POS_X, slices, tid) {
             terminate!();
         }
         sync_storage();
@@ -351,6 +336,29 @@ pub fn matvec_i4_mma<X4: Size>(
             }
         }
     }
+    store_sums(&acc, out, res, 0u32, r0, g, t, rows, m, n, col0, add, tiles);
+}
+
+/// Writes the lane's sums `acc` (token tile `tile`: rows `r0 + g` and `r0 + g + 8` at `2·tile`,
+/// `+ 1`; token `4·tile + t`) to slice `z` of `dst` (`[·, m, n]`, columns `col0 + row`), plus `res`
+/// at the same position of `[m, n]` with `add`, for rows below `rows` and tokens below `m`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn store_sums(
+    acc: &Array<f32>,
+    dst: &mut [f32],
+    res: &[f32],
+    z: u32,
+    r0: u32,
+    g: u32,
+    t: u32,
+    rows: u32,
+    m: u32,
+    n: u32,
+    col0: u32,
+    #[comptime] add: bool,
+    #[comptime] tiles: u32,
+) {
     #[unroll]
     for tile in 0..tiles {
         #[unroll]
@@ -358,9 +366,9 @@ pub fn matvec_i4_mma<X4: Size>(
             let row = r0 + g + 8 * i;
             let tok = 4 * tile + t;
             if row < rows && tok < m {
-                let at = (tok * n + col0 + row) as usize;
+                let at = tok * n + col0 + row;
                 let v = acc[(2 * tile + i) as usize];
-                out[at] = if comptime!(add) { v + res[at] } else { v };
+                dst[(z * m * n + at) as usize] = if comptime!(add) { v + res[at as usize] } else { v };
             }
         }
     }

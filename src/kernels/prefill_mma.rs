@@ -61,6 +61,7 @@ use super::decode::f16_pair;
 use super::matvec_mma::f16_pair_bits;
 use super::matvec_q4k::scales_mins;
 use super::matvec_q6k::{codes6, scale};
+use super::reduce::last_of_slices;
 
 /// [`prefill_mma`]'s `kind`: Q4_K, in 8-byte units.
 pub const KIND_Q4K: u32 = 0;
@@ -784,14 +785,8 @@ pub fn prefill_mma<WS: Size, X4: Size>(
     if comptime!(split) {
         let splits = CUBE_COUNT_Z;
         store_acc::<NC>(&acc, y, r, r0, tok0, g, t, seg_rows, m, n, seg_col0, CUBE_POS_Z, false, ntiles, mtiles);
-        // Publish the slice, then count this cube; only the tile's last arrival goes on.
-        sync_storage();
-        let mut arrived = Shared::<[u32]>::new_slice(1usize);
-        if tid == 0 {
-            arrived[0] = cnt[(cnt0 + CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize].fetch_add(1u32);
-        }
-        sync_cube();
-        if arrived[0] + 1 < splits {
+        // Only the tile's last arrival goes on.
+        if !last_of_slices(cnt, cnt0 + CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X, splits, tid) {
             terminate!();
         }
         // What the other cubes published is visible from here.

@@ -1,5 +1,6 @@
 //! The end of the decode kernels: the per-thread partial sums of a row group, summed over the
-//! group's lanes and planes and written to `y`.
+//! group's lanes and planes and written to `y`; and the split-K handshake of the tensor-core
+//! kernels whose tiles' slices are summed by the tile's last cube ([`last_of_slices`]).
 
 use cubecl::prelude::*;
 
@@ -131,4 +132,19 @@ pub fn reduce_groups(
             }
         }
     }
+}
+
+/// Publishes the slice this cube has just written (device-scope fence) and counts the cube in
+/// `cnt[at]` (zero before the launch; thread `tid == 0` counts): whether it is the last of the
+/// tile's `slices` cubes to arrive. The same for every thread of the cube. The last one must
+/// `sync_storage()` again before it reads the others' slices.
+#[cube]
+pub fn last_of_slices(cnt: &mut [Atomic<u32>], at: u32, slices: u32, tid: u32) -> bool {
+    sync_storage();
+    let mut arrived = Shared::<[u32]>::new_slice(1usize);
+    if tid == 0 {
+        arrived[0] = cnt[at as usize].fetch_add(1u32);
+    }
+    sync_cube();
+    arrived[0] + 1 == slices
 }

@@ -157,7 +157,7 @@ struct LaunchKnobs {
     fold: Option<(bool, bool)>,
     /// `BURN_QUANT_I4_MMA`: `old` puts int4 parts on [`matvec_mma::matvec_q4_mma`] (the kernel
     /// they took before [`matvec_i4_mma`]), `PLANES,SLICES,DEPTH` sets [`matvec_i4_mma`]'s warps
-    /// per cube (4, 8 or 16), its slices of the reduction (0: [`i4_mma_shape`]'s choice) and its
+    /// per cube (4, 8 or 16), its slices of the reduction (0: [`I4MmaShape::new`]'s choice) and its
     /// weights' groups in flight (2 to 4), then optionally `,1` for slices of contiguous groups
     /// instead of interleaved ones, and the input's groups in flight (2 to 4; else as the
     /// weights'); for comparisons.
@@ -379,25 +379,48 @@ fn mma_input(x: &CubeTensor, m: usize, k: usize, run: u32, counters: usize) -> (
     (xq, xsum, xinv, xrun, cnt)
 }
 
-/// `(warps per cube, slices, weight groups in flight, input groups in flight)` of
-/// [`matvec_i4_mma`] for `rows` weight rows of `blocks` groups: 8 warps, the weight words of 2
-/// groups and the input of 3 in flight, and the fewest slices of the reduction that fill whole
-/// waves of two cubes per SM ([`prefill_splits`]), each slice at least 2 groups. H100, 4,096 ×
-/// 14,336 (group 128) at 16 token rows, kernel alone under ncu, µs (warps, weight and input
-/// groups in flight): 8, 2, 3 29.5–31.3; 8, 2, 2 30.8–33.8; 8, 3, 2 29.8–31.1 (126 registers);
-/// 8, 3, 3 43.9–44.7 (134 registers: one cube an SM); 16, 2, 3 30.5–31.3; 16, 2, 2 37.0–38.5;
-/// 4, 2, 3 43.4–44.5; slices of contiguous groups instead of interleaved ones (8, 2, 2)
-/// 31.9–33.1. `BURN_QUANT_I4_MMA` overrides.
-fn i4_mma_shape(x: &CubeTensor, rows: usize, blocks: usize) -> (u32, usize, u32, u32) {
-    let (planes, slices, depth, _, xdepth) = knobs().i4_mma.filter(|&(p, ..)| p > 0).unwrap_or((8, 0, 2, false, 3));
-    let tiles = rows.div_ceil((matvec_i4_mma::ROWS * planes) as usize);
-    let most = (blocks / 2).max(1);
-    let slices = match (slices, x.client.properties().hardware.num_streaming_multiprocessors) {
-        (0, Some(sms)) => prefill_splits(tiles, sms as usize * (16 / planes as usize), most),
-        (0, None) => 132usize.div_ceil(tiles).clamp(1, most),
-        (s, _) => s.clamp(1, blocks),
-    };
-    (planes, slices, depth, xdepth)
+/// The launch of [`matvec_i4_mma`] over one part.
+#[derive(Clone, Copy)]
+struct I4MmaShape {
+    /// Weights per int4 group (64 or 128).
+    group: u32,
+    /// Warps per cube.
+    planes: u32,
+    /// Row tiles of `16 · planes` rows (the grid's x).
+    tiles: usize,
+    /// Slices of the reduction (the grid's y).
+    slices: usize,
+    /// Groups whose weight words are in flight.
+    depth: u32,
+    /// Groups whose input is in flight.
+    xdepth: u32,
+}
+
+impl I4MmaShape {
+    /// The shape for `rows` weight rows of `blocks` groups of `group`: 8 warps, the weight words
+    /// of 2 groups and the input of 3 in flight, and the fewest slices of the reduction that fill
+    /// whole waves of two cubes per SM ([`prefill_splits`]), each slice at least 2 groups. H100,
+    /// 4,096 × 14,336 (group 128) at 16 token rows, kernel alone under ncu, µs (warps, weight and
+    /// input groups in flight): 8, 2, 3 29.5–31.3; 8, 2, 2 30.8–33.8; 8, 3, 2 29.8–31.1 (126
+    /// registers); 8, 3, 3 43.9–44.7 (134 registers: one cube an SM); 16, 2, 3 30.5–31.3; 16, 2,
+    /// 2 37.0–38.5; 4, 2, 3 43.4–44.5; slices of contiguous groups instead of interleaved ones
+    /// (8, 2, 2) 31.9–33.1. `BURN_QUANT_I4_MMA` overrides.
+    fn new(x: &CubeTensor, rows: usize, blocks: usize, group: u32) -> Self {
+        let (planes, slices, depth, _, xdepth) = knobs().i4_mma.filter(|&(p, ..)| p > 0).unwrap_or((8, 0, 2, false, 3));
+        let tiles = rows.div_ceil((matvec_i4_mma::ROWS * planes) as usize);
+        let most = (blocks / 2).max(1);
+        let slices = match (slices, x.client.properties().hardware.num_streaming_multiprocessors) {
+            (0, Some(sms)) => prefill_splits(tiles, sms as usize * (16 / planes as usize), most),
+            (0, None) => 132usize.div_ceil(tiles).clamp(1, most),
+            (s, _) => s.clamp(1, blocks),
+        };
+        Self { group, planes, tiles, slices, depth, xdepth }
+    }
+
+    /// Whether the reduction is split (the slices meet through counters and a slices buffer).
+    fn split(&self) -> bool {
+        self.slices > 1
+    }
 }
 
 /// Whether int4 groups of `group` weights on the tensor cores at `m` token rows take
@@ -662,17 +685,16 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
     // Parts the tensor-core kernels take; their input is prepared once for all of them, scaled
     // per int4 group where [`matvec_i4_mma`] takes one (its split-K counters zeroed by the same
     // launch, and its slices of the output shared by its parts).
-    let i4_shapes: Vec<Option<(u32, usize, u32, u32)>> = parts
+    let i4_shapes: Vec<Option<I4MmaShape>> = parts
         .iter()
         .map(|p| match DecodeKernel::of(p, on) {
-            DecodeKernel::Mma(g) if i4_mma_on(&x, g, m) => Some(i4_mma_shape(&x, p.rows, k / g as usize)),
+            DecodeKernel::Mma(g) if i4_mma_on(&x, g, m) => Some(I4MmaShape::new(&x, p.rows, k / g as usize, g)),
             _ => None,
         })
         .collect();
-    let i4_tiles = |p: &QuantPart, planes: u32| p.rows.div_ceil((matvec_i4_mma::ROWS * planes) as usize);
-    let counters: usize = parts.iter().zip(&i4_shapes).filter_map(|(p, s)| s.filter(|s| s.1 > 1).map(|(pl, ..)| i4_tiles(p, pl))).sum();
-    let most_slices = i4_shapes.iter().flatten().map(|s| s.1).max().unwrap_or(1);
-    let run = parts.iter().zip(&i4_shapes).filter(|(_, s)| s.is_some()).filter_map(|(p, _)| mma_group(p)).max().unwrap_or(32);
+    let counters: usize = i4_shapes.iter().flatten().filter(|s| s.split()).map(|s| s.tiles).sum();
+    let most_slices = i4_shapes.iter().flatten().map(|s| s.slices).max().unwrap_or(1);
+    let run = i4_shapes.iter().flatten().map(|s| s.group).max().unwrap_or(32);
     let mma = parts.iter().any(|p| matches!(DecodeKernel::of(p, on), DecodeKernel::Mma(_))).then(|| mma_input(&x, m, k, run, counters));
     let slices_buf = (most_slices > 1).then(|| empty_f32(&x, vec![most_slices, m, n]));
     let mut cnt0 = 0;
@@ -689,11 +711,9 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
     for (pi, part) in parts.iter().enumerate() {
         let (rows, at) = (part.rows as u32, part.byte_offset);
         let kernel = DecodeKernel::of(part, on);
-        let launched = if let (Some((xq, _, _, xrun, cnt)), Some((planes, slices, depth, xdepth))) = (&mma, i4_shapes[pi]) {
-            let group = mma_group(part).unwrap_or(128);
-            let split = slices > 1;
-            let blocks = k / group as usize;
-            let tiles = i4_tiles(part, planes);
+        let launched = if let (Some((xq, _, _, xrun, cnt)), Some(shape)) = (&mma, i4_shapes[pi]) {
+            let I4MmaShape { group, planes, tiles, slices, depth, xdepth } = shape;
+            let split = shape.split();
             let ys = slices_buf.as_ref().filter(|_| split).unwrap_or(&y);
             // SAFETY: the part starts on a word boundary and its rows are whole groups of
             // `1 + G/8` words (G = 64 or 128, `k` a multiple of G); rows past `rows` and tokens
@@ -722,7 +742,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
                     col0 as u32,
                     m as u32,
                     // 0: interleaved slices.
-                    if knobs().i4_mma.is_some_and(|k| k.3) { blocks.div_ceil(slices) as u32 } else { 0 },
+                    if knobs().i4_mma.is_some_and(|k| k.3) { (k / group as usize).div_ceil(slices) as u32 } else { 0 },
                     group,
                     m.div_ceil(4) as u32,
                     planes,
