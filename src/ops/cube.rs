@@ -164,10 +164,10 @@ struct LaunchKnobs {
     i4_mma: Option<(u32, usize, u32, bool, u32)>,
     /// `BURN_QUANT_PREFILL_TILE=PLANES,NTILES,CUBES,MTILES`: warps per cube (4, 8 or 16), 8-token
     /// B tiles per warp (4, 8 or 16), the cubes split-K aims for (0: whole waves of the device's
-    /// SMs, [`prefill_splits`]) and 16-row A tiles per warp (1 or
-    /// 2; 16 warps only with 1: two row tiles take ~254 registers a thread), of the Q4_K / Q6_Kx4
-    /// tensor-core prefill kernels ([`prefill_mma`]); default [`PREFILL_TILE`].
-    prefill_tile: (u32, u32, usize, u32),
+    /// SMs, [`prefill_splits`]) and 16-row A tiles per warp (1 or 2; `PLANES · MTILES` ≤ 16), of
+    /// the Q4_K / Q6_Kx4 / int4 tensor-core prefill kernel ([`prefill_mma`]) for every product;
+    /// unset, [`prefill_tile`] chooses per product.
+    prefill_tile: Option<(u32, u32, usize, u32)>,
     /// `BURN_QUANT_PREFILL_ORDER=rows`: [`prefill_mma`]'s grid with the row tiles on x (cubes
     /// launched together share a token tile) instead of the token tiles (they share weight rows:
     /// Q6_Kx4 4096 × 14336 at m = 512 took 276 µs against 283, the 8B's pp512 13.3–13.6k against
@@ -211,8 +211,7 @@ fn knobs() -> &'static LaunchKnobs {
                 Some((it.next()??, it.next()??, it.next()??, it.next()??))
             })
             .filter(|&(p, t, _, r)| matches!(p, 4 | 8 | 16) && matches!(t, 4 | 8 | 16) && matches!(r, 1 | 2) && p * r <= 16 && (64 * t) % (32 * p) == 0)
-            .map(|(p, t, c, r)| (p as u32, t as u32, c, r as u32))
-            .unwrap_or(PREFILL_TILE),
+            .map(|(p, t, c, r)| (p as u32, t as u32, c, r as u32)),
         prefill_rows_first: std::env::var("BURN_QUANT_PREFILL_ORDER").is_ok_and(|v| v == "rows"),
     })
 }
@@ -935,10 +934,33 @@ macro_rules! split_k_prefill {
 }
 
 /// `(warps per cube, 8-token tiles per warp, cubes to aim for, 16-row tiles per warp)` of
-/// [`prefill_mma`]: 256 weight rows × 64 tokens a cube, the best of the sweep in BENCHMARKS.md
-/// (H100, 4096 × 14336 at m = 512, and the 8B model's pp512); no target (0): the split comes
-/// from the device's SMs ([`prefill_splits`]).
-const PREFILL_TILE: (u32, u32, usize, u32) = (8, 8, 0, 2);
+/// [`prefill_mma`] by default: 128 weight rows × 64 tokens a cube (4 warps of two 16-row tiles,
+/// 254 registers, so two cubes an SM), the split from the device's SMs ([`prefill_splits`]).
+/// Against session 22's 256 × 64 (8 warps, one cube an SM), an 8B pp512 layer's products went
+/// 877 → 844 µs (H100, ncu, BENCHMARKS.md session 24): with two cubes on an SM one computes while
+/// the other waits at its barrier.
+const PREFILL_TILE: (u32, u32, usize, u32) = (4, 8, 0, 2);
+
+/// [`PREFILL_TILE`] with 128 tokens a cube (4 warps of 2 × 16 rows × 16 B tiles): each staged
+/// token tile and each decoded weight fragment serve twice the products, so a product with
+/// enough tiles to fill the device twice over runs faster (the 8B's gate/up at 512 tokens,
+/// 4,096 → 24,576: 400 → 353 µs); with fewer it leaves SMs idle or needs splits.
+const PREFILL_TILE_WIDE: (u32, u32, usize, u32) = (4, 16, 0, 2);
+
+/// The tile of a [`prefill_mma`] launch over `rows` weight rows and `m` tokens on a device of
+/// `sms` SMs: the knob's where set, else [`PREFILL_TILE_WIDE`] where its tiles (unsplit) fill
+/// at least two waves of two cubes an SM, else [`PREFILL_TILE`].
+fn prefill_tile(rows: usize, m: usize, sms: Option<usize>) -> (u32, u32, usize, u32) {
+    if let Some(t) = knobs().prefill_tile {
+        return t;
+    }
+    let (p, t, _, r) = PREFILL_TILE_WIDE;
+    let wide_tiles = rows.div_ceil(16 * (p * r) as usize) * m.div_ceil(8 * t as usize);
+    match sms {
+        Some(sms) if wide_tiles >= 2 * 2 * sms => PREFILL_TILE_WIDE,
+        _ => PREFILL_TILE,
+    }
+}
 
 /// How many slices to split the reduction of `tiles` output tiles into (at most `most`) for
 /// `slots` cubes running at once: the fewest that minimise the time in whole waves,
@@ -999,14 +1021,14 @@ fn fused_prefill_segments(layout: &QuantLayout) -> Option<Vec<PrefillSeg>> {
 /// tensor on the device (the output's allocation follows it).
 fn prefill_fused_f16(like: &CubeTensor, x16: CubeTensor, w: &CubeTensor, layout: &QuantLayout, segs: &[PrefillSeg], m: usize, r: Option<CubeTensor>) -> CubeTensor {
     let (k, n) = (layout.in_features, layout.out_features());
-    let (planes, ntiles, target, mtiles) = knobs().prefill_tile;
     let client = like.client.clone();
+    let sms = client.properties().hardware.num_streaming_multiprocessors.map(|s| s as usize);
+    let (planes, ntiles, target, mtiles) = prefill_tile(segs.iter().map(|s| s.part.rows).sum(), m, sms);
     let (bm, bn) = (8 * ntiles as usize, 16 * (planes * mtiles) as usize);
     let ytiles = m.div_ceil(bm);
     let tiles = segs.iter().map(|s| s.part.rows.div_ceil(bn)).sum::<usize>() * ytiles;
     let blocks = k / 256;
     let most = (blocks / 4).max(1);
-    let sms = client.properties().hardware.num_streaming_multiprocessors.map(|s| s as usize);
     let splits = match (target, sms) {
         (0, Some(sms)) => prefill_splits(tiles, sms * (8 / planes as usize).max(1), most),
         (0, None) => 264usize.div_ceil(tiles).clamp(1, most),
@@ -1466,7 +1488,7 @@ impl QuantMatmulBackend for CubeBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::prefill_splits;
+    use super::{knobs, prefill_splits, prefill_tile, PREFILL_TILE, PREFILL_TILE_WIDE};
 
     /// The split that minimises whole waves, the fewest slices on a tie.
     #[test]
@@ -1482,5 +1504,21 @@ mod tests {
         // The cap on slices holds.
         assert_eq!(prefill_splits(32, 132, 2), 2);
         assert_eq!(prefill_splits(5, 132, 1), 1);
+    }
+
+    /// 128-token tiles only where they fill two waves of two cubes an SM unsplit.
+    #[test]
+    fn prefill_tile_widens_only_products_that_fill_the_device() {
+        if knobs().prefill_tile.is_some() {
+            return;
+        }
+        // The 8B's gate/up at 512 tokens: 192 × 4 wide tiles, over two waves of 264 cubes.
+        assert_eq!(prefill_tile(24_576, 512, Some(132)), PREFILL_TILE_WIDE);
+        // Its q/k/v (6,144 rows) and down (4,096): 192 and 128 wide tiles, too few.
+        assert_eq!(prefill_tile(6_144, 512, Some(132)), PREFILL_TILE);
+        assert_eq!(prefill_tile(4_096, 512, Some(132)), PREFILL_TILE);
+        // The same gate/up at 128 tokens, or on a device whose SMs are unknown.
+        assert_eq!(prefill_tile(24_576, 128, Some(132)), PREFILL_TILE);
+        assert_eq!(prefill_tile(24_576, 512, None), PREFILL_TILE);
     }
 }
