@@ -23,7 +23,8 @@ fn to_vec(t: Tensor<2>) -> Vec<f32> {
 }
 
 /// Every linear: the dequantized weight equals the reference bit for bit, and `x · Wᵀ` is within
-/// 1e-5 (relative) of the float64 reference.
+/// 1e-5 (relative) of the float64 reference, for all of the reference's token rows and for the
+/// first alone.
 fn check_checkpoint(dir: &str, device: &Device) {
     let ckpt = HfCheckpoint::open(fixture(dir)).expect("checkpoint");
     let refs = Ref::open(&format!("{dir}/reference.safetensors"));
@@ -38,6 +39,11 @@ fn check_checkpoint(dir: &str, device: &Device) {
         assert_eq!(mismatches, 0, "{dir} {p}: dequantized weight differs in {mismatches} values");
         let (x, xs) = refs.f32(&format!("{p}.x"));
         let (want_y, _) = refs.f32(&format!("{p}.y"));
+        // One token row alone takes the decode kernels' one-row path.
+        let n = layer.out_features();
+        let y1 = to_vec(layer.forward(Tensor::<2>::from_data(TensorData::new(x[..xs[1]].to_vec(), [1, xs[1]]), device)));
+        let err1 = rel_err(&y1, &want_y[..n]);
+        assert!(err1 <= 1e-5, "{dir} {p}: one row, rel. error {err1}");
         let y = to_vec(layer.forward(Tensor::<2>::from_data(TensorData::new(x, [xs[0], xs[1]]), device)));
         let err = rel_err(&y, &want_y);
         assert!(err <= 1e-5, "{dir} {p}: rel. error {err}");

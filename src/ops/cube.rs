@@ -16,7 +16,7 @@ use cubecl::prelude::*;
 
 use super::{QuantLayout, QuantMatmulBackend, QuantPart};
 use crate::kernels::decode::{block_bytes, block_elems};
-use crate::kernels::{dequant, input, matvec, matvec_i4, matvec_i4_mma, matvec_mma, matvec_pair, matvec_q4k, matvec_q6k, matvec_q80, prefill_mma, reduce, tiled, tiled_mma};
+use crate::kernels::{dequant, input, matvec, matvec_i4, matvec_i4_cols, matvec_i4_mma, matvec_mma, matvec_pair, matvec_q4k, matvec_q6k, matvec_q80, prefill_mma, reduce, tiled, tiled_mma};
 
 /// Cubes the prefill path aims for (about 4 per SM of a large GPU).
 const SPLIT_K_TARGET: usize = 528;
@@ -101,6 +101,10 @@ fn i4_launch(m: usize, k: usize) -> (u32, u32) {
     (if m == 1 { 4 } else { 2 }, decode_split(k / 1024, 4))
 }
 
+/// `(weight rows a cube, rows a batch of loads)` of [`matvec_i4_cols`] where
+/// `BURN_QUANT_I4_COLS=1`: 4,096 rows make 256 cubes.
+const I4_COLS: (u32, u32) = (16, 2);
+
 /// `(rows per thread, planes per row group)` of the Q6_K decode kernel.
 fn q6k_launch(m: usize, k: usize) -> (u32, u32) {
     match (m, knobs().q6k) {
@@ -162,6 +166,10 @@ struct LaunchKnobs {
     /// instead of interleaved ones, and the input's groups in flight (2 to 4; else as the
     /// weights'); for comparisons.
     i4_mma: Option<(u32, usize, u32, bool, u32)>,
+    /// `BURN_QUANT_I4_COLS`: int4 at one token row on [`matvec_i4_cols`] (the input held in
+    /// registers) instead of [`matvec_i4`]; `1` with [`I4_COLS`], or `ROWS,DEPTH` (weight rows a
+    /// cube, 4 to 32; rows a batch of loads, 1, 2 or 4, dividing ROWS). Opt-in until timed.
+    i4_cols: Option<(u32, u32)>,
     /// `BURN_QUANT_PREFILL_TILE=PLANES,NTILES,CUBES,MTILES`: warps per cube (4, 8 or 16), 8-token
     /// B tiles per warp (4, 8 or 16), the cubes split-K aims for (0: whole waves of the device's
     /// SMs, [`prefill_splits`]) and 16-row A tiles per warp (1 or 2; `PLANES · MTILES` ≤ 16), of
@@ -203,6 +211,14 @@ fn knobs() -> &'static LaunchKnobs {
             let runs = it.next().flatten() == Some(1);
             let xd = it.next().flatten().unwrap_or(d);
             (matches!(p, 4 | 8 | 16) && (2..=4).contains(&d) && (2..=4).contains(&xd)).then_some((p as u32, s, d as u32, runs, xd as u32))
+        }),
+        i4_cols: std::env::var("BURN_QUANT_I4_COLS").ok().and_then(|v| {
+            if v == "1" {
+                return Some(I4_COLS);
+            }
+            let (r, d) = v.split_once(',')?;
+            let (r, d): (u32, u32) = (r.trim().parse().ok()?, d.trim().parse().ok()?);
+            (matches!(r, 4 | 8 | 16 | 32) && matches!(d, 1 | 2 | 4) && r % d == 0).then_some((r, d))
         }),
         prefill_tile: std::env::var("BURN_QUANT_PREFILL_TILE")
             .ok()
@@ -789,6 +805,39 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
             true
         } else if kernel == DecodeKernel::Q4K {
             launch_q4k_q6kx4(&args, Some((part, col0)), None);
+            true
+        } else if let (DecodeKernel::I4, 1, Some((crows, depth))) = (kernel, m, knobs().i4_cols.filter(|_| k.div_ceil(matvec_i4_cols::SPAN as usize) <= matvec_i4_cols::MAX_PLANES as usize)) {
+            let planes = k.div_ceil(matvec_i4_cols::SPAN as usize) as u32;
+            // SAFETY: the part starts on a word boundary and its rows are whole groups of
+            // `4 + G/2` bytes; lanes past the last group read nothing; rows past `rows` are
+            // clamped; `planes · SPAN ≥ k`; `y` is `[1, n]`, the part writes columns
+            // `col0..col0 + rows`.
+            unsafe {
+                matvec_i4_cols::matvec_i4_cols::launch_unchecked(
+                    &client,
+                    grid_1d(part.rows.div_ceil(crows as usize)),
+                    CubeDim::new_2d(32, planes),
+                    4,
+                    buffer(w, words),
+                    buffer(&x, pre.x_vectors(m, k)),
+                    buffer(&y, m * n),
+                    res.arg(),
+                    pre.gamma_arg(),
+                    (at / 4) as u32,
+                    rows,
+                    k as u32,
+                    col0 as u32,
+                    matvec_q4k::FLOAT_MAGIC,
+                    pre.eps,
+                    part.kind.block_elems() as u32,
+                    f16hw,
+                    planes,
+                    crows,
+                    depth,
+                    res.add,
+                    pre.code,
+                )
+            };
             true
         } else if kernel == DecodeKernel::I4 {
             // SAFETY: the part starts on a word boundary and its rows are whole groups of
