@@ -154,15 +154,13 @@ pub fn matvec_i4_cols<N: Size>(
         red[i as usize] = s;
         i += comptime!(32 * planes);
     }
-    if comptime!(pre == RMS_NORM) {
-        if tid < planes {
-            let mut s = 0.0f32;
-            #[unroll]
-            for l in 0..32u32 {
-                s += ss[(tid * 32 + l) as usize];
-            }
-            sq[tid as usize] = s;
+    if comptime!(pre == RMS_NORM) && tid < planes {
+        let mut s = 0.0f32;
+        #[unroll]
+        for l in 0..32u32 {
+            s += ss[(tid * 32 + l) as usize];
         }
+        sq[tid as usize] = s;
     }
     sync_cube();
     if tid < rows {
