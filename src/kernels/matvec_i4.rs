@@ -29,6 +29,48 @@ pub fn decode_unit_i4(w: &[u32], blk: u32, u: u32, out: &mut Array<f32>, o: usiz
     decode_word(w[(q + 3) as usize], out, o + 24, d, dz, d, dz);
 }
 
+/// Writes the 32 inputs of token row 0 that unit `u` of group `b` multiplies (inputs `16u ..
+/// 16u + 16` and `G/2 + 16u ..` of the group, after `pre`) into `xs`, prescaled for
+/// [`dot_word_in_place`], and returns their sum.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub fn lane_inputs<N: Size>(
+    x: &[Vector<f32, N>],
+    gamma: &[Vector<f32, N>],
+    b: u32,
+    u: u32,
+    k4: u32,
+    ssq: &mut Array<f32>,
+    xs: &mut Array<f32>,
+    #[comptime] group: u32,
+    #[comptime] pre: u32,
+) -> f32 {
+    let xb = (b * group + 16 * u) / 4;
+    let mut sx = 0.0f32;
+    #[unroll]
+    for v in 0..4u32 {
+        let xl = input(x, gamma, 0, xb + v, k4, ssq, pre);
+        let xh = input(x, gamma, 0, xb + group / 8 + v, k4, ssq, pre);
+        sx += hsum(xl) + hsum(xh);
+        prescale_inputs(xl, xh, xs, (8 * v) as usize);
+    }
+    sx
+}
+
+/// A unit's share of a row's product, `d·Σq·x − d·z·Σx`: `hd` the group's `d | z << 16` word,
+/// `qw[o .. o + 4]` the unit's code words, `xs` and `sx` [`lane_inputs`]' inputs and their sum.
+#[cube]
+pub fn unit_partial(hd: u32, qw: &Array<u32>, o: usize, xs: &Array<f32>, sx: f32, magic: u32, #[comptime] f16hw: bool) -> f32 {
+    let (d, _) = f16_pair(hd, f16hw);
+    let mut s = 0.0f32;
+    #[unroll]
+    for v in 0..4u32 {
+        let (l, h) = dot_word_in_place(qw[o + v as usize], xs, (8 * v) as usize, magic);
+        s += l + h;
+    }
+    d * s - d * f32::cast_from((hd >> 16) & 0xFF) * sx
+}
+
 /// See the module docs. `x` is read in 16-byte vectors (`N` = 4); `off` is the part's offset in
 /// words; `y` is `[m, ny]`, this launch writing columns `col0..col0 + rows`.
 #[cube(launch_unchecked)]
@@ -96,27 +138,11 @@ pub fn matvec_i4<N: Size>(
                     qw[(4 * i + 2) as usize] = w[(q + 2) as usize];
                     qw[(4 * i + 3) as usize] = w[(q + 3) as usize];
                 }
-                let xb = (b * group + 16 * u) / 4;
-                let mut sx = 0.0f32;
                 let mut xs = Array::<f32>::new(32usize);
-                #[unroll]
-                for v in 0..4u32 {
-                    let xl = input(x, gamma, 0, xb + v, k4, &mut ssq, pre);
-                    let xh = input(x, gamma, 0, xb + group / 8 + v, k4, &mut ssq, pre);
-                    sx += hsum(xl) + hsum(xh);
-                    prescale_inputs(xl, xh, &mut xs, (8 * v) as usize);
-                }
+                let sx = lane_inputs(x, gamma, b, u, k4, &mut ssq, &mut xs, group, pre);
                 #[unroll]
                 for i in 0..r {
-                    let hd = hw[i as usize];
-                    let (d, _) = f16_pair(hd, f16hw);
-                    let mut s = 0.0f32;
-                    #[unroll]
-                    for v in 0..4u32 {
-                        let (l, h) = dot_word_in_place(qw[(4 * i + v) as usize], &xs, (8 * v) as usize, magic);
-                        s += l + h;
-                    }
-                    acc[i as usize] += d * s - d * f32::cast_from((hd >> 16) & 0xFF) * sx;
+                    acc[i as usize] += unit_partial(hw[i as usize], &qw, (4 * i) as usize, &xs, sx, magic, f16hw);
                 }
             }
         } else {

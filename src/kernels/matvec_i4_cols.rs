@@ -9,13 +9,12 @@
 //! A lane's partial of a row (`d·Σq·x − d·z·Σx` over its 32 inputs) goes to shared memory; at the
 //! end the cube sums each row's `32 · planes` partials, lanes first then warps, in a fixed order
 //! (deterministic), and applies the RMSNorm's scale and the residual. The arithmetic per code is
-//! [`dot_word_in_place`]'s (exact in f32, as in [`matvec_i4`](super::matvec_i4)).
+//! [`unit_partial`]'s (exact in f32, as in [`matvec_i4`](super::matvec_i4)).
 
 use cubecl::prelude::*;
 
-use super::decode::f16_pair;
-use super::input::{RMS_NORM, input};
-use super::matvec_q4k::{dot_word_in_place, hsum, prescale_inputs};
+use super::input::RMS_NORM;
+use super::matvec_i4::{lane_inputs, unit_partial};
 
 /// Inputs a warp spans: 32 lanes × 32 inputs.
 pub const SPAN: u32 = 1024;
@@ -93,14 +92,7 @@ pub fn matvec_i4_cols<N: Size>(
     }
     let gl = select(live, gi, 0u32);
     if live {
-        let xb = (gl * group + 16 * u) / 4;
-        #[unroll]
-        for v in 0..4u32 {
-            let xl = input(x, gamma, 0, xb + v, k4, &mut ssq, pre);
-            let xh = input(x, gamma, 0, xb + group / 8 + v, k4, &mut ssq, pre);
-            sx += hsum(xl) + hsum(xh);
-            prescale_inputs(xl, xh, &mut xs, (8 * v) as usize);
-        }
+        sx = lane_inputs(x, gamma, gl, u, k4, &mut ssq, &mut xs, group, pre);
     }
     ss[tid as usize] = ssq[0];
 
@@ -129,15 +121,7 @@ pub fn matvec_i4_cols<N: Size>(
         #[unroll]
         for s in 0..depth {
             let o = comptime!(5 * (cur + s)) as usize;
-            let hd = qw[o];
-            let (d, _) = f16_pair(hd, f16hw);
-            let mut acc = 0.0f32;
-            #[unroll]
-            for v in 0..4u32 {
-                let (l, h) = dot_word_in_place(qw[o + 1 + v as usize], &xs, (8 * v) as usize, magic);
-                acc += l + h;
-            }
-            let p = d * acc - d * f32::cast_from((hd >> 16) & 0xFF) * sx;
+            let p = unit_partial(qw[o], &qw, o + 1, &xs, sx, magic, f16hw);
             part[((comptime!(b * depth + s) * planes + plane) * 32 + lane) as usize] = select(live, p, 0.0f32);
         }
     }
