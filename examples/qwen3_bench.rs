@@ -7,7 +7,9 @@
 //!
 //! `cargo run --release --features cuda --example qwen3_bench -- --shape 8b --backend cuda [--pp 512 --tg 128]`
 //! (`--shape tiny` runs on the CPU in seconds; `--int8` gives every product int8 input on the CPU,
-//! `Qwen3::with_int8_input`.)
+//! `Qwen3::with_int8_input`; `--int4` makes the blocks' products burn-quant's int4 groups of 128,
+//! `I4_128`, the layout GPTQ and AWQ checkpoints load into, round-to-nearest quantized, embedding
+//! and output as above.)
 
 use std::time::Instant;
 
@@ -91,7 +93,8 @@ pub fn run() -> Result<()> {
     let c = config(shape)?;
     let (h, q, kv, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
     let start = Instant::now();
-    let (q4, q6) = (GgmlType::Q4_K, GgmlType::Q6_K);
+    let int4 = args.iter().any(|a| a == "--int4");
+    let (q4, q6) = if int4 { (GgmlType::I4_128, GgmlType::I4_128) } else { (GgmlType::Q4_K, GgmlType::Q6_K) };
     let wq = weights(q4, q, h, 1)?;
     let wk = weights(q4, kv, h, 2)?;
     let wv = [weights(q4, kv, h, 3)?, weights(q6, kv, h, 3)?];
@@ -127,6 +130,7 @@ pub fn run() -> Result<()> {
             },
         });
     }
+    let (q4, q6) = (GgmlType::Q4_K, GgmlType::Q6_K);
     let (embed_kind, lm_head) = if c.tie_embeddings {
         (q6, None)
     } else {
@@ -137,6 +141,7 @@ pub fn run() -> Result<()> {
     let bytes: usize = model.blocks.iter().map(|b| {
         b.attn.qkv.iter().map(|l| l.num_bytes()).sum::<usize>() + b.attn.o.num_bytes() + b.mlp.gate_up.iter().map(|l| l.num_bytes()).sum::<usize>() + b.mlp.down.num_bytes()
     }).sum::<usize>() + model.embed.num_bytes() + model.lm_head.as_ref().map_or(0, |l| l.num_bytes());
+    let shape = if int4 { format!("{shape}-i4") } else { shape.to_string() };
     eprintln!("{shape} on {backend}: {} layers, hidden {h}, {:.2} GiB of quantized weights, built in {:.1} s", c.num_layers, bytes as f64 / (1u64 << 30) as f64, start.elapsed().as_secs_f64());
 
     let tokens: Vec<u32> = (0..pp as u32).map(|i| (i * 7919 + 13) % 150000).collect();

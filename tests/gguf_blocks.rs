@@ -58,6 +58,37 @@ fn quantizers_match_ggml_bit_for_bit() {
     }
 }
 
+/// The int4 round-to-nearest quantizer (no reference implementation of it in the fixtures:
+/// checked by its definition) on the fixture's source weights (zero rows, outliers, one-signed
+/// rows, rows whose f16 step is subnormal or underflows): every weight decodes within half a step
+/// of itself, plus what the f16 rounding of the step moves the range's end by (`|range − 15·d|`),
+/// and where the step is not zero the group's codes reach 0 or 15.
+#[test]
+fn int4_quantizer_rounds_to_the_nearest_step() {
+    let (_, r) = blocks();
+    let (src, _) = r.f32("w.q4_0.source");
+    for kind in [GgmlType::I4_32, GgmlType::I4_64, GgmlType::I4_128] {
+        let g = kind.block_elems();
+        let bytes = quantize(kind, &src).unwrap();
+        assert_eq!(bytes.len(), src.len() / g * kind.block_bytes());
+        let got = dequantize(kind, &bytes, 64, 512).unwrap();
+        for (b, blk) in bytes.chunks_exact(kind.block_bytes()).enumerate() {
+            let d = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+            let x = &src[b * g..(b + 1) * g];
+            let range = x.iter().fold(0f32, |m, &v| m.max(v)) - x.iter().fold(0f32, |m, &v| m.min(v));
+            let bound = 0.5 * d + (range - 15.0 * d).abs() + 1e-6 * range;
+            let codes: Vec<u8> = blk[4..].iter().flat_map(|&c| [c & 15, c >> 4]).collect();
+            assert!(d == 0.0 || codes.iter().any(|&c| c == 0 || c == 15), "{kind:?} group {b}: codes {codes:?}");
+            for (i, &v) in x.iter().enumerate() {
+                let i = b * g + i;
+                assert!((got[i] - v).abs() <= bound, "{kind:?} weight {i}: {} for {v} (step {d}, bound {bound})", got[i]);
+            }
+        }
+        let zeros = quantize(kind, &vec![0.0; g]).unwrap();
+        assert!(dequantize(kind, &zeros, 1, g).unwrap().iter().all(|&v| v == 0.0), "{kind:?}");
+    }
+}
+
 fn forward_matches_float64_reference(device: Device) {
     let (g, r) = blocks();
     for name in NAMES {

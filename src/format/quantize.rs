@@ -1,9 +1,11 @@
 //! Reference quantizers (f32 → blocks) that reproduce ggml's `quantize_row_*_ref` bit for bit:
 //! the same search, the same f32 operation order, the same rounding (`nearest_int` is
-//! round-half-to-even through the 1.5·2²³ trick), no fused multiply-adds.
+//! round-half-to-even through the 1.5·2²³ trick), no fused multiply-adds. Also a round-to-nearest
+//! quantizer for burn-quant's int4 groups ([`quantize_i4`]), the starting point GPTQ and AWQ
+//! refine, for benchmarks and tests that need int4 weights without a checkpoint.
 
 use super::kquants::{K_SCALE_SIZE, scale_min_k4};
-use super::{BlockQ4_0, BlockQ4K, BlockQ6K, BlockQ8_0, GgmlType, QK_K, QK4_0, QK8_0};
+use super::{BlockI4_32, BlockI4_64, BlockI4_128, BlockQ4_0, BlockQ4K, BlockQ6K, BlockQ8_0, GgmlType, QK_K, QK4_0, QK8_0};
 use crate::error::{Error, Result};
 
 /// ggml's threshold below which a group is treated as all zeros.
@@ -21,7 +23,8 @@ fn f16_bytes(x: f32) -> [u8; 2] {
     half::f16::from_f32(x).to_le_bytes()
 }
 
-/// Quantizes `src` (a whole number of blocks) to `kind`; supported: Q4_0, Q8_0, Q4_K, Q6_K.
+/// Quantizes `src` (a whole number of blocks) to `kind`; supported: Q4_0, Q8_0, Q4_K, Q6_K and
+/// the int4 groups I4_32, I4_64, I4_128 ([`quantize_i4`]).
 pub fn quantize(kind: GgmlType, src: &[f32]) -> Result<Vec<u8>> {
     let block = kind.block_elems();
     if !src.len().is_multiple_of(block) {
@@ -33,9 +36,30 @@ pub fn quantize(kind: GgmlType, src: &[f32]) -> Result<Vec<u8>> {
         GgmlType::Q8_0 => chunks.flat_map(|c| bytemuck::bytes_of(&quantize_q8_0(c)).to_vec()).collect(),
         GgmlType::Q4_K => chunks.flat_map(|c| bytemuck::bytes_of(&quantize_q4_k(c)).to_vec()).collect(),
         GgmlType::Q6_K => chunks.flat_map(|c| bytemuck::bytes_of(&quantize_q6_k(c)).to_vec()).collect(),
+        GgmlType::I4_32 => chunks.flat_map(|c| quantize_i4(c, BlockI4_32::encode)).collect(),
+        GgmlType::I4_64 => chunks.flat_map(|c| quantize_i4(c, BlockI4_64::encode)).collect(),
+        GgmlType::I4_128 => chunks.flat_map(|c| quantize_i4(c, BlockI4_128::encode)).collect(),
         other => return Err(Error::UnsupportedType(other)),
     };
     Ok(bytes)
+}
+
+/// One int4 group, asymmetric round-to-nearest (AutoGPTQ's `Quantizer` with `sym=False` before
+/// its error feedback): the range `[min(x, 0), max(x, 0)]` over 15 steps, `d` that step as f16,
+/// zero `z = round(−min / d)`, codes `clamp(round(x / d) + z, 0, 15)`; `encode` packs them
+/// (`BlockI4_<G>::encode`). An all-zero group gets `d = 0`. Returns the block's bytes.
+pub fn quantize_i4<B: bytemuck::Pod>(x: &[f32], encode: fn(half::f16, u8, &[u8]) -> B) -> Vec<u8> {
+    let lo = x.iter().fold(0f32, |m, &v| m.min(v));
+    let hi = x.iter().fold(0f32, |m, &v| m.max(v));
+    let d = half::f16::from_f32((hi - lo) / 15.0);
+    let df = d.to_f32();
+    let (z, codes): (u8, Vec<u8>) = if df > 0.0 {
+        let z = (-lo / df).round().clamp(0.0, 15.0);
+        (z as u8, x.iter().map(|&v| ((v / df).round() + z).clamp(0.0, 15.0) as u8).collect())
+    } else {
+        (0, vec![0; x.len()])
+    };
+    bytemuck::bytes_of(&encode(d, z, &codes)).to_vec()
 }
 
 /// `quantize_row_q4_0_ref` for one block of 32.

@@ -101,9 +101,10 @@ fn i4_launch(m: usize, k: usize) -> (u32, u32) {
     (if m == 1 { 4 } else { 2 }, decode_split(k / 1024, 4))
 }
 
-/// `(weight rows a cube, rows a batch of loads)` of [`matvec_i4_cols`] where
-/// `BURN_QUANT_I4_COLS=1`: 4,096 rows make 256 cubes.
-const I4_COLS: (u32, u32) = (16, 2);
+/// `(weight rows a cube, rows a batch of loads)` of [`matvec_i4_cols`]: 4,096 rows make 256
+/// cubes (H100, 4096 × 14336, group 128, ncu, two rounds: 18.3–18.9 µs; 16,2 18.9–19.5; 8,2
+/// 20.2–20.8; 16,4 21.0–21.7; 32,2 21.2–22.1; 32,4 22.2–23.2; `matvec_i4` 21.5–22.0).
+const I4_COLS: (u32, u32) = (16, 1);
 
 /// `(rows per thread, planes per row group)` of the Q6_K decode kernel.
 fn q6k_launch(m: usize, k: usize) -> (u32, u32) {
@@ -167,8 +168,8 @@ struct LaunchKnobs {
     /// weights'); for comparisons.
     i4_mma: Option<(u32, usize, u32, bool, u32)>,
     /// `BURN_QUANT_I4_COLS`: int4 at one token row on [`matvec_i4_cols`] (the input held in
-    /// registers) instead of [`matvec_i4`]; `1` with [`I4_COLS`], or `ROWS,DEPTH` (weight rows a
-    /// cube, 4 to 32; rows a batch of loads, 1, 2 or 4, dividing ROWS). Opt-in until timed.
+    /// registers; unset: [`I4_COLS`]), `0` on [`matvec_i4`] instead, or `ROWS,DEPTH` (weight
+    /// rows a cube, 4 to 32; rows a batch of loads, 1, 2 or 4, dividing ROWS).
     i4_cols: Option<(u32, u32)>,
     /// `BURN_QUANT_PREFILL_TILE=PLANES,NTILES,CUBES,MTILES`: warps per cube (4, 8 or 16), 8-token
     /// B tiles per warp (4, 8 or 16), the cubes split-K aims for (0: whole waves of the device's
@@ -212,14 +213,15 @@ fn knobs() -> &'static LaunchKnobs {
             let xd = it.next().flatten().unwrap_or(d);
             (matches!(p, 4 | 8 | 16) && (2..=4).contains(&d) && (2..=4).contains(&xd)).then_some((p as u32, s, d as u32, runs, xd as u32))
         }),
-        i4_cols: std::env::var("BURN_QUANT_I4_COLS").ok().and_then(|v| {
-            if v == "1" {
-                return Some(I4_COLS);
-            }
-            let (r, d) = v.split_once(',')?;
-            let (r, d): (u32, u32) = (r.trim().parse().ok()?, d.trim().parse().ok()?);
-            (matches!(r, 4 | 8 | 16 | 32) && matches!(d, 1 | 2 | 4) && r % d == 0).then_some((r, d))
-        }),
+        i4_cols: match std::env::var("BURN_QUANT_I4_COLS").as_deref() {
+            Ok("0") => None,
+            Ok(v) => v
+                .split_once(',')
+                .and_then(|(r, d)| Some((r.trim().parse::<u32>().ok()?, d.trim().parse::<u32>().ok()?)))
+                .filter(|&(r, d)| matches!(r, 4 | 8 | 16 | 32) && matches!(d, 1 | 2 | 4) && r % d == 0)
+                .or(Some(I4_COLS)),
+            Err(_) => Some(I4_COLS),
+        },
         prefill_tile: std::env::var("BURN_QUANT_PREFILL_TILE")
             .ok()
             .and_then(|v| {
