@@ -101,10 +101,30 @@ fn i4_launch(m: usize, k: usize) -> (u32, u32) {
     (if m == 1 { 4 } else { 2 }, decode_split(k / 1024, 4))
 }
 
-/// `(weight rows a cube, rows a batch of loads)` of [`matvec_i4_cols`]: 4,096 rows make 256
-/// cubes (H100, 4096 × 14336, group 128, ncu, two rounds: 18.3–18.9 µs; 16,2 18.9–19.5; 8,2
-/// 20.2–20.8; 16,4 21.0–21.7; 32,2 21.2–22.1; 32,4 22.2–23.2; `matvec_i4` 21.5–22.0).
-const I4_COLS: (u32, u32) = (16, 1);
+/// Rows a batch of loads of [`matvec_i4_cols`] (H100, 4096 × 14336, group 128, 16 rows a cube,
+/// ncu, two rounds: 1 row 18.3–18.9 µs; 2 rows 18.9–19.5).
+const I4_COLS_DEPTH: u32 = 1;
+
+/// Registers a thread of [`matvec_i4_cols`] takes (CUDA, H100: 72), for [`i4_cols_rows`]'
+/// estimate of the cubes an SM holds.
+const I4_COLS_REGS: usize = 72;
+
+/// Weight rows a cube of [`matvec_i4_cols`] for `rows` rows of `k` inputs on `sms` SMs: the
+/// most of 32, 16 or 8 whose cubes still fill 80% of the device's slots (cubes of `32 ·
+/// ⌈k / 1024⌉` threads, as many an SM as 64K registers hold at [`I4_COLS_REGS`], at most 32),
+/// else 8. Fewer rows a cube make more cubes (each loads its inputs again); more rows fewer, and
+/// a device short of cubes waits on fewer loads at once. H100, the 8B's int4 products at one
+/// token row (ncu, µs, two layers, 32 / 16 / 8 rows; `matvec_i4` last): q/k/v 6,144 × 4,096
+/// 16.8–18.1 / 11.5–12.0 / **10.4–10.9** / 11.2–11.8; o 4,096 × 4,096 16.4–16.8 / 10.5–10.6 /
+/// **8.7–9.1** / 9.0–9.9; gate/up 24,576 × 4,096 **29.0–29.7** / 34.6–35.1 / 29.1–30.8 /
+/// 31.7–32.9; down 4,096 × 12,288 20.2–20.5 / **16.3** / 18.0–18.3 / 17.7–19.3; and 4,096 ×
+/// 14,336 alone: 16 rows 18.3–18.9, 8 20.0–20.3, 32 21.2–22.1.
+fn i4_cols_rows(rows: usize, k: usize, sms: Option<usize>) -> u32 {
+    let threads = 32 * k.div_ceil(matvec_i4_cols::SPAN as usize);
+    let per_sm = ((1usize << 16) / (I4_COLS_REGS * threads)).clamp(1, 32);
+    let slots = per_sm * sms.unwrap_or(132);
+    [32u32, 16].into_iter().find(|&r| 10 * rows.div_ceil(r as usize) >= 8 * slots).unwrap_or(8)
+}
 
 /// `(rows per thread, planes per row group)` of the Q6_K decode kernel.
 fn q6k_launch(m: usize, k: usize) -> (u32, u32) {
@@ -168,9 +188,10 @@ struct LaunchKnobs {
     /// weights'); for comparisons.
     i4_mma: Option<(u32, usize, u32, bool, u32)>,
     /// `BURN_QUANT_I4_COLS`: int4 at one token row on [`matvec_i4_cols`] (the input held in
-    /// registers; unset: [`I4_COLS`]), `0` on [`matvec_i4`] instead, or `ROWS,DEPTH` (weight
-    /// rows a cube, 4 to 32; rows a batch of loads, 1, 2 or 4, dividing ROWS).
-    i4_cols: Option<(u32, u32)>,
+    /// registers) by default, `0` on [`matvec_i4`] instead, or `ROWS,DEPTH` for every product
+    /// (weight rows a cube, 4 to 32; rows a batch of loads, 1, 2 or 4, dividing ROWS). `Some(None)`:
+    /// the kernel with [`i4_cols_rows`] and [`I4_COLS_DEPTH`].
+    i4_cols: Option<Option<(u32, u32)>>,
     /// `BURN_QUANT_PREFILL_TILE=PLANES,NTILES,CUBES,MTILES`: warps per cube (4, 8 or 16), 8-token
     /// B tiles per warp (4, 8 or 16), the cubes split-K aims for (0: whole waves of the device's
     /// SMs, [`prefill_splits`]) and 16-row A tiles per warp (1 or 2; `PLANES · MTILES` ≤ 16), of
@@ -215,12 +236,12 @@ fn knobs() -> &'static LaunchKnobs {
         }),
         i4_cols: match std::env::var("BURN_QUANT_I4_COLS").as_deref() {
             Ok("0") => None,
-            Ok(v) => v
-                .split_once(',')
-                .and_then(|(r, d)| Some((r.trim().parse::<u32>().ok()?, d.trim().parse::<u32>().ok()?)))
-                .filter(|&(r, d)| matches!(r, 4 | 8 | 16 | 32) && matches!(d, 1 | 2 | 4) && r % d == 0)
-                .or(Some(I4_COLS)),
-            Err(_) => Some(I4_COLS),
+            Ok(v) => Some(
+                v.split_once(',')
+                    .and_then(|(r, d)| Some((r.trim().parse::<u32>().ok()?, d.trim().parse::<u32>().ok()?)))
+                    .filter(|&(r, d)| matches!(r, 4 | 8 | 16 | 32) && matches!(d, 1 | 2 | 4) && r % d == 0),
+            ),
+            Err(_) => Some(None),
         },
         prefill_tile: std::env::var("BURN_QUANT_PREFILL_TILE")
             .ok()
@@ -808,7 +829,9 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
         } else if kernel == DecodeKernel::Q4K {
             launch_q4k_q6kx4(&args, Some((part, col0)), None);
             true
-        } else if let (DecodeKernel::I4, 1, Some((crows, depth))) = (kernel, m, knobs().i4_cols.filter(|_| k.div_ceil(matvec_i4_cols::SPAN as usize) <= matvec_i4_cols::MAX_PLANES as usize)) {
+        } else if let (DecodeKernel::I4, 1, Some(shape)) = (kernel, m, knobs().i4_cols.filter(|_| k.div_ceil(matvec_i4_cols::SPAN as usize) <= matvec_i4_cols::MAX_PLANES as usize)) {
+            let sms = client.properties().hardware.num_streaming_multiprocessors.map(|s| s as usize);
+            let (crows, depth) = shape.unwrap_or_else(|| (i4_cols_rows(part.rows, k, sms), I4_COLS_DEPTH));
             let planes = k.div_ceil(matvec_i4_cols::SPAN as usize) as u32;
             // SAFETY: the part starts on a word boundary and its rows are whole groups of
             // `4 + G/2` bytes; lanes past the last group read nothing; rows past `rows` are
@@ -1539,7 +1562,21 @@ impl QuantMatmulBackend for CubeBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::{knobs, prefill_splits, prefill_tile, PREFILL_TILE, PREFILL_TILE_WIDE};
+    use super::{i4_cols_rows, knobs, prefill_splits, prefill_tile, PREFILL_TILE, PREFILL_TILE_WIDE};
+
+    /// The rows a cube of the one-row int4 kernel that were fastest for the 8B's products on the
+    /// H100 (132 SMs).
+    #[test]
+    fn i4_cols_rows_fill_the_device() {
+        let h100 = Some(132);
+        // k = 4,096: cubes of 4 warps, 7 an SM. q/k/v and o take 8 rows, gate/up 32.
+        assert_eq!(i4_cols_rows(6_144, 4_096, h100), 8);
+        assert_eq!(i4_cols_rows(4_096, 4_096, h100), 8);
+        assert_eq!(i4_cols_rows(24_576, 4_096, h100), 32);
+        // k = 12,288 and 14,336: 12 and 14 warps, 2 an SM; 16 rows make 256 cubes.
+        assert_eq!(i4_cols_rows(4_096, 12_288, h100), 16);
+        assert_eq!(i4_cols_rows(4_096, 14_336, h100), 16);
+    }
 
     /// The split that minimises whole waves, the fewest slices on a tie.
     #[test]
