@@ -130,11 +130,12 @@ pub fn run() -> Result<()> {
             },
         });
     }
-    let (q4, q6) = (GgmlType::Q4_K, GgmlType::Q6_K);
+    // The embedding and output keep the Q4_K_M mix's types with `--int4` too.
+    let (k4, k6) = (GgmlType::Q4_K, GgmlType::Q6_K);
     let (embed_kind, lm_head) = if c.tie_embeddings {
-        (q6, None)
+        (k6, None)
     } else {
-        (q4, Some(QuantLinear::from_gguf_bytes(q6, &weights(q6, c.vocab_size, h, 8)?, c.vocab_size, h, &device)?))
+        (k4, Some(QuantLinear::from_gguf_bytes(k6, &weights(k6, c.vocab_size, h, 8)?, c.vocab_size, h, &device)?))
     };
     let embed = QuantLinear::from_gguf_bytes(embed_kind, &weights(embed_kind, c.vocab_size, h, 9)?, c.vocab_size, h, &device)?;
     let model = Qwen3 { embed, blocks, norm: norm(h), lm_head, config: c.clone() }.with_int8_input(args.iter().any(|a| a == "--int8"));
