@@ -22,6 +22,13 @@ pub const SPAN: u32 = 1024;
 /// Most warps a cube of [`matvec_i4_cols`] holds, so `k ≤ MAX_PLANES · SPAN`.
 pub const MAX_PLANES: u32 = 16;
 
+/// Bytes of shared memory a cube of [`matvec_i4_cols`] takes with `rows` weight rows and
+/// `planes` warps: each lane's partial of each row, each (row, warp) pair's sum, and the RMSNorm
+/// squares per lane and per warp (the kernel's four allocations).
+pub const fn shared_bytes(rows: u32, planes: u32) -> usize {
+    4 * (rows * planes * 32 + rows * planes + planes * 32 + planes) as usize
+}
+
 /// Loads the 5 words of row `row` that lane-unit `u` of group `gi` reads into `qw[5·s ..]`: the
 /// group's header then the unit's 4 code words.
 #[cube]

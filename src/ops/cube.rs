@@ -126,6 +126,43 @@ fn i4_cols_rows(rows: usize, k: usize, sms: Option<usize>) -> u32 {
     [32u32, 16].into_iter().find(|&r| 10 * rows.div_ceil(r as usize) >= 8 * slots).unwrap_or(8)
 }
 
+/// `(weight rows a cube, rows a batch of loads, warps a cube)` of [`matvec_i4_cols`] for a part
+/// of `rows` rows of `k` inputs at one token row on `x`'s device, or `None` where it does not
+/// take it ([`i4_cols_pick`] with the device's limits).
+fn i4_cols_shape(x: &CubeTensor, rows: usize, k: usize) -> Option<(u32, u32, u32)> {
+    let hw = &x.client.properties().hardware;
+    let limits = CubeLimits { units: hw.max_units_per_cube, planes: hw.max_cube_dim.1, shared: hw.max_shared_memory_size };
+    i4_cols_pick(rows, k, limits, hw.num_streaming_multiprocessors.map(|s| s as usize), knobs().i4_cols?)
+}
+
+/// What a device allows a cube: units, extent along y (the warps of the decode kernels), bytes of
+/// shared memory.
+#[derive(Clone, Copy)]
+struct CubeLimits {
+    units: u32,
+    planes: u32,
+    shared: usize,
+}
+
+/// [`i4_cols_shape`] for given limits, SM count and `BURN_QUANT_I4_COLS` setting (`Some`: rows
+/// and depth for every product): `None` above [`matvec_i4_cols::MAX_PLANES`] warps or where the
+/// cube's warps exceed the limits (WebGPU's defaults are 256 units and 16 KiB); else the rows
+/// [`i4_cols_rows`] (or the setting) asks for, fewer where its shared memory would not fit.
+fn i4_cols_pick(rows: usize, k: usize, limits: CubeLimits, sms: Option<usize>, knob: Option<(u32, u32)>) -> Option<(u32, u32, u32)> {
+    let planes = k.div_ceil(matvec_i4_cols::SPAN as usize) as u32;
+    if planes > matvec_i4_cols::MAX_PLANES || 32 * planes > limits.units || planes > limits.planes {
+        return None;
+    }
+    let fits = |r: u32| matvec_i4_cols::shared_bytes(r, planes) <= limits.shared;
+    match knob {
+        Some((r, d)) => fits(r).then_some((r, d, planes)),
+        None => {
+            let most = i4_cols_rows(rows, k, sms);
+            [32u32, 16, 8, 4].into_iter().filter(|&r| r <= most).find(|&r| fits(r)).map(|r| (r, I4_COLS_DEPTH, planes))
+        }
+    }
+}
+
 /// `(rows per thread, planes per row group)` of the Q6_K decode kernel.
 fn q6k_launch(m: usize, k: usize) -> (u32, u32) {
     match (m, knobs().q6k) {
@@ -829,10 +866,7 @@ fn matmul_decode(x: CubeTensor, w: &CubeTensor, layout: &QuantLayout, m: usize, 
         } else if kernel == DecodeKernel::Q4K {
             launch_q4k_q6kx4(&args, Some((part, col0)), None);
             true
-        } else if let (DecodeKernel::I4, 1, Some(shape)) = (kernel, m, knobs().i4_cols.filter(|_| k.div_ceil(matvec_i4_cols::SPAN as usize) <= matvec_i4_cols::MAX_PLANES as usize)) {
-            let sms = client.properties().hardware.num_streaming_multiprocessors.map(|s| s as usize);
-            let (crows, depth) = shape.unwrap_or_else(|| (i4_cols_rows(part.rows, k, sms), I4_COLS_DEPTH));
-            let planes = k.div_ceil(matvec_i4_cols::SPAN as usize) as u32;
+        } else if let Some((crows, depth, planes)) = (kernel == DecodeKernel::I4 && m == 1).then(|| i4_cols_shape(&x, part.rows, k)).flatten() {
             // SAFETY: the part starts on a word boundary and its rows are whole groups of
             // `4 + G/2` bytes; lanes past the last group read nothing; rows past `rows` are
             // clamped; `planes · SPAN ≥ k`; `y` is `[1, n]`, the part writes columns
@@ -1562,7 +1596,25 @@ impl QuantMatmulBackend for CubeBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::{i4_cols_rows, knobs, prefill_splits, prefill_tile, PREFILL_TILE, PREFILL_TILE_WIDE};
+    use super::{i4_cols_pick, i4_cols_rows, knobs, prefill_splits, prefill_tile, CubeLimits, I4_COLS_DEPTH, PREFILL_TILE, PREFILL_TILE_WIDE};
+
+    /// The one-row int4 kernel within a device's limits: the H100's take every 8B product with
+    /// the rows [`i4_cols_rows`] asks for; WebGPU's defaults (256 units, 16 KiB) take k = 4,096
+    /// with at most 16 rows a cube (32 would need 17.4 KB) and refuse k = 14,336 (448 units).
+    #[test]
+    fn i4_cols_pick_keeps_within_the_device() {
+        let h100 = CubeLimits { units: 1024, planes: 1024, shared: 227 << 10 };
+        let webgpu = CubeLimits { units: 256, planes: 256, shared: 16 << 10 };
+        let d = I4_COLS_DEPTH;
+        assert_eq!(i4_cols_pick(24_576, 4_096, h100, Some(132), None), Some((32, d, 4)));
+        assert_eq!(i4_cols_pick(4_096, 14_336, h100, Some(132), None), Some((16, d, 14)));
+        assert_eq!(i4_cols_pick(24_576, 4_096, webgpu, Some(132), None), Some((16, d, 4)));
+        assert_eq!(i4_cols_pick(4_096, 4_096, webgpu, Some(132), None), Some((8, d, 4)));
+        assert_eq!(i4_cols_pick(4_096, 14_336, webgpu, Some(132), None), None);
+        // Past 16 warps (k > 16,384), and a setting whose rows do not fit.
+        assert_eq!(i4_cols_pick(4_096, 17_408, h100, Some(132), None), None);
+        assert_eq!(i4_cols_pick(4_096, 4_096, webgpu, Some(132), Some((32, 2))), None);
+    }
 
     /// The rows a cube of the one-row int4 kernel that were fastest for the 8B's products on the
     /// H100 (132 SMs).
