@@ -57,6 +57,21 @@ pub fn lane_inputs<N: Size>(
     sx
 }
 
+/// Loads the 5 words of row `row` that lane-unit `u` of group `gi` reads into `qw[5·s ..]`: the
+/// group's header then the unit's 4 code words.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub fn load_row(w: &[u32], qw: &mut Array<u32>, off: u32, row: u32, groups: u32, gi: u32, u: u32, #[comptime] s: u32, #[comptime] words: u32) {
+    let blk = off + (row * groups + gi) * words;
+    let q = blk + 1 + 4 * u;
+    let o = comptime!(5 * s) as usize;
+    qw[o] = w[blk as usize];
+    qw[o + 1] = w[q as usize];
+    qw[o + 2] = w[(q + 1) as usize];
+    qw[o + 3] = w[(q + 2) as usize];
+    qw[o + 4] = w[(q + 3) as usize];
+}
+
 /// A unit's share of a row's product, `d·Σq·x − d·z·Σx`: `hd` the group's `d | z << 16` word,
 /// `qw[o .. o + 4]` the unit's code words, `xs` and `sx` [`lane_inputs`]' inputs and their sum.
 #[cube]
@@ -125,24 +140,18 @@ pub fn matvec_i4<N: Size>(
                 // One token row: the `r` rows' code words and scales are loaded first, then the
                 // lane's 32 inputs, prescaled for `dot_word_in_place` (see matvec_q4k); `Σ d·(q −
                 // z)·x` is accumulated as `d·Σ q·x − d·z·Σ x`.
-                let mut qw = Array::<u32>::new((r * 4) as usize);
-                let mut hw = Array::<u32>::new(r as usize);
+                let mut qw = Array::<u32>::new((r * 5) as usize);
                 #[unroll]
                 for i in 0..r {
                     let row = select(row0 + i < rows, row0 + i, rows - 1);
-                    let blk = off + (row * groups + b) * words;
-                    hw[i as usize] = w[blk as usize];
-                    let q = blk + 1 + 4 * u;
-                    qw[(4 * i) as usize] = w[q as usize];
-                    qw[(4 * i + 1) as usize] = w[(q + 1) as usize];
-                    qw[(4 * i + 2) as usize] = w[(q + 2) as usize];
-                    qw[(4 * i + 3) as usize] = w[(q + 3) as usize];
+                    load_row(w, &mut qw, off, row, groups, b, u, i, words);
                 }
                 let mut xs = Array::<f32>::new(32usize);
                 let sx = lane_inputs(x, gamma, b, u, k4, &mut ssq, &mut xs, group, pre);
                 #[unroll]
                 for i in 0..r {
-                    acc[i as usize] += unit_partial(hw[i as usize], &qw, (4 * i) as usize, &xs, sx, magic, f16hw);
+                    let o = (5 * i) as usize;
+                    acc[i as usize] += unit_partial(qw[o], &qw, o + 1, &xs, sx, magic, f16hw);
                 }
             }
         } else {

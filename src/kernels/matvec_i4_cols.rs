@@ -14,7 +14,7 @@
 use cubecl::prelude::*;
 
 use super::input::RMS_NORM;
-use super::matvec_i4::{lane_inputs, unit_partial};
+use super::matvec_i4::{lane_inputs, load_row, unit_partial};
 
 /// Inputs a warp spans: 32 lanes × 32 inputs.
 pub const SPAN: u32 = 1024;
@@ -27,21 +27,6 @@ pub const MAX_PLANES: u32 = 16;
 /// squares per lane and per warp (the kernel's four allocations).
 pub const fn shared_bytes(rows: u32, planes: u32) -> usize {
     4 * (rows * planes * 32 + rows * planes + planes * 32 + planes) as usize
-}
-
-/// Loads the 5 words of row `row` that lane-unit `u` of group `gi` reads into `qw[5·s ..]`: the
-/// group's header then the unit's 4 code words.
-#[cube]
-#[allow(clippy::too_many_arguments)]
-fn load_row(w: &[u32], qw: &mut Array<u32>, off: u32, row: u32, groups: u32, gi: u32, u: u32, #[comptime] s: u32, #[comptime] words: u32) {
-    let blk = off + (row * groups + gi) * words;
-    let q = blk + 1 + 4 * u;
-    let o = comptime!(5 * s) as usize;
-    qw[o] = w[blk as usize];
-    qw[o + 1] = w[q as usize];
-    qw[o + 2] = w[(q + 1) as usize];
-    qw[o + 3] = w[(q + 2) as usize];
-    qw[o + 4] = w[(q + 3) as usize];
 }
 
 /// See the module docs. `x` is `[1, k]` (`[1, 2k]` for SwiGLU) in 16-byte vectors; `off` the

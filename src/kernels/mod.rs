@@ -9,7 +9,7 @@
 //!   every Q4_K_M file is made of, launched through [`matvec_pair`] (one part, or a Q4_K and a
 //!   Q6_Kx4 part in one launch) (Q6_K as regrouped at load; [`matvec_q6k`] reads the plain
 //!   blocks), [`matvec_q80`] Q8_0's, [`matvec_q50`] Q5_0's, [`matvec_i4`] that of the GPTQ/AWQ
-//!   int4 groups ([`matvec_i4_cols`], opt-in, one token row with the input held in registers);
+//!   int4 groups (at one token row [`matvec_i4_cols`], with the input held in registers);
 //!   [`reduce`]
 //!   ends them, and [`input`] is what they do to their input as they read it (SwiGLU, RMSNorm).
 //!   [`matvec_mma`] is the tensor-core Q4_K kernel for 2..16 token rows, [`matvec_i4_mma`] the
