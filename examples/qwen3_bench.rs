@@ -97,11 +97,17 @@ pub fn run() -> Result<()> {
     let (q4, q6) = if int4 { (GgmlType::I4_128, GgmlType::I4_128) } else { (GgmlType::Q4_K, GgmlType::Q6_K) };
     let wq = weights(q4, q, h, 1)?;
     let wk = weights(q4, kv, h, 2)?;
-    let wv = [weights(q4, kv, h, 3)?, weights(q6, kv, h, 3)?];
+    // v and down in both types (the same bytes twice with `--int4`, quantized once).
+    let both = |rows, cols, seed| -> Result<[Vec<u8>; 2]> {
+        let a = weights(q4, rows, cols, seed)?;
+        let b = if q6 == q4 { a.clone() } else { weights(q6, rows, cols, seed)? };
+        Ok([a, b])
+    };
+    let wv = both(kv, h, 3)?;
     let wo = weights(q4, h, q, 4)?;
     let wg = weights(q4, f, h, 5)?;
     let wu = weights(q4, f, h, 6)?;
-    let wd = [weights(q4, h, f, 7)?, weights(q6, h, f, 7)?];
+    let wd = both(h, f, 7)?;
     let norm = |d: usize| {
         let mut n = RmsNormConfig::new(d).with_epsilon(c.rms_norm_eps).init(&device);
         n.gamma = Param::from_tensor(Tensor::ones([d], &device));
